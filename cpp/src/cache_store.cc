@@ -1,0 +1,52 @@
+#include "kvdump/cache_store.h"
+
+#include <cstring>
+
+namespace kvdump {
+
+Result<size_t> CacheStore::getInto(std::string_view key, MutableByteView dst) {
+  auto value = get(key);
+  if (!value.ok()) return value.status();
+  const auto& bytes = value.value();
+  if (bytes.size() > dst.size) {
+    return Status::TooLarge("value of " + std::to_string(bytes.size()) + " bytes does not fit a " +
+                            std::to_string(dst.size) + "-byte buffer")
+        .withKey(std::string(key));
+  }
+  if (!bytes.empty()) std::memcpy(dst.data, bytes.data(), bytes.size());
+  return bytes.size();
+}
+
+std::vector<Status> CacheStore::batchPut(const std::vector<std::string>& keys, const std::vector<ByteView>& values) {
+  std::vector<Status> out;
+  if (keys.size() != values.size()) {
+    out.assign(keys.size(), Status::InvalidArgument("batchPut: keys and values differ in length"));
+    return out;
+  }
+  out.reserve(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) out.push_back(put(keys[i], values[i]));
+  return out;
+}
+
+std::vector<Result<size_t>> CacheStore::batchGetInto(const std::vector<std::string>& keys,
+                                                     const std::vector<MutableByteView>& dsts) {
+  std::vector<Result<size_t>> out;
+  out.reserve(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (i >= dsts.size()) {
+      out.emplace_back(Status::InvalidArgument("batchGetInto: fewer buffers than keys").withKey(keys[i]));
+    } else {
+      out.push_back(getInto(keys[i], dsts[i]));
+    }
+  }
+  return out;
+}
+
+std::vector<Result<bool>> CacheStore::batchExists(const std::vector<std::string>& keys) {
+  std::vector<Result<bool>> out;
+  out.reserve(keys.size());
+  for (const auto& k : keys) out.push_back(exists(k));
+  return out;
+}
+
+}  // namespace kvdump
