@@ -116,7 +116,7 @@ Status AsyncWriter::submit(Task task, TaskLabel label, std::optional<std::chrono
     ++total_rejected_;
     if (state_ == WriterState::kIdle) {
       return Status::Lifecycle(last_cycle_aborted_ ? "submit() after abort(): call init() to open a new cycle"
-                                                   : "submit() before init()");
+                                                   : "submit() before init(): no cycle is open");
     }
     return Status::Lifecycle(std::string("submit() while the cycle is ") + writerStateName(state_));
   }

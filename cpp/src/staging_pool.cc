@@ -95,7 +95,7 @@ Result<StagingLease> StagingPool::lease(size_t bytes, std::chrono::nanoseconds t
   }
   std::unique_lock<std::mutex> lock(mu_);
   StagingLease out;
-  if (tryLeaseLocked(bytes, &out)) return std::move(out);
+  if (tryLeaseLocked(bytes, &out)) return Result<StagingLease>(std::move(out));
   ++stats_.waits;
   const bool got = returned_cv_.wait_for(lock, timeout, [&] { return tryLeaseLocked(bytes, &out); });
   if (!got) {
@@ -104,7 +104,7 @@ Result<StagingLease> StagingPool::lease(size_t bytes, std::chrono::nanoseconds t
                            std::to_string(capacity_bytes_) + " bytes leased for the whole deadline, " +
                            std::to_string(bytes) + " needed");
   }
-  return std::move(out);
+  return Result<StagingLease>(std::move(out));
 }
 
 void StagingPool::giveBack(size_t slot) {

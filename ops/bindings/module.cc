@@ -1,0 +1,13 @@
+// kvdump._C: the private extension. This file only exports; each area binds itself.
+#include <pybind11/pybind11.h>
+
+namespace kvdump::python {
+void bindStores(pybind11::module_& m);
+void bindWriter(pybind11::module_& m);
+}  // namespace kvdump::python
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "kvdump native core: lifecycle writer, stores, and the torch ops (torch.ops.kvdump.*)";
+  kvdump::python::bindStores(m);
+  kvdump::python::bindWriter(m);
+}

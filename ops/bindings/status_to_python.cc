@@ -1,0 +1,37 @@
+#include "status_to_python.h"
+
+#include "python_object_payload.h"
+
+namespace py = pybind11;
+
+namespace kvdump::python {
+namespace {
+
+py::module_ errorsModule() { return py::module_::import("kvdump.errors"); }
+
+[[noreturn]] void raise(py::object exc, const Status& status) {
+  if (auto* original = pythonObjectOf(status)) {
+    exc.attr("__cause__") = *original;
+  }
+  PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
+  throw py::error_already_set();
+}
+
+}  // namespace
+
+void throwStatus(const Status& status) {
+  py::object exc = errorsModule().attr("error_for_code")(static_cast<int>(status.code()), status.message(),
+                                                          status.key());
+  raise(std::move(exc), status);
+}
+
+void throwWriteError(const TaskFailure& failure, uint64_t failed, uint64_t submitted) {
+  py::object layer = failure.label.layer >= 0 ? py::object(py::int_(failure.label.layer)) : py::object(py::none());
+  py::object exc = errorsModule().attr("WriteError")(
+      failure.status.message(), py::arg("code") = static_cast<int>(failure.status.code()),
+      py::arg("key") = failure.status.key(), py::arg("label") = failure.label.label, py::arg("layer") = layer,
+      py::arg("request") = failure.label.request, py::arg("failed") = failed, py::arg("submitted") = submitted);
+  raise(std::move(exc), failure.status);
+}
+
+}  // namespace kvdump::python

@@ -1,0 +1,22 @@
+// The binding boundary: the only place where a kvdump Status becomes a Python exception.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include "kvdump/async_writer.h"
+#include "kvdump/status.h"
+
+namespace kvdump::python {
+
+/// Raises the kvdump.errors class for `status` (KvdumpValueError, LifecycleError, ...). Needs the GIL.
+[[noreturn]] void throwStatus(const Status& status);
+
+/// Raises kvdump.WriteError for a failed cycle, chaining a failed Python task's own exception.
+[[noreturn]] void throwWriteError(const TaskFailure& failure, uint64_t failed, uint64_t submitted);
+
+/// Raises unless `status` is OK.
+inline void check(const Status& status) {
+  if (!status.ok()) throwStatus(status);
+}
+
+}  // namespace kvdump::python

@@ -1,0 +1,94 @@
+// Python binding of the CacheStore interface and the native stores. Store calls release the GIL.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "kvdump/cache_store.h"
+#include "kvdump/memory_store.h"
+#include "status_to_python.h"
+
+namespace py = pybind11;
+
+namespace kvdump::python {
+namespace {
+
+void put(CacheStore& store, const std::string& key, const py::buffer& data) {
+  py::buffer_info info = data.request();
+  if (!PyBuffer_IsContiguous(info.view(), 'C')) {
+    throwStatus(Status::InvalidArgument("data must be a C-contiguous buffer").withKey(key));
+  }
+  const ByteView view{static_cast<const uint8_t*>(info.ptr), static_cast<size_t>(info.size * info.itemsize)};
+  Status status;
+  {
+    py::gil_scoped_release release;  // `info` keeps the buffer alive and pinned meanwhile
+    status = store.put(key, view);
+  }
+  check(status);
+}
+
+py::object get(CacheStore& store, const std::string& key) {
+  Result<std::vector<uint8_t>> value = Status::Internal("unset");
+  {
+    py::gil_scoped_release release;
+    value = store.get(key);
+  }
+  if (!value.ok()) {
+    if (value.status().code() == StatusCode::kNotFound) return py::none();
+    throwStatus(value.status());
+  }
+  const auto& bytes = value.value();
+  return py::bytes(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+}
+
+bool exists(CacheStore& store, const std::string& key) {
+  Result<bool> found = Status::Internal("unset");
+  {
+    py::gil_scoped_release release;
+    found = store.exists(key);
+  }
+  check(found.status());
+  return found.value();
+}
+
+bool remove(CacheStore& store, const std::string& key) {
+  Status status;
+  {
+    py::gil_scoped_release release;
+    status = store.remove(key);
+  }
+  if (status.code() == StatusCode::kNotFound) return false;
+  check(status);
+  return true;
+}
+
+}  // namespace
+
+void bindStores(py::module_& m) {
+  py::class_<CacheStore, std::shared_ptr<CacheStore>>(m, "CacheStore",
+                                                      "A native key/value store of byte buffers (thread-safe).")
+      .def_property_readonly("name", &CacheStore::name)
+      .def("put", &put, py::arg("key"), py::arg("data"), "Store bytes under key (overwrites).")
+      .def("get", &get, py::arg("key"), "The bytes under key, or None when absent.")
+      .def("exists", &exists, py::arg("key"))
+      .def("remove", &remove, py::arg("key"), "Remove key; False when it was absent.");
+
+  py::class_<MemoryStore, CacheStore, std::shared_ptr<MemoryStore>>(
+      m, "MemoryStore",
+      "In-process store bounded by capacity_bytes. When full, a put fails with StoreFullError and nothing "
+      "is evicted.")
+      .def(py::init([](size_t capacity_bytes, size_t num_shards) {
+             if (num_shards == 0) throwStatus(Status::InvalidArgument("num_shards must be at least 1"));
+             return std::make_shared<MemoryStore>(capacity_bytes, num_shards);
+           }),
+           py::arg("capacity_bytes") = size_t{1} << 30, py::arg("num_shards") = 16)
+      .def("stats", [](const MemoryStore& s) {
+        MemoryStoreStats st = s.stats();
+        py::dict d;
+        d["capacity_bytes"] = st.capacity_bytes;
+        d["used_bytes"] = st.used_bytes;
+        d["entries"] = st.entries;
+        d["rejected_full"] = st.rejected_full;
+        return d;
+      });
+}
+
+}  // namespace kvdump::python

@@ -1,0 +1,14 @@
+// Host staging memory for a device type, declared torch-free so the binding layer can ask for it.
+#pragma once
+
+#include <string>
+
+#include "kvdump/staging_pool.h"
+
+namespace kvdump {
+
+/// Pinned host memory from torch's host allocator for `device_type` ("cuda", "npu", ...), which the
+/// device can DMA from; pageable memory for "cpu". Throws std::invalid_argument for an unknown type.
+HostAllocator hostAllocatorFor(const std::string& device_type);
+
+}  // namespace kvdump

@@ -1,0 +1,52 @@
+"""kvdump: an asynchronous KV-cache writer for prefill/decode disaggregated LLM serving.
+
+``import kvdump`` loads torch first (the native extension links libtorch), then the private
+extension ``kvdump._C``, and re-exports the public API of DESIGN.md §4.
+"""
+
+from __future__ import annotations
+
+import torch  # noqa: F401  (loads libtorch before the extension that links it)
+
+from kvdump import _C
+from kvdump.errors import (
+    AbortedError,
+    ChecksumError,
+    KeyNotFoundError,
+    KvdumpError,
+    KvdumpValueError,
+    LeaseHeldError,
+    LifecycleError,
+    StatusCode,
+    StoreError,
+    StoreFullError,
+    UnsupportedError,
+    WriteError,
+    WriteTimeout,
+)
+from kvdump.writer import AsyncWriter, CycleReport
+
+CacheStore = _C.CacheStore
+MemoryStore = _C.MemoryStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AbortedError",
+    "AsyncWriter",
+    "CacheStore",
+    "ChecksumError",
+    "CycleReport",
+    "KeyNotFoundError",
+    "KvdumpError",
+    "KvdumpValueError",
+    "LeaseHeldError",
+    "LifecycleError",
+    "MemoryStore",
+    "StatusCode",
+    "StoreError",
+    "StoreFullError",
+    "UnsupportedError",
+    "WriteError",
+    "WriteTimeout",
+]

@@ -1,0 +1,138 @@
+"""Typed exceptions raised by kvdump. The C++ core speaks in status codes; the binding boundary turns
+each code into one of these classes, so callers can catch precisely what they can handle."""
+
+from __future__ import annotations
+
+import enum
+
+
+class StatusCode(enum.IntEnum):
+    """Stable error codes shared with the C++ core (``kvdump::StatusCode``); values never change."""
+
+    OK = 0
+    INVALID_ARGUMENT = 1
+    LIFECYCLE = 2
+    TIMEOUT = 3
+    CANCELLED = 4
+    NOT_FOUND = 5
+    STORE_FULL = 6
+    IO_ERROR = 7
+    CHECKSUM_MISMATCH = 8
+    UNSUPPORTED = 9
+    TASK_FAILED = 10
+    LEASE_HELD = 11
+    TOO_LARGE = 12
+    INTERNAL = 13
+
+
+class KvdumpError(Exception):
+    """Base of every kvdump error. ``code`` is a :class:`StatusCode`; ``key`` names the store key
+    concerned, when there is one."""
+
+    def __init__(self, message: str, *, code: int = StatusCode.INTERNAL, key: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = StatusCode(code)
+        self.key = key
+
+
+class LifecycleError(KvdumpError, RuntimeError):
+    """The writer was used out of order: submit before init, double init, wait without init, ..."""
+
+
+class WriteTimeout(KvdumpError, TimeoutError):
+    """A deadline passed: ``wait_all_done(timeout=...)``, or ``submit`` blocked on a full queue."""
+
+
+class AbortedError(KvdumpError):
+    """The cycle was aborted (by another thread) while this call waited on it."""
+
+
+class StoreError(KvdumpError):
+    """A cache store refused or failed an operation."""
+
+
+class StoreFullError(StoreError):
+    """The store has no room for the value; nothing was evicted to make it."""
+
+
+class KeyNotFoundError(StoreError, KeyError):
+    """The key is not in the store."""
+
+    def __str__(self) -> str:  # KeyError would otherwise print the repr of the message
+        return self.message
+
+
+class ChecksumError(StoreError):
+    """A stored block's bytes do not match its checksum."""
+
+
+class LeaseHeldError(StoreError):
+    """The store holds a read lease on the key (Mooncake), so it cannot be removed yet."""
+
+
+class KvdumpValueError(KvdumpError, ValueError):
+    """An argument is invalid: wrong dtype, rank, device, length or range."""
+
+
+class UnsupportedError(KvdumpError, NotImplementedError):
+    """The feature is not built into this kvdump or this store."""
+
+
+class WriteError(KvdumpError):
+    """Raised by ``wait_all_done`` when any task of the cycle failed. Describes the first failure
+    (``label``, ``layer``, ``request``, ``key``, ``code``) and counts all of them (``failed``). The
+    original Python exception of a failed callable task is chained as ``__cause__``."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int = StatusCode.TASK_FAILED,
+        key: str = "",
+        label: str = "",
+        layer: int | None = None,
+        request: str = "",
+        failed: int = 1,
+        submitted: int = 0,
+    ) -> None:
+        super().__init__(message, code=code, key=key)
+        self.label = label
+        self.layer = layer
+        self.request = request
+        self.failed = failed
+        self.submitted = submitted
+
+    def __str__(self) -> str:
+        where = [f"label={self.label!r}"]
+        if self.layer is not None:
+            where.append(f"layer={self.layer}")
+        if self.request:
+            where.append(f"request={self.request!r}")
+        if self.key:
+            where.append(f"key={self.key!r}")
+        return (
+            f"{self.failed} of {self.submitted} task(s) failed; first: {self.code.name}: "
+            f"{self.message} ({', '.join(where)})"
+        )
+
+
+_BY_CODE: dict[int, type[KvdumpError]] = {
+    StatusCode.INVALID_ARGUMENT: KvdumpValueError,
+    StatusCode.LIFECYCLE: LifecycleError,
+    StatusCode.TIMEOUT: WriteTimeout,
+    StatusCode.CANCELLED: AbortedError,
+    StatusCode.NOT_FOUND: KeyNotFoundError,
+    StatusCode.STORE_FULL: StoreFullError,
+    StatusCode.IO_ERROR: StoreError,
+    StatusCode.CHECKSUM_MISMATCH: ChecksumError,
+    StatusCode.UNSUPPORTED: UnsupportedError,
+    StatusCode.LEASE_HELD: LeaseHeldError,
+    StatusCode.TOO_LARGE: KvdumpValueError,
+}
+
+
+def error_for_code(code: int, message: str, key: str = "") -> KvdumpError:
+    """The exception instance for a status code; the binding layer calls this."""
+    cls = _BY_CODE.get(int(code), KvdumpError)
+    return cls(message, code=code, key=key)

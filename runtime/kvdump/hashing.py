@@ -1,0 +1,60 @@
+"""Content hash chain over token ids: the block keys that make stored KV findable (DESIGN §5).
+
+The KV of a block depends on every token before it, not only on its own tokens, so a block's hash
+covers its parent's hash plus its own tokens. Two requests that share a prefix therefore compute the
+same hashes for the shared blocks (on any worker, in any process — the hash uses no per-process
+salt), and the first differing token changes that block's hash and, through the chain, every later
+one. That is what lets a decode worker or a later request with the same prefix find the blocks a
+prefill worker stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Sequence
+
+_PERSON = b"kvdump.block.v1"  # domain separation: these digests mean nothing outside this scheme
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+
+
+def block_hash(tokens: Sequence[int], parent: int | None = None, namespace: str = "") -> int:
+    """Hash of one block: ``blake2b-64(namespace, parent, len(tokens), tokens)`` as a signed int64.
+
+    ``parent`` is the previous block's hash (``None`` for the first block of a sequence). The token
+    count is hashed so that a partly filled last block never collides with a full block, and the
+    namespace (model, revision, TP layout ...) keeps different models' KV apart in a shared store.
+    """
+    if parent is not None and not _INT64_MIN <= parent <= _INT64_MAX:
+        raise ValueError(f"parent hash {parent} does not fit in int64")
+    digest = hashlib.blake2b(digest_size=8, person=_PERSON)
+    name = namespace.encode("utf-8")
+    # Length prefixes keep the encoding unambiguous, so distinct inputs never hash the same bytes.
+    digest.update(struct.pack("<Q", len(name)))
+    digest.update(name)
+    digest.update(b"\x00" if parent is None else b"\x01" + struct.pack("<q", parent))
+    digest.update(struct.pack("<Q", len(tokens)))
+    try:
+        digest.update(struct.pack(f"<{len(tokens)}q", *tokens))
+    except struct.error as error:
+        raise ValueError(f"token ids must be int64 integers: {error}") from error
+    return int.from_bytes(digest.digest(), "little", signed=True)
+
+
+def block_hashes(
+    token_ids: Sequence[int], block_size: int, namespace: str = "", parent: int | None = None
+) -> list[int]:
+    """Chained hashes of ``token_ids`` cut into blocks of ``block_size`` (the last may be partial).
+
+    Returns one signed int64 per block, ready for an ``int64`` tensor. Pass ``parent`` to continue
+    a chain, e.g. to hash tokens appended after full blocks that were hashed earlier; the result then
+    equals what hashing the whole sequence at once would give for those blocks.
+    """
+    if block_size <= 0:
+        raise ValueError(f"block_size must be > 0, got {block_size}")
+    hashes: list[int] = []
+    for start in range(0, len(token_ids), block_size):
+        parent = block_hash(token_ids[start : start + block_size], parent, namespace)
+        hashes.append(parent)
+    return hashes
