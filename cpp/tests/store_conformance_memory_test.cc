@@ -1,3 +1,4 @@
+#include "kvdump/delayed_store.h"
 #include "kvdump/memory_store.h"
 #include "store_conformance.h"
 
@@ -7,7 +8,14 @@ INSTANTIATE_TEST_SUITE_P(Memory, StoreConformance,
                          ::testing::Values(StoreFactory{"MemoryStore",
                                                         [] { return std::make_unique<MemoryStore>(64u << 20); }},
                                            StoreFactory{"MemoryStoreOneShard",
-                                                        [] { return std::make_unique<MemoryStore>(64u << 20, 1); }}),
+                                                        [] { return std::make_unique<MemoryStore>(64u << 20, 1); }},
+                                           StoreFactory{"DelayedMemoryStore",
+                                                        [] {
+                                                          return std::make_unique<DelayedStore>(
+                                                              std::make_shared<MemoryStore>(64u << 20),
+                                                              std::chrono::microseconds(50),
+                                                              std::chrono::microseconds(50));
+                                                        }}),
                          storeFactoryName);
 
 }  // namespace kvdump::testing

@@ -2,7 +2,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <chrono>
+
 #include "kvdump/cache_store.h"
+#include "kvdump/delayed_store.h"
 #include "kvdump/memory_store.h"
 #include "status_to_python.h"
 
@@ -89,6 +92,19 @@ void bindStores(py::module_& m) {
         d["rejected_full"] = st.rejected_full;
         return d;
       });
+
+  py::class_<DelayedStore, CacheStore, std::shared_ptr<DelayedStore>>(
+      m, "DelayedStore",
+      "Wraps a native store and sleeps put_delay seconds per put call (one per batch) and get_delay per "
+      "get call: a stand-in for a remote store's round trip in benchmarks and tests.")
+      .def(py::init([](std::shared_ptr<CacheStore> inner, double put_delay, double get_delay) {
+             if (!inner) throwStatus(Status::InvalidArgument("inner store must not be None"));
+             if (put_delay < 0 || get_delay < 0) throwStatus(Status::InvalidArgument("delays must be >= 0"));
+             return std::make_shared<DelayedStore>(std::move(inner),
+                                                   std::chrono::nanoseconds(static_cast<int64_t>(put_delay * 1e9)),
+                                                   std::chrono::nanoseconds(static_cast<int64_t>(get_delay * 1e9)));
+           }),
+           py::arg("inner"), py::arg("put_delay") = 0.0, py::arg("get_delay") = 0.0);
 }
 
 }  // namespace kvdump::python

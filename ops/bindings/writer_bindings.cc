@@ -124,6 +124,7 @@ class PyWriter {
     {
       py::gil_scoped_release release;
       status = ctx().writer().abort(&report);
+      ctx().loads().cancelPending("the load was cancelled by abort()");
     }
     check(status);
     py::dict out;
@@ -178,6 +179,16 @@ class PyWriter {
     return d;
   }
 
+  void waitLayerLoaded(int64_t layer, std::optional<double> timeout) {
+    auto deadline = toDuration(timeout, "timeout");
+    Status status;
+    {
+      py::gil_scoped_release release;
+      status = ctx().loads().wait(layer, deadline);
+    }
+    check(status);
+  }
+
   int64_t handle() { return ctx().handle(); }
   bool closed() const { return ctx_ == nullptr; }
 
@@ -200,12 +211,25 @@ void bindWriter(py::module_& m) {
       .def("wait_all_done", &PyWriter::waitAllDone, py::arg("timeout"))
       .def("abort", &PyWriter::abort)
       .def("cancel_request", &PyWriter::cancelRequest, py::arg("request"))
+      .def("wait_layer_loaded", &PyWriter::waitLayerLoaded, py::arg("layer"), py::arg("timeout"))
       .def("close", &PyWriter::close)
       .def_property_readonly("state", &PyWriter::state)
       .def_property_readonly("handle", &PyWriter::handle)
       .def_property_readonly("closed", &PyWriter::closed)
       .def("stats", &PyWriter::stats);
   m.def("default_num_threads", &defaultNumThreads);
+  m.def(
+      "block_key",
+      [](const std::string& ns, int tp_rank, int tp_size, int64_t hash, int64_t layer) {
+        return blockKey(KeySpace{ns, tp_rank, tp_size}, static_cast<uint64_t>(hash), layer);
+      },
+      py::arg("namespace"), py::arg("tp_rank"), py::arg("tp_size"), py::arg("block_hash"), py::arg("layer"));
+  m.def(
+      "commit_key",
+      [](const std::string& ns, int tp_rank, int tp_size, int64_t hash) {
+        return commitKey(KeySpace{ns, tp_rank, tp_size}, static_cast<uint64_t>(hash));
+      },
+      py::arg("namespace"), py::arg("tp_rank"), py::arg("tp_size"), py::arg("block_hash"));
 }
 
 }  // namespace kvdump::python

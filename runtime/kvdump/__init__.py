@@ -24,9 +24,13 @@ from kvdump.errors import (
     WriteError,
     WriteTimeout,
 )
+from kvdump.cache_ops import KVLoader, load_cache_store, write_cache_store
+from kvdump.commit import lookup
+from kvdump.hook import wrap_model
 from kvdump.writer import AsyncWriter, CycleReport
 
 CacheStore = _C.CacheStore
+DelayedStore = _C.DelayedStore
 MemoryStore = _C.MemoryStore
 
 __version__ = "0.1.0"
@@ -37,8 +41,10 @@ __all__ = [
     "CacheStore",
     "ChecksumError",
     "CycleReport",
+    "DelayedStore",
     "KeyNotFoundError",
     "KvdumpError",
+    "KVLoader",
     "KvdumpValueError",
     "LeaseHeldError",
     "LifecycleError",
@@ -49,4 +55,8 @@ __all__ = [
     "UnsupportedError",
     "WriteError",
     "WriteTimeout",
+    "load_cache_store",
+    "lookup",
+    "wrap_model",
+    "write_cache_store",
 ]

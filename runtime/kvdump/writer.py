@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import torch
 
 from kvdump import _C
+from kvdump.commit import publish
 from kvdump.errors import WriteTimeout
 
 
@@ -92,6 +93,9 @@ class AsyncWriter:
         self.namespace = namespace
         self.tp_rank = tp_rank
         self.tp_size = tp_size
+        # Blocks written in the open cycle, published (commit records) only when it succeeds.
+        self._cycle_hashes: list[torch.Tensor] = []
+        self._cycle_layers: set[int] = set()
         with _live_lock:
             _live_writers.add(self)
 
@@ -113,6 +117,7 @@ class AsyncWriter:
     def init(self) -> None:
         """Open a cycle (idle -> accepting). :class:`LifecycleError` if one is open."""
         self._impl.init()
+        self._forget_cycle()
 
     def submit(
         self,
@@ -134,16 +139,53 @@ class AsyncWriter:
         """Close the cycle and wait for every task. Raises :class:`WriteError` (first failure, with
         ``.failed`` counting all) after returning to idle; :class:`WriteTimeout` when ``timeout``
         seconds pass first, leaving the cycle open (wait again or ``abort()``)."""
-        return CycleReport(**self._impl.wait_all_done(timeout))
+        try:
+            report = CycleReport(**self._impl.wait_all_done(timeout))
+        except WriteTimeout:
+            raise  # the cycle stays open; its blocks may still be published by a later wait
+        except BaseException:
+            self._forget_cycle()
+            raise
+        self._publish_cycle()
+        return report
 
     def abort(self) -> dict[str, Any]:
         """Cancel queued tasks, wait for running ones, release everything, return to idle. Returns
-        what it did: ``cancelled``, ``finished_running``, ``failed``, ``first_failure``."""
+        what it did: ``cancelled``, ``finished_running``, ``failed``, ``first_failure``. Nothing
+        written in the aborted cycle is published."""
+        self._forget_cycle()
         return self._impl.abort()
 
     def cancel_request(self, request: str) -> int:
         """Cancel the queued tasks submitted with ``request=request``; returns how many."""
         return self._impl.cancel_request(request)
+
+    def _note_written(self, layer: int, block_hashes: torch.Tensor) -> None:
+        self._cycle_layers.add(layer)
+        self._cycle_hashes.append(block_hashes)
+
+    def _forget_cycle(self) -> None:
+        self._cycle_hashes = []
+        self._cycle_layers = set()
+
+    def _publish_cycle(self) -> None:
+        hashes, layers = self._cycle_hashes, self._cycle_layers
+        self._forget_cycle()
+        if not hashes:
+            return
+        if layers != set(range(len(layers))):
+            # Layers 0..n-1 must all be present for a block to read as complete; a partial set is
+            # stored but deliberately left unpublished.
+            return
+        unique = torch.cat([h.reshape(-1) for h in hashes]).tolist()
+        publish(
+            self._store,
+            unique,
+            len(layers),
+            namespace=self.namespace,
+            tp_rank=self.tp_rank,
+            tp_size=self.tp_size,
+        )
 
     @contextlib.contextmanager
     def cycle(self, timeout: float | None = None) -> Iterator[AsyncWriter]:

@@ -7,17 +7,12 @@
 #include <string>
 
 #include "kvdump/async_writer.h"
+#include "kvdump/block_key.h"
+#include "kvdump/completion_board.h"
 #include "kvdump/cache_store.h"
 #include "kvdump/staging_pool.h"
 
 namespace kvdump {
-
-/// Where a writer's blocks go and how they are named; a plain value.
-struct KeySpace {
-  std::string namespace_ = "kvdump";
-  int tp_rank = 0;
-  int tp_size = 1;
-};
 
 /// Options of a WriterContext; a plain value.
 struct WriterContextOptions {
@@ -42,6 +37,8 @@ class WriterContext {
   CacheStore& store() { return *store_; }
   const std::shared_ptr<CacheStore>& storePtr() const { return store_; }
   StagingPool& staging() { return *staging_; }
+  /// Per-layer completion of asynchronous loads (decode side).
+  CompletionBoard& loads() { return loads_; }
   const KeySpace& keys() const { return options_.keys; }
   const WriterContextOptions& options() const { return options_; }
   int64_t handle() const { return handle_; }
@@ -55,6 +52,7 @@ class WriterContext {
   const WriterContextOptions options_;
   std::shared_ptr<CacheStore> store_;
   std::unique_ptr<StagingPool> staging_;
+  CompletionBoard loads_;
   // Declared last so it is destroyed first: its destructor joins the workers, whose tasks may
   // still touch the store and the staging pool.
   std::unique_ptr<AsyncWriter> writer_;

@@ -1,0 +1,38 @@
+// CompletionBoard: lets a thread wait for one numbered piece of work (e.g. one layer's load).
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
+
+#include "kvdump/status.h"
+
+namespace kvdump {
+
+/// Tracks pending/completed ids and their outcome. All methods are thread-safe.
+class CompletionBoard {
+ public:
+  /// Marks `id` pending, forgetting an earlier outcome for it.
+  void expect(int64_t id);
+  /// Records the outcome of `id` and wakes its waiters.
+  void complete(int64_t id, Status status);
+  /// Waits for `id`'s outcome and returns it. NOT_FOUND if `id` was never expected; TIMEOUT when the
+  /// deadline passes first.
+  Status wait(int64_t id, std::optional<std::chrono::nanoseconds> timeout);
+  /// Marks every pending id CANCELLED (used when the work behind them is aborted).
+  void cancelPending(const std::string& why);
+
+ private:
+  struct Entry {
+    bool done = false;
+    Status status;
+  };
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::unordered_map<int64_t, Entry> entries_;
+};
+
+}  // namespace kvdump

@@ -1,0 +1,135 @@
+#include "kvdump/block_format.h"
+
+#include <cstring>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+namespace kvdump {
+namespace {
+
+constexpr uint8_t kMagic[4] = {'K', 'V', 'D', 'B'};
+
+// The format is little-endian; every supported host (x86-64, aarch64) is too, and this check keeps a
+// big-endian build from silently writing a different format.
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "kvdump's block format assumes a little-endian host");
+
+template <typename T>
+void put(uint8_t* out, size_t offset, T value) {
+  std::memcpy(out + offset, &value, sizeof(T));
+}
+
+template <typename T>
+T take(const uint8_t* in, size_t offset) {
+  T value;
+  std::memcpy(&value, in + offset, sizeof(T));
+  return value;
+}
+
+}  // namespace
+
+size_t blockDtypeSize(BlockDtype dtype) {
+  switch (dtype) {
+    case BlockDtype::kFloat32: return 4;
+    case BlockDtype::kFloat16: return 2;
+    case BlockDtype::kBFloat16: return 2;
+    case BlockDtype::kFloat64: return 8;
+    case BlockDtype::kFloat8E4M3: return 1;
+    case BlockDtype::kFloat8E5M2: return 1;
+  }
+  return 0;
+}
+
+const char* blockDtypeName(BlockDtype dtype) {
+  switch (dtype) {
+    case BlockDtype::kFloat32: return "float32";
+    case BlockDtype::kFloat16: return "float16";
+    case BlockDtype::kBFloat16: return "bfloat16";
+    case BlockDtype::kFloat64: return "float64";
+    case BlockDtype::kFloat8E4M3: return "float8_e4m3fn";
+    case BlockDtype::kFloat8E5M2: return "float8_e5m2";
+  }
+  return "unknown";
+}
+
+uint64_t payloadChecksum(const void* data, size_t size) { return XXH3_64bits(data, size); }
+
+void encodeBlockHeader(const BlockHeader& h, uint8_t* out) {
+  std::memset(out, 0, BlockHeader::kBytes);
+  std::memcpy(out, kMagic, 4);
+  put<uint16_t>(out, 4, BlockHeader::kVersion);
+  put<uint16_t>(out, 6, static_cast<uint16_t>(BlockHeader::kBytes));
+  put<uint8_t>(out, 8, static_cast<uint8_t>(h.dtype));
+  put<uint8_t>(out, 9, static_cast<uint8_t>(blockDtypeSize(h.dtype)));
+  put<uint32_t>(out, 12, h.layer);
+  put<uint32_t>(out, 16, h.block_size);
+  put<uint32_t>(out, 20, h.num_kv_heads);
+  put<uint32_t>(out, 24, h.head_dim);
+  put<uint16_t>(out, 28, h.tp_rank);
+  put<uint16_t>(out, 30, h.tp_size);
+  put<uint64_t>(out, 32, h.block_hash);
+  put<uint64_t>(out, 40, h.payload_bytes);
+  put<uint64_t>(out, 48, h.checksum);
+}
+
+Result<BlockHeader> decodeBlockRecord(const uint8_t* record, size_t record_bytes) {
+  if (record_bytes < BlockHeader::kBytes) {
+    return Status::InvalidArgument("stored block of " + std::to_string(record_bytes) + " bytes is shorter than its header");
+  }
+  if (std::memcmp(record, kMagic, 4) != 0) return Status::InvalidArgument("stored value is not a kvdump block (bad magic)");
+  const auto version = take<uint16_t>(record, 4);
+  if (version != BlockHeader::kVersion) {
+    return Status::Unsupported("stored block has format version " + std::to_string(version) + ", this kvdump reads " +
+                               std::to_string(BlockHeader::kVersion));
+  }
+  if (take<uint16_t>(record, 6) != BlockHeader::kBytes) return Status::InvalidArgument("stored block has a bad header size");
+  BlockHeader h;
+  h.dtype = static_cast<BlockDtype>(take<uint8_t>(record, 8));
+  const size_t element = blockDtypeSize(h.dtype);
+  if (element == 0 || take<uint8_t>(record, 9) != element) {
+    return Status::InvalidArgument("stored block has an unknown dtype code " + std::to_string(take<uint8_t>(record, 8)));
+  }
+  h.layer = take<uint32_t>(record, 12);
+  h.block_size = take<uint32_t>(record, 16);
+  h.num_kv_heads = take<uint32_t>(record, 20);
+  h.head_dim = take<uint32_t>(record, 24);
+  h.tp_rank = take<uint16_t>(record, 28);
+  h.tp_size = take<uint16_t>(record, 30);
+  h.block_hash = take<uint64_t>(record, 32);
+  h.payload_bytes = take<uint64_t>(record, 40);
+  h.checksum = take<uint64_t>(record, 48);
+  const uint64_t expected_payload = uint64_t{2} * h.block_size * h.num_kv_heads * h.head_dim * element;
+  if (h.payload_bytes != expected_payload || record_bytes != BlockHeader::kBytes + h.payload_bytes) {
+    return Status::InvalidArgument("stored block is truncated or its header disagrees with its size (" +
+                                   std::to_string(record_bytes) + " bytes, header says payload " +
+                                   std::to_string(h.payload_bytes) + ")");
+  }
+  const uint64_t actual = payloadChecksum(record + BlockHeader::kBytes, h.payload_bytes);
+  if (actual != h.checksum) {
+    return Status::ChecksumMismatch("stored block payload is corrupt: checksum " + std::to_string(actual) +
+                                    " != recorded " + std::to_string(h.checksum));
+  }
+  return h;
+}
+
+Status checkBlockMatches(const BlockHeader& found, const BlockHeader& expected) {
+  auto mismatch = [](const char* field, uint64_t f, uint64_t e) {
+    return Status::InvalidArgument(std::string("stored block does not match the destination cache: ") + field +
+                                   " is " + std::to_string(f) + ", expected " + std::to_string(e));
+  };
+  if (found.dtype != expected.dtype) {
+    return Status::InvalidArgument(std::string("stored block dtype is ") + blockDtypeName(found.dtype) +
+                                   ", the destination cache is " + blockDtypeName(expected.dtype));
+  }
+  if (found.block_size != expected.block_size) return mismatch("block_size", found.block_size, expected.block_size);
+  if (found.num_kv_heads != expected.num_kv_heads) return mismatch("num_kv_heads", found.num_kv_heads, expected.num_kv_heads);
+  if (found.head_dim != expected.head_dim) return mismatch("head_dim", found.head_dim, expected.head_dim);
+  if (found.layer != expected.layer) return mismatch("layer", found.layer, expected.layer);
+  if (found.block_hash != expected.block_hash) return mismatch("block hash", found.block_hash, expected.block_hash);
+  if (found.tp_rank != expected.tp_rank || found.tp_size != expected.tp_size) {
+    return mismatch("tp_rank", found.tp_rank, expected.tp_rank);
+  }
+  return Status::Ok();
+}
+
+}  // namespace kvdump

@@ -1,0 +1,132 @@
+#include "block_transfer.h"
+
+#include <c10/core/DeviceGuard.h>
+#include <c10/core/StreamGuard.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
+
+#include <cstring>
+#include <exception>
+
+namespace kvdump {
+namespace {
+
+at::Tensor blockView(uint8_t* data, const LayerKv& kv) {
+  return at::from_blob(data, {kv.block_size, kv.num_kv_heads, kv.head_dim}, at::TensorOptions().dtype(kv.k.scalar_type()));
+}
+
+// The payloads of `count` records seen as one [count, 2, block_size, heads, head_dim] tensor over a
+// byte buffer of records (which may live on a device): the header gaps become a row stride.
+at::Tensor payloadView(const at::Tensor& record_bytes, const LayerKv& kv) {
+  const int64_t count = record_bytes.size(0);
+  return record_bytes.narrow(1, static_cast<int64_t>(BlockHeader::kBytes), static_cast<int64_t>(2 * kv.halfBytes()))
+      .view(kv.k.scalar_type())
+      .view({count, 2, kv.block_size, kv.num_kv_heads, kv.head_dim});
+}
+
+at::Tensor idsOn(const int64_t* ids, size_t count, const c10::Device& device) {
+  return at::from_blob(const_cast<int64_t*>(ids), {static_cast<int64_t>(count)}, at::kLong).to(device);
+}
+
+void gatherOnCpu(const LayerKv& kv, const int64_t* ids, size_t count, uint8_t* records) {
+  const size_t half = kv.halfBytes();
+  const size_t record = kv.recordBytes();
+  if (kv.blocksAreDense()) {
+    const auto* k = static_cast<const uint8_t*>(kv.k.data_ptr());
+    const auto* v = static_cast<const uint8_t*>(kv.v.data_ptr());
+    const size_t k_stride = static_cast<size_t>(kv.k.stride(0)) * kv.k.element_size();
+    const size_t v_stride = static_cast<size_t>(kv.v.stride(0)) * kv.v.element_size();
+    for (size_t i = 0; i < count; ++i) {
+      uint8_t* payload = records + i * record + BlockHeader::kBytes;
+      std::memcpy(payload, k + static_cast<size_t>(ids[i]) * k_stride, half);
+      std::memcpy(payload + half, v + static_cast<size_t>(ids[i]) * v_stride, half);
+    }
+    return;
+  }
+  for (size_t i = 0; i < count; ++i) {
+    uint8_t* payload = records + i * record + BlockHeader::kBytes;
+    blockView(payload, kv).copy_(kv.k.select(0, ids[i]));
+    blockView(payload + half, kv).copy_(kv.v.select(0, ids[i]));
+  }
+}
+
+void scatterOnCpu(const LayerKv& kv, const int64_t* ids, size_t count, const uint8_t* records) {
+  const size_t half = kv.halfBytes();
+  const size_t record = kv.recordBytes();
+  if (kv.blocksAreDense()) {
+    auto* k = static_cast<uint8_t*>(kv.k.data_ptr());
+    auto* v = static_cast<uint8_t*>(kv.v.data_ptr());
+    const size_t k_stride = static_cast<size_t>(kv.k.stride(0)) * kv.k.element_size();
+    const size_t v_stride = static_cast<size_t>(kv.v.stride(0)) * kv.v.element_size();
+    for (size_t i = 0; i < count; ++i) {
+      const uint8_t* payload = records + i * record + BlockHeader::kBytes;
+      std::memcpy(k + static_cast<size_t>(ids[i]) * k_stride, payload, half);
+      std::memcpy(v + static_cast<size_t>(ids[i]) * v_stride, payload + half, half);
+    }
+    return;
+  }
+  for (size_t i = 0; i < count; ++i) {
+    auto* payload = const_cast<uint8_t*>(records + i * record + BlockHeader::kBytes);
+    kv.k.select(0, ids[i]).copy_(blockView(payload, kv));
+    kv.v.select(0, ids[i]).copy_(blockView(payload + half, kv));
+  }
+}
+
+template <typename Fn>
+Status guarded(const char* what, Fn&& fn) {
+  try {
+    fn();
+    return Status::Ok();
+  } catch (const std::exception& e) {
+    return Status::Internal(std::string(what) + " failed: " + e.what());
+  }
+}
+
+}  // namespace
+
+Status gatherBlocksToRecords(const LayerKv& kv, const int64_t* ids, size_t count, uint8_t* records,
+                             const c10::Event* ready) {
+  return guarded("gather of KV blocks", [&] {
+    const c10::Device device = kv.k.device();
+    if (device.is_cpu()) {
+      gatherOnCpu(kv, ids, count, records);
+      return;
+    }
+    c10::impl::VirtualGuardImpl impl(device.type());
+    c10::DeviceGuard device_guard(device);
+    const c10::Stream stream = impl.getStreamFromGlobalPool(device, /*isHighPriority=*/false);
+    c10::StreamGuard stream_guard(stream);
+    // Ordered after the forward's writes to this layer without ever blocking the main thread.
+    if (ready != nullptr) ready->block(stream);
+    const int64_t record = static_cast<int64_t>(kv.recordBytes());
+    at::Tensor device_records = at::empty({static_cast<int64_t>(count), record}, kv.k.options().dtype(at::kByte));
+    at::Tensor payload = payloadView(device_records, kv);
+    at::Tensor index = idsOn(ids, count, device);
+    payload.select(1, 0).copy_(kv.k.index_select(0, index));
+    payload.select(1, 1).copy_(kv.v.index_select(0, index));
+    at::Tensor host = at::from_blob(records, {static_cast<int64_t>(count), record}, at::kByte);
+    host.copy_(device_records, /*non_blocking=*/true);
+    stream.synchronize();
+  });
+}
+
+Status scatterRecordsToBlocks(const LayerKv& kv, const int64_t* ids, size_t count, const uint8_t* records) {
+  return guarded("scatter of KV blocks", [&] {
+    const c10::Device device = kv.k.device();
+    if (device.is_cpu()) {
+      scatterOnCpu(kv, ids, count, records);
+      return;
+    }
+    c10::impl::VirtualGuardImpl impl(device.type());
+    c10::DeviceGuard device_guard(device);
+    const int64_t record = static_cast<int64_t>(kv.recordBytes());
+    at::Tensor host = at::from_blob(const_cast<uint8_t*>(records), {static_cast<int64_t>(count), record}, at::kByte);
+    at::Tensor device_records = host.to(device, /*non_blocking=*/true);
+    at::Tensor payload = payloadView(device_records, kv);
+    at::Tensor index = idsOn(ids, count, device);
+    kv.k.index_copy_(0, index, payload.select(1, 0));
+    kv.v.index_copy_(0, index, payload.select(1, 1));
+    impl.getStream(device).synchronize();
+  });
+}
+
+}  // namespace kvdump

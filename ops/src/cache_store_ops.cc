@@ -1,0 +1,115 @@
+// The torch ops: torch.ops.kvdump.write_cache_store / load_cache_store / load_cache_store_async
+// (waiting for an async load is kvdump._C.Writer.wait_layer_loaded, which releases the GIL). Writers are passed as integer handles (see WriterContext), because the
+// dispatcher cannot carry arbitrary C++ objects.
+#include <ATen/ATen.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
+#include <torch/library.h>
+
+#include <limits>
+
+#include "kv_tensors.h"
+#include "layer_write.h"
+#include "torch_status.h"
+
+namespace kvdump {
+namespace {
+
+std::shared_ptr<WriterContext> requireWriter(int64_t handle) {
+  auto ctx = WriterContext::lookup(handle);
+  if (!ctx) {
+    throwIfError(Status::InvalidArgument("writer handle " + std::to_string(handle) +
+                                         " does not name a live kvdump writer (closed, or not a writer)"));
+  }
+  return ctx;
+}
+
+uint32_t requireLayer(int64_t layer) {
+  if (layer < 0 || layer > std::numeric_limits<int32_t>::max()) {
+    throwIfError(Status::InvalidArgument("layer must be a non-negative int32, got " + std::to_string(layer)));
+  }
+  return static_cast<uint32_t>(layer);
+}
+
+template <typename T>
+T unwrap(Result<T> r) {
+  throwIfError(r.status());
+  return std::move(r).value();
+}
+
+std::string describe(uint32_t layer, const std::string& request) {
+  std::string s = "write layer " + std::to_string(layer);
+  if (!request.empty()) s += " of request " + request;
+  return s;
+}
+
+void writeCacheStore(int64_t writer, int64_t layer, const at::Tensor& kv_cache, const std::optional<at::Tensor>& v_cache,
+                     const at::Tensor& block_ids, const at::Tensor& block_hashes, std::string request) {
+  auto ctx = requireWriter(writer);
+  LayerWrite write;
+  write.layer = requireLayer(layer);
+  write.kv = unwrap(describeLayerKv(kv_cache, v_cache));
+  write.ids = unwrap(hostBlockIds(block_ids, write.kv.num_blocks));
+  write.hashes = unwrap(hostBlockHashes(block_hashes, write.ids.size()));
+  if (write.ids.empty()) return;
+  const c10::Device device = write.kv.k.device();
+  if (!device.is_cpu()) {
+    // Recorded on the producing stream at capture time, so the worker copies exactly what the
+    // forward wrote to this layer, and the main thread never waits.
+    c10::impl::VirtualGuardImpl impl(device.type());
+    write.ready = std::make_shared<c10::Event>(device.type());
+    write.ready->record(impl.getStream(device));
+  }
+  WriterContext* raw = ctx.get();  // the writer joins its tasks before the context is destroyed
+  auto shared = std::make_shared<LayerWrite>(std::move(write));
+  const uint32_t layer_id = shared->layer;
+  Status submitted = ctx->writer().submit([raw, shared] { return runLayerWrite(*raw, *shared); },
+                                          TaskLabel{describe(layer_id, request), layer_id, std::move(request)});
+  throwIfError(submitted);
+}
+
+void loadCacheStore(int64_t writer, int64_t layer, const at::Tensor& kv_cache, const std::optional<at::Tensor>& v_cache,
+                    const at::Tensor& block_ids, const at::Tensor& block_hashes) {
+  auto ctx = requireWriter(writer);
+  const uint32_t layer_id = requireLayer(layer);
+  LayerKv kv = unwrap(describeLayerKv(kv_cache, v_cache));
+  auto ids = unwrap(hostBlockIds(block_ids, kv.num_blocks));
+  auto hashes = unwrap(hostBlockHashes(block_hashes, ids.size()));
+  throwIfError(runLayerLoad(*ctx, kv, layer_id, ids, hashes));
+}
+
+void loadCacheStoreAsync(int64_t writer, int64_t layer, const at::Tensor& kv_cache,
+                         const std::optional<at::Tensor>& v_cache, const at::Tensor& block_ids,
+                         const at::Tensor& block_hashes) {
+  auto ctx = requireWriter(writer);
+  const uint32_t layer_id = requireLayer(layer);
+  auto kv = std::make_shared<LayerKv>(unwrap(describeLayerKv(kv_cache, v_cache)));
+  auto ids = std::make_shared<std::vector<int64_t>>(unwrap(hostBlockIds(block_ids, kv->num_blocks)));
+  auto hashes = std::make_shared<std::vector<uint64_t>>(unwrap(hostBlockHashes(block_hashes, ids->size())));
+  WriterContext* raw = ctx.get();
+  raw->loads().expect(layer_id);
+  Status submitted = raw->writer().submit(
+      [raw, kv, ids, hashes, layer_id] {
+        Status s = runLayerLoad(*raw, *kv, layer_id, *ids, *hashes);
+        raw->loads().complete(layer_id, s);
+        return s;
+      },
+      TaskLabel{"load layer " + std::to_string(layer_id), layer_id, ""});
+  if (!submitted.ok()) raw->loads().complete(layer_id, submitted);
+  throwIfError(submitted);
+}
+
+}  // namespace
+
+TORCH_LIBRARY(kvdump, m) {
+  m.def("write_cache_store(int writer, int layer, Tensor kv_cache, Tensor? v_cache, Tensor block_ids, "
+        "Tensor block_hashes, str request=\"\") -> ()",
+        &writeCacheStore);
+  m.def("load_cache_store(int writer, int layer, Tensor(a!) kv_cache, Tensor(b!)? v_cache, Tensor block_ids, "
+        "Tensor block_hashes) -> ()",
+        &loadCacheStore);
+  m.def("load_cache_store_async(int writer, int layer, Tensor(a!) kv_cache, Tensor(b!)? v_cache, "
+        "Tensor block_ids, Tensor block_hashes) -> ()",
+        &loadCacheStoreAsync);
+}
+
+}  // namespace kvdump

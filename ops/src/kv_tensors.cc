@@ -1,0 +1,137 @@
+#include "kv_tensors.h"
+
+#include <sstream>
+
+namespace kvdump {
+namespace {
+
+Result<BlockDtype> blockDtypeOf(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return BlockDtype::kFloat32;
+    case at::kHalf: return BlockDtype::kFloat16;
+    case at::kBFloat16: return BlockDtype::kBFloat16;
+    case at::kDouble: return BlockDtype::kFloat64;
+    case at::kFloat8_e4m3fn: return BlockDtype::kFloat8E4M3;
+    case at::kFloat8_e5m2: return BlockDtype::kFloat8E5M2;
+    default:
+      return Status::InvalidArgument(std::string("kv_cache dtype must be a floating type (float32, float16, "
+                                                 "bfloat16, float64, float8), got ") +
+                                     c10::toString(t));
+  }
+}
+
+std::string shapeOf(const at::Tensor& t) {
+  std::ostringstream s;
+  s << t.sizes();
+  return s.str();
+}
+
+}  // namespace
+
+size_t LayerKv::halfBytes() const {
+  return static_cast<size_t>(block_size * num_kv_heads * head_dim) * blockDtypeSize(dtype);
+}
+
+bool LayerKv::blocksAreDense() const {
+  auto dense = [&](const at::Tensor& t) {
+    return t.device().is_cpu() && t.stride(3) == 1 && t.stride(2) == head_dim && t.stride(1) == num_kv_heads * head_dim;
+  };
+  return dense(k) && dense(v);
+}
+
+BlockHeader LayerKv::headerFor(uint32_t layer, uint64_t hash, uint16_t tp_rank, uint16_t tp_size) const {
+  BlockHeader h;
+  h.dtype = dtype;
+  h.layer = layer;
+  h.block_size = static_cast<uint32_t>(block_size);
+  h.num_kv_heads = static_cast<uint32_t>(num_kv_heads);
+  h.head_dim = static_cast<uint32_t>(head_dim);
+  h.tp_rank = tp_rank;
+  h.tp_size = tp_size;
+  h.block_hash = hash;
+  h.payload_bytes = 2 * halfBytes();
+  return h;
+}
+
+Result<LayerKv> describeLayerKv(const at::Tensor& kv_or_k, const std::optional<at::Tensor>& v) {
+  if (!kv_or_k.defined()) return Status::InvalidArgument("kv_cache is undefined");
+  LayerKv out;
+  if (v.has_value()) {
+    const at::Tensor& k = kv_or_k;
+    if (k.dim() != 4) {
+      return Status::InvalidArgument("with a separate v_cache, k_cache must be 4-D [num_blocks, block_size, "
+                                     "num_kv_heads, head_dim], got shape " + shapeOf(k));
+    }
+    if (v->sizes() != k.sizes()) {
+      return Status::InvalidArgument("k_cache and v_cache shapes differ: " + shapeOf(k) + " vs " + shapeOf(*v));
+    }
+    if (v->scalar_type() != k.scalar_type()) return Status::InvalidArgument("k_cache and v_cache dtypes differ");
+    if (v->device() != k.device()) return Status::InvalidArgument("k_cache and v_cache are on different devices");
+    out.k = k;
+    out.v = *v;
+  } else {
+    if (kv_or_k.dim() != 5 || kv_or_k.size(0) != 2) {
+      return Status::InvalidArgument("kv_cache must be 5-D [2, num_blocks, block_size, num_kv_heads, head_dim] "
+                                     "(K then V), or pass K and V separately; got shape " + shapeOf(kv_or_k));
+    }
+    out.k = kv_or_k.select(0, 0);
+    out.v = kv_or_k.select(0, 1);
+  }
+  const auto device = out.k.device();
+  if (device.is_meta()) return Status::InvalidArgument("kv_cache is on the meta device and holds no data");
+  if (out.k.is_sparse() || out.k.is_quantized()) return Status::InvalidArgument("kv_cache must be a dense tensor");
+  auto dtype = blockDtypeOf(out.k.scalar_type());
+  if (!dtype.ok()) return dtype.status();
+  out.dtype = dtype.value();
+  out.num_blocks = out.k.size(0);
+  out.block_size = out.k.size(1);
+  out.num_kv_heads = out.k.size(2);
+  out.head_dim = out.k.size(3);
+  if (out.block_size <= 0 || out.num_kv_heads <= 0 || out.head_dim <= 0) {
+    return Status::InvalidArgument("kv_cache has an empty block dimension: " + shapeOf(kv_or_k));
+  }
+  if (out.k.stride(3) != 1 || out.v.stride(3) != 1) {
+    return Status::InvalidArgument("kv_cache's head_dim must be the innermost, contiguous dimension");
+  }
+  return out;
+}
+
+Result<std::vector<int64_t>> hostBlockIds(const at::Tensor& ids, int64_t num_blocks) {
+  if (!ids.device().is_cpu()) {
+    return Status::InvalidArgument("block_ids must be on the CPU (reading device ids would sync the stream), got " +
+                                   ids.device().str());
+  }
+  if (ids.dim() != 1) return Status::InvalidArgument("block_ids must be 1-D, got shape " + shapeOf(ids));
+  if (!at::isIntegralType(ids.scalar_type(), /*includeBool=*/false)) {
+    return Status::InvalidArgument(std::string("block_ids must be integers, got ") + c10::toString(ids.scalar_type()));
+  }
+  at::Tensor as_long = ids.to(at::kLong).contiguous();
+  const int64_t* p = as_long.data_ptr<int64_t>();
+  std::vector<int64_t> out(p, p + as_long.numel());
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (out[i] < 0 || out[i] >= num_blocks) {
+      return Status::InvalidArgument("block_ids[" + std::to_string(i) + "] = " + std::to_string(out[i]) +
+                                     " is out of range for a cache of " + std::to_string(num_blocks) + " blocks");
+    }
+  }
+  return out;
+}
+
+Result<std::vector<uint64_t>> hostBlockHashes(const at::Tensor& hashes, size_t expected) {
+  if (!hashes.device().is_cpu()) return Status::InvalidArgument("block_hashes must be on the CPU");
+  if (hashes.dim() != 1 || hashes.scalar_type() != at::kLong) {
+    return Status::InvalidArgument("block_hashes must be a 1-D int64 tensor, got " +
+                                   std::string(c10::toString(hashes.scalar_type())) + " of shape " + shapeOf(hashes));
+  }
+  if (static_cast<size_t>(hashes.numel()) != expected) {
+    return Status::InvalidArgument("block_ids and block_hashes differ in length: " + std::to_string(expected) +
+                                   " ids, " + std::to_string(hashes.numel()) + " hashes");
+  }
+  at::Tensor c = hashes.contiguous();
+  const int64_t* p = c.data_ptr<int64_t>();
+  std::vector<uint64_t> out(static_cast<size_t>(c.numel()));
+  for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<uint64_t>(p[i]);
+  return out;
+}
+
+}  // namespace kvdump

@@ -1,0 +1,93 @@
+"""Type stubs for kvdump._C, the private native extension (ops/bindings/*.cc).
+
+Errors cross the boundary as the classes of kvdump.errors: every call below may raise
+kvdump.KvdumpValueError for a bad argument and kvdump.LifecycleError on a closed writer.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+from typing_extensions import Buffer
+
+def default_num_threads() -> int:
+    """Threads a writer uses when not told: the hardware concurrency capped at 8, at least 1."""
+
+def block_key(namespace: str, tp_rank: int, tp_size: int, block_hash: int, layer: int) -> str:
+    """The store key of one block of one layer (DESIGN.md section 5)."""
+
+def commit_key(namespace: str, tp_rank: int, tp_size: int, block_hash: int) -> str:
+    """The store key of a block's commit record."""
+
+class CacheStore:
+    """A native key/value store of byte buffers (thread-safe)."""
+
+    @property
+    def name(self) -> str: ...
+    def put(self, key: str, data: Buffer) -> None:
+        """Store bytes under key (overwrites). ``data`` must be C-contiguous; StoreFullError when
+        there is no room."""
+    def get(self, key: str) -> bytes | None:
+        """The bytes under key, or None when absent."""
+    def exists(self, key: str) -> bool: ...
+    def remove(self, key: str) -> bool:
+        """Remove key; False when it was absent."""
+
+class MemoryStore(CacheStore):
+    """In-process store bounded by capacity_bytes. When full, a put fails with StoreFullError and
+    nothing is evicted."""
+
+    def __init__(self, capacity_bytes: int = 1073741824, num_shards: int = 16) -> None: ...
+    def stats(self) -> dict[str, int]:
+        """capacity_bytes, used_bytes, entries, rejected_full."""
+
+class DelayedStore(CacheStore):
+    """Wraps a native store and sleeps put_delay seconds per put call and get_delay per get call: a
+    stand-in for a remote store's round trip in benchmarks and tests."""
+
+    def __init__(self, inner: CacheStore, put_delay: float = 0.0, get_delay: float = 0.0) -> None: ...
+
+class Writer:
+    """One WriterContext: the lifecycle pool, its store, the staging pool and key settings. Use it
+    through kvdump.AsyncWriter. Every blocking call releases the GIL."""
+
+    def __init__(
+        self,
+        store: CacheStore,
+        num_threads: int,
+        queue_capacity: int,
+        submit_timeout: float,
+        staging_bytes: int,
+        staging_timeout: float,
+        namespace: str,
+        tp_rank: int,
+        tp_size: int,
+        staging_device: str,
+    ) -> None:
+        """``num_threads=0`` picks default_num_threads(); timeouts are seconds."""
+    def init(self) -> None: ...
+    def submit(
+        self,
+        fn: Callable[[], object],
+        label: str,
+        layer: int,
+        request: str,
+        timeout: float | None,
+    ) -> None:
+        """``layer=-1`` when not layer-bound; ``timeout=None`` uses the writer's submit_timeout."""
+    def wait_all_done(self, timeout: float | None) -> dict[str, int]:
+        """submitted, completed, failed, cancelled; raises WriteError / WriteTimeout / AbortedError."""
+    def abort(self) -> dict[str, Any]:
+        """cancelled, finished_running, failed (ints) and first_failure (str | None)."""
+    def cancel_request(self, request: str) -> int: ...
+    def wait_layer_loaded(self, layer: int, timeout: float | None) -> None: ...
+    def close(self) -> None: ...
+    @property
+    def state(self) -> str:
+        """One of "idle", "accepting", "draining", "aborting"."""
+    @property
+    def handle(self) -> int: ...
+    @property
+    def closed(self) -> bool: ...
+    def stats(self) -> dict[str, Any]:
+        """Counters (ints), latency summaries (dicts of count, mean_us, p50_us, p99_us, max_us) and
+        the staging pool's counters under "staging"."""

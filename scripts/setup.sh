@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One-time (and idempotent) set-up: system packages, a virtualenv with torch==2.13.0 pinned, and the
+# kvdump build. Every README command runs this first, so a fresh machine needs nothing else.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${KVDUMP_VENV:-.venv}
+PY=${PYTHON:-python3}
+TORCH_VERSION=2.13.0
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
+
+apt_packages=(libgtest-dev libxxhash-dev cmake g++)
+missing=()
+for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> apt-get install ${missing[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "==> creating virtualenv $VENV"
+  "$PY" -m venv "$VENV"
+fi
+pip() { "$VENV/bin/python" -m pip "$@"; }
+
+# torch first and exactly pinned: anything that later asks for "torch" is then already satisfied
+# and pip never resolves a different (CUDA) build.
+if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+  echo "==> pip install torch==$TORCH_VERSION"
+  pip install -q "torch==$TORCH_VERSION"
+fi
+echo "==> pip install build and test requirements"
+pip install -q "torch==$TORCH_VERSION" "scikit-build-core>=0.10" "pybind11>=2.13" ninja numpy \
+  "pytest>=8" "pytest-timeout>=2.3"
+
+echo "==> building kvdump (C++ core, torch ops, pybind11 extension)"
+pip install -q --no-build-isolation --no-deps -e . 2>&1 | grep -v "^\s*$" || true
+"$VENV/bin/python" -c "import kvdump; print('kvdump', kvdump.__version__, 'ready')"

@@ -1,0 +1,196 @@
+"""The writer never holds the GIL while it blocks, and runs Python tasks on its own worker threads.
+
+Each test makes the blocking call's return depend on another Python thread finishing a pure-Python
+loop: if the call held the GIL, that thread could not run, and the call would hit its (bounded)
+deadline and fail instead of hanging.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import kvdump
+
+LIMIT = 20.0
+COUNT_TO = 200_000  # a pure-Python loop: runs only while its thread holds the GIL
+
+
+@pytest.fixture
+def make_writer() -> Iterator[Callable[..., kvdump.AsyncWriter]]:
+    writers: list[kvdump.AsyncWriter] = []
+    events: list[threading.Event] = []
+
+    def make(**kwargs: object) -> kvdump.AsyncWriter:
+        kwargs.setdefault("num_threads", 2)
+        writer = kvdump.AsyncWriter(kvdump.MemoryStore(capacity_bytes=1 << 20), **kwargs)  # type: ignore[arg-type]
+        writers.append(writer)
+        return writer
+
+    make.events = events  # type: ignore[attr-defined]
+    yield make
+    for event in events:
+        event.set()
+    for writer in writers:
+        writer.close()
+
+
+class Counter(threading.Thread):
+    """Waits until the main thread announces `phase`, counts to COUNT_TO in Python, then sets
+    `release`. Records which phase the main thread was in at every step it sampled."""
+
+    def __init__(self, announced: list[str], phase: str, release: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.announced = announced
+        self.phase = phase
+        self.release = release
+        self.count = 0
+        self.phases_seen: set[str] = set()
+        self.waited_for_phase = False
+
+    def run(self) -> None:
+        deadline = time.monotonic() + LIMIT
+        while self.announced[0] != self.phase:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.0005)
+        self.waited_for_phase = True
+        n = 0
+        while n < COUNT_TO:
+            n += 1
+            if n % 1000 == 0:
+                self.count = n
+                self.phases_seen.add(self.announced[0])
+        self.count = n
+        self.phases_seen.add(self.announced[0])
+        self.release.set()
+
+
+def blocking_task(started: threading.Event, release: threading.Event, saw: list[bool]) -> Callable[[], None]:
+    def run() -> None:
+        started.set()
+        saw.append(release.wait(LIMIT))
+
+    return run
+
+
+@pytest.mark.timeout(120)
+def test_wait_all_done_releases_the_gil(make_writer) -> None:
+    w = make_writer(num_threads=1)
+    started, release = threading.Event(), threading.Event()
+    make_writer.events.append(release)
+    saw_release: list[bool] = []
+    announced = ["before"]
+    counter = Counter(announced, "waiting", release)
+    counter.start()
+
+    w.init()
+    w.submit(blocking_task(started, release, saw_release), label="blocked")
+    assert started.wait(LIMIT)
+    count_at_entry = counter.count
+    announced[0] = "waiting"
+    report = w.wait_all_done(timeout=LIMIT)  # returns only after the counter thread sets `release`
+    announced[0] = "returned"
+    count_at_exit = counter.count
+    counter.join(LIMIT)
+
+    assert report == kvdump.CycleReport(submitted=1, completed=1, failed=0, cancelled=0)
+    assert saw_release == [True]  # the task was released by the counter, not by its own deadline
+    assert counter.waited_for_phase
+    assert count_at_entry == 0
+    assert count_at_exit == COUNT_TO  # all counting happened while the main thread was inside the call
+    assert counter.phases_seen == {"waiting"}
+
+
+@pytest.mark.timeout(120)
+def test_blocked_submit_releases_the_gil(make_writer) -> None:
+    w = make_writer(num_threads=1, queue_capacity=1)
+    started, release = threading.Event(), threading.Event()
+    make_writer.events.append(release)
+    saw_release: list[bool] = []
+    announced = ["before"]
+    counter = Counter(announced, "submitting", release)
+    counter.start()
+    ran = threading.Event()
+
+    w.init()
+    w.submit(blocking_task(started, release, saw_release), label="blocked")
+    assert started.wait(LIMIT)
+    w.submit(lambda: None, label="fills-the-queue")
+    count_at_entry = counter.count
+    announced[0] = "submitting"
+    w.submit(ran.set, label="waits-for-space", timeout=LIMIT)  # room appears only after `release`
+    announced[0] = "returned"
+    count_at_exit = counter.count
+    counter.join(LIMIT)
+    report = w.wait_all_done(timeout=LIMIT)
+
+    assert report == kvdump.CycleReport(submitted=3, completed=3, failed=0, cancelled=0)
+    assert ran.is_set()
+    assert saw_release == [True]
+    assert count_at_entry == 0
+    assert count_at_exit == COUNT_TO
+    assert counter.phases_seen == {"submitting"}
+    assert w.stats()["rejected"] == 0
+
+
+@pytest.mark.timeout(120)
+def test_abort_releases_the_gil_while_it_waits_for_running_tasks(make_writer) -> None:
+    w = make_writer(num_threads=1)
+    started, release = threading.Event(), threading.Event()
+    make_writer.events.append(release)
+    saw_release: list[bool] = []
+    announced = ["before"]
+    counter = Counter(announced, "aborting", release)
+    counter.start()
+
+    w.init()
+    w.submit(blocking_task(started, release, saw_release), label="blocked")
+    assert started.wait(LIMIT)
+    announced[0] = "aborting"
+    report = w.abort()
+    announced[0] = "returned"
+    count_at_exit = counter.count
+    counter.join(LIMIT)
+
+    assert report["finished_running"] == 1
+    assert saw_release == [True]
+    assert count_at_exit == COUNT_TO
+    assert counter.phases_seen == {"aborting"}
+    assert w.state == "idle"
+
+
+def test_python_tasks_run_on_worker_threads(make_writer) -> None:
+    num_threads = 3
+    w = make_writer(num_threads=num_threads)
+    main_ident = threading.get_ident()
+    idents: list[int] = []
+    lock = threading.Lock()
+    # Every task waits until all `num_threads` of them run at once, which forces the pool to use
+    # all of its threads (a pool running tasks on fewer threads would fail the barrier).
+    barrier = threading.Barrier(num_threads, timeout=LIMIT)
+
+    def task() -> None:
+        with lock:
+            idents.append(threading.get_ident())
+        barrier.wait()
+
+    w.init()
+    for i in range(num_threads):
+        w.submit(task, label=f"t{i}")
+    assert w.wait_all_done(timeout=LIMIT).completed == num_threads
+    assert len(idents) == num_threads
+    assert main_ident not in idents
+    assert len(set(idents)) == num_threads
+
+    # The same pool threads serve later cycles.
+    later: list[int] = []
+    w.init()
+    for i in range(20):
+        w.submit(lambda: later.append(threading.get_ident()), label=f"l{i}")
+    w.wait_all_done(timeout=LIMIT)
+    assert len(later) == 20
+    assert set(later) <= set(idents)
