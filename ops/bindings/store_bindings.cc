@@ -6,6 +6,7 @@
 
 #include "kvdump/cache_store.h"
 #include "kvdump/delayed_store.h"
+#include "kvdump/file_store.h"
 #include "kvdump/memory_store.h"
 #include "status_to_python.h"
 
@@ -92,6 +93,18 @@ void bindStores(py::module_& m) {
         d["rejected_full"] = st.rejected_full;
         return d;
       });
+
+  py::class_<FileStore, CacheStore, std::shared_ptr<FileStore>>(
+      m, "FileStore",
+      "One file per key under root (local or shared filesystem). Writes go to a temporary file and are "
+      "renamed into place, so readers in any process never see a partial value.")
+      .def(py::init([](const std::string& root, bool fsync) {
+             auto store = FileStore::open(root, FileStoreOptions{fsync});
+             check(store.status());
+             return store.value();
+           }),
+           py::arg("root"), py::arg("fsync") = false)
+      .def_property_readonly("root", &FileStore::root);
 
   py::class_<DelayedStore, CacheStore, std::shared_ptr<DelayedStore>>(
       m, "DelayedStore",

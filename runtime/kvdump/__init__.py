@@ -27,10 +27,12 @@ from kvdump.errors import (
 from kvdump.cache_ops import KVLoader, load_cache_store, write_cache_store
 from kvdump.commit import lookup
 from kvdump.hook import wrap_model
+from kvdump.stores import open_store
 from kvdump.writer import AsyncWriter, CycleReport
 
 CacheStore = _C.CacheStore
 DelayedStore = _C.DelayedStore
+FileStore = _C.FileStore
 MemoryStore = _C.MemoryStore
 
 __version__ = "0.1.0"
@@ -42,6 +44,7 @@ __all__ = [
     "ChecksumError",
     "CycleReport",
     "DelayedStore",
+    "FileStore",
     "KeyNotFoundError",
     "KvdumpError",
     "KVLoader",
@@ -56,6 +59,7 @@ __all__ = [
     "WriteError",
     "WriteTimeout",
     "load_cache_store",
+    "open_store",
     "lookup",
     "wrap_model",
     "write_cache_store",

@@ -1,0 +1,78 @@
+"""Opening stores by URL: ``memory://``, ``file:///path`` and plug-ins registered under the entry
+point group ``kvdump.stores`` (name = URL scheme, value = a callable taking the URL string and
+returning a ``kvdump.CacheStore``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from urllib.parse import parse_qs, urlparse
+
+from kvdump import _C
+from kvdump.errors import KvdumpValueError, UnsupportedError
+
+StoreFactory = Callable[[str], _C.CacheStore]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _options(query: str, allowed: dict[str, type]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for name, values in parse_qs(query, keep_blank_values=True, strict_parsing=False).items():
+        if name not in allowed:
+            raise KvdumpValueError(f"unknown store option {name!r}; expected one of {sorted(allowed)}")
+        raw = values[-1]
+        kind = allowed[name]
+        if kind is bool:
+            if raw.lower() not in _TRUE | _FALSE:
+                raise KvdumpValueError(f"store option {name!r} must be true or false, got {raw!r}")
+            out[name] = raw.lower() in _TRUE
+        else:
+            try:
+                out[name] = kind(raw)
+            except ValueError:
+                raise KvdumpValueError(f"store option {name!r} must be {kind.__name__}, got {raw!r}") from None
+    return out
+
+
+def _open_memory(url: str) -> _C.CacheStore:
+    options = _options(urlparse(url).query, {"capacity_bytes": int, "num_shards": int})
+    return _C.MemoryStore(**options)
+
+
+def _open_file(url: str) -> _C.CacheStore:
+    parsed = urlparse(url)
+    if parsed.netloc not in ("", "localhost"):
+        raise KvdumpValueError(f"file store URL must be file:///absolute/path, got {url!r}")
+    if not parsed.path:
+        raise KvdumpValueError(f"file store URL has no path: {url!r}")
+    options = _options(parsed.query, {"fsync": bool})
+    return _C.FileStore(parsed.path, **options)
+
+
+_BUILTIN: dict[str, StoreFactory] = {"memory": _open_memory, "file": _open_file}
+
+
+def registered_schemes() -> list[str]:
+    """Every scheme ``open_store`` understands: the built-in ones and installed plug-ins."""
+    return sorted(set(_BUILTIN) | {ep.name for ep in entry_points(group="kvdump.stores")})
+
+
+def open_store(url: str) -> _C.CacheStore:
+    """Open the store a URL names, e.g. ``memory://?capacity_bytes=1073741824`` or
+    ``file:///mnt/kv?fsync=true``. Unknown schemes raise :class:`UnsupportedError` listing the known
+    ones; bad options raise :class:`KvdumpValueError` naming the option."""
+    scheme = urlparse(url).scheme
+    if not scheme:
+        raise KvdumpValueError(f"store URL needs a scheme (one of {registered_schemes()}), got {url!r}")
+    factory = _BUILTIN.get(scheme)
+    if factory is None:
+        matches = [ep for ep in entry_points(group="kvdump.stores") if ep.name == scheme]
+        if not matches:
+            raise UnsupportedError(f"no store for scheme {scheme!r}; known: {registered_schemes()}")
+        factory = matches[0].load()
+    store = factory(url)
+    if not isinstance(store, _C.CacheStore):
+        raise TypeError(f"store plug-in for {scheme!r} returned {type(store).__name__}, not a kvdump.CacheStore")
+    return store

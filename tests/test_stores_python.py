@@ -1,0 +1,76 @@
+"""The native stores seen from Python, opened directly and by URL, against one shared set of checks."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import pytest
+
+import kvdump
+
+
+def _stores(tmp_path: Path) -> dict[str, kvdump.CacheStore]:
+    return {
+        "memory": kvdump.MemoryStore(1 << 20),
+        "memory-url": kvdump.open_store("memory://?capacity_bytes=1048576&num_shards=4"),
+        "file": kvdump.FileStore(str(tmp_path / "direct")),
+        "file-url": kvdump.open_store(f"file://{tmp_path / 'by-url'}?fsync=true"),
+        "delayed": kvdump.DelayedStore(kvdump.MemoryStore(1 << 20), put_delay=0.001),
+    }
+
+
+@pytest.mark.parametrize("name", ["memory", "memory-url", "file", "file-url", "delayed"])
+def test_store_roundtrip_exists_remove(tmp_path: Path, name: str) -> None:
+    store = _stores(tmp_path)[name]
+    payload = bytes(range(256)) * 5
+    store.put("ns/tp0of1/00ff/L0", payload)
+    assert store.get("ns/tp0of1/00ff/L0") == payload
+    assert store.exists("ns/tp0of1/00ff/L0")
+    assert store.get("ns/tp0of1/00ff/L1") is None
+    store.put("ns/tp0of1/00ff/L0", bytearray(b"new"))
+    assert store.get("ns/tp0of1/00ff/L0") == b"new"
+    assert store.remove("ns/tp0of1/00ff/L0") is True
+    assert store.remove("ns/tp0of1/00ff/L0") is False
+    assert not store.exists("ns/tp0of1/00ff/L0")
+
+
+def test_open_store_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(kvdump.UnsupportedError, match="no store for scheme 'nosuch'"):
+        kvdump.open_store("nosuch://x")
+    with pytest.raises(kvdump.KvdumpValueError, match="capacity"):
+        kvdump.open_store("memory://?capacity=5")
+    with pytest.raises(kvdump.KvdumpValueError, match="fsync"):
+        kvdump.open_store(f"file://{tmp_path}?fsync=maybe")
+    with pytest.raises(kvdump.KvdumpValueError, match="scheme"):
+        kvdump.open_store(str(tmp_path))
+
+
+def _writer_process(root: str, worker: int, count: int) -> None:
+    store = kvdump.FileStore(root)
+    for i in range(count):
+        # Every value is one repeated byte, so a torn read would show mixed bytes.
+        store.put(f"shared/{i}", bytes([worker + 1]) * (4096 + worker))
+
+
+def test_file_store_many_processes_never_expose_partial_values(tmp_path: Path) -> None:
+    root = str(tmp_path / "shared-root")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer_process, args=(root, w, 40)) for w in range(3)]
+    for p in procs:
+        p.start()
+    reader = kvdump.FileStore(root)
+    torn = 0
+    while any(p.is_alive() for p in procs):
+        for i in range(40):
+            value = reader.get(f"shared/{i}")
+            if value is not None and (len(value) != 4096 + value[0] - 1 or len(set(value)) != 1):
+                torn += 1
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert torn == 0
+    assert all(reader.exists(f"shared/{i}") for i in range(40))
+    leftovers = [f for _, _, files in os.walk(root) for f in files if f.startswith(".tmp.")]
+    assert leftovers == []
