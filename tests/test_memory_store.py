@@ -149,11 +149,6 @@ def test_full_store_refuses_and_evicts_nothing() -> None:
     assert store.stats()["used_bytes"] == 100
 
 
-@pytest.mark.xfail(
-    reason="cpp/src/memory_store.cc MemoryStore::put reserves the new value's bytes before releasing "
-    "the replaced value's, so overwriting a key fails with STORE_FULL once the store is over half full "
-    "even when the result fits (re-dumping the same blocks is refused)",
-)
 def test_overwrite_that_fits_succeeds_in_a_nearly_full_store() -> None:
     store = kvdump.MemoryStore(capacity_bytes=100)
     store.put("a", b"x" * 60)

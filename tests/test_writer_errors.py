@@ -179,14 +179,8 @@ def test_real_store_full_inside_a_task(make_writer) -> None:
     assert store.get("too-big") is None
 
 
-_TASK_CODE_BUG = (
-    "ops/bindings/python_task.cc statusFromException trusts any exception's .code/.key: "
-)
 
 
-@pytest.mark.xfail(
-    reason=_TASK_CODE_BUG + "a KvdumpError with code=OK makes the failed task count as completed",
-)
 def test_a_raising_task_is_never_counted_as_completed(make_writer) -> None:
     w = make_writer()
     w.init()
@@ -205,10 +199,6 @@ class ForeignError(Exception):
         self.key = "remote/object"
 
 
-@pytest.mark.xfail(
-    reason=_TASK_CODE_BUG + "code=404 is not a StatusCode, so wait_all_done raises ValueError "
-    "instead of WriteError",
-)
 def test_foreign_exception_with_code_attribute_is_a_task_failure(make_writer) -> None:
     w = make_writer()
     w.init()

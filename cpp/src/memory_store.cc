@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <functional>
+#include <utility>
 
 namespace kvdump {
 
@@ -26,11 +27,10 @@ bool MemoryStore::reserve(size_t bytes) {
 Status MemoryStore::put(std::string_view key, ByteView value) {
   if (key.empty()) return Status::InvalidArgument("empty key");
   if (value.size > 0 && value.data == nullptr) return Status::InvalidArgument("null value pointer").withKey(std::string(key));
-  if (!reserve(value.size)) {
+  if (value.size > capacity_bytes_) {
     rejected_full_.fetch_add(1, std::memory_order_relaxed);
-    return Status::StoreFull("memory store full: " + std::to_string(used_bytes_.load()) + " of " +
-                             std::to_string(capacity_bytes_) + " bytes used, value needs " +
-                             std::to_string(value.size))
+    return Status::StoreFull("value of " + std::to_string(value.size) + " bytes exceeds the store's capacity of " +
+                             std::to_string(capacity_bytes_))
         .withKey(std::string(key));
   }
   // Copy outside the shard lock: the lock guards only the map, not the bytes.
@@ -39,18 +39,25 @@ Status MemoryStore::put(std::string_view key, ByteView value) {
   Shard& shard = shardFor(key);
   {
     std::lock_guard<std::mutex> lock(shard.mu);
-    auto [it, inserted] = shard.entries.try_emplace(std::string(key), stored);
-    if (!inserted) {
-      replaced = std::move(it->second);
-      it->second = std::move(stored);
+    auto it = shard.entries.find(std::string(key));
+    const size_t old_size = it == shard.entries.end() ? 0 : it->second->size();
+    // An overwrite needs room only for the growth, so rewriting a block in a nearly full store works.
+    if (value.size > old_size && !reserve(value.size - old_size)) {
+      rejected_full_.fetch_add(1, std::memory_order_relaxed);
+      return Status::StoreFull("memory store full: " + std::to_string(used_bytes_.load()) + " of " +
+                               std::to_string(capacity_bytes_) + " bytes used, value needs " +
+                               std::to_string(value.size))
+          .withKey(std::string(key));
+    }
+    if (value.size < old_size) used_bytes_.fetch_sub(old_size - value.size, std::memory_order_relaxed);
+    if (it == shard.entries.end()) {
+      shard.entries.emplace(std::string(key), std::move(stored));
+      entries_.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      replaced = std::exchange(it->second, std::move(stored));
     }
   }
-  if (replaced) {
-    used_bytes_.fetch_sub(replaced->size(), std::memory_order_relaxed);
-  } else {
-    entries_.fetch_add(1, std::memory_order_relaxed);
-  }
-  return Status::Ok();
+  return Status::Ok();  // `replaced` is freed here, outside the lock
 }
 
 MemoryStore::Value MemoryStore::find(std::string_view key) const {

@@ -11,14 +11,15 @@ Status statusFromException(py::error_already_set& err) {
   py::object value = err.value();
   StatusCode code = StatusCode::kTaskFailed;
   std::string key;
-  if (py::hasattr(value, "code") && py::hasattr(value, "key")) {
-    // A kvdump error raised inside the task (e.g. by a Python store) keeps its code and key.
-    try {
-      code = static_cast<StatusCode>(value.attr("code").cast<int>());
-      key = value.attr("key").cast<std::string>();
-    } catch (const py::cast_error&) {
-      code = StatusCode::kTaskFailed;
+  // Only a kvdump error (e.g. raised by a Python store) keeps its code and key; any other library's
+  // `.code` means something else, and an OK code must never turn a failure into a success.
+  py::object kvdump_error = py::module_::import("kvdump.errors").attr("KvdumpError");
+  if (py::isinstance(value, kvdump_error)) {
+    const int raw = value.attr("code").cast<int>();
+    if (raw > static_cast<int>(StatusCode::kOk) && raw <= static_cast<int>(StatusCode::kInternal)) {
+      code = static_cast<StatusCode>(raw);
     }
+    key = py::str(value.attr("key"));
   }
   const std::string type_name = py::str(err.type().attr("__name__"));
   Status status(code, type_name + ": " + std::string(py::str(value)));

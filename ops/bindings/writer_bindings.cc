@@ -92,10 +92,11 @@ class PyWriter {
   void submit(py::function fn, std::string label, int64_t layer, std::string request, std::optional<double> timeout) {
     auto deadline = toDuration(timeout, "timeout");
     Task task = pythonTask(std::move(fn));
+    AsyncWriter& writer = ctx().writer();  // resolved with the GIL held: a closed writer raises here
     Status status;
     {
       py::gil_scoped_release release;  // a full queue blocks here
-      status = ctx().writer().submit(std::move(task), TaskLabel{std::move(label), layer, std::move(request)}, deadline);
+      status = writer.submit(std::move(task), TaskLabel{std::move(label), layer, std::move(request)}, deadline);
     }
     check(status);
   }
@@ -103,10 +104,11 @@ class PyWriter {
   py::dict waitAllDone(std::optional<double> timeout) {
     auto deadline = toDuration(timeout, "timeout");
     CycleReport report;
+    AsyncWriter& writer = ctx().writer();
     Status status;
     {
       py::gil_scoped_release release;
-      status = ctx().writer().waitAllDone(deadline, &report);
+      status = writer.waitAllDone(deadline, &report);
     }
     if (report.first_failure) throwWriteError(*report.first_failure, report.failed, report.submitted);
     check(status);
@@ -120,11 +122,12 @@ class PyWriter {
 
   py::dict abort() {
     AbortReport report;
+    WriterContext& context = ctx();
     Status status;
     {
       py::gil_scoped_release release;
-      status = ctx().writer().abort(&report);
-      ctx().loads().cancelPending("the load was cancelled by abort()");
+      status = context.writer().abort(&report);
+      context.loads().cancelPending("the load was cancelled by abort()");
     }
     check(status);
     py::dict out;
@@ -140,8 +143,9 @@ class PyWriter {
   }
 
   uint64_t cancelRequest(const std::string& request) {
+    AsyncWriter& writer = ctx().writer();
     py::gil_scoped_release release;
-    return ctx().writer().cancelRequest(request);
+    return writer.cancelRequest(request);
   }
 
   std::string state() { return writerStateName(ctx().writer().state()); }
@@ -181,10 +185,11 @@ class PyWriter {
 
   void waitLayerLoaded(int64_t layer, std::optional<double> timeout) {
     auto deadline = toDuration(timeout, "timeout");
+    CompletionBoard& loads = ctx().loads();
     Status status;
     {
       py::gil_scoped_release release;
-      status = ctx().loads().wait(layer, deadline);
+      status = loads.wait(layer, deadline);
     }
     check(status);
   }

@@ -50,7 +50,13 @@ void writeCacheStore(int64_t writer, int64_t layer, const at::Tensor& kv_cache, 
   write.kv = unwrap(describeLayerKv(kv_cache, v_cache));
   write.ids = unwrap(hostBlockIds(block_ids, write.kv.num_blocks));
   write.hashes = unwrap(hostBlockHashes(block_hashes, write.ids.size()));
-  if (write.ids.empty()) return;
+  if (write.ids.empty()) {
+    // Nothing to store, but the lifecycle rule holds for every call, not only for those that queue.
+    if (ctx->writer().state() != WriterState::kAccepting) {
+      throwIfError(Status::Lifecycle("write_cache_store() with no open cycle: call init() first"));
+    }
+    return;
+  }
   const c10::Device device = write.kv.k.device();
   if (!device.is_cpu()) {
     // Recorded on the producing stream at capture time, so the worker copies exactly what the

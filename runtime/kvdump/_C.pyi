@@ -40,6 +40,14 @@ class MemoryStore(CacheStore):
     def stats(self) -> dict[str, int]:
         """capacity_bytes, used_bytes, entries, rejected_full."""
 
+class FileStore(CacheStore):
+    """One file per key under root (local or shared filesystem). Writes go to a temporary file and
+    are renamed into place, so readers in any process never see a partial value."""
+
+    def __init__(self, root: str, fsync: bool = False) -> None: ...
+    @property
+    def root(self) -> str: ...
+
 class DelayedStore(CacheStore):
     """Wraps a native store and sleeps put_delay seconds per put call and get_delay per get call: a
     stand-in for a remote store's round trip in benchmarks and tests."""

@@ -3,6 +3,7 @@ asynchronous per-layer loader. All the work happens in C++ (``torch.ops.kvdump.*
 
 from __future__ import annotations
 
+import operator
 import weakref
 from collections.abc import Sequence
 
@@ -20,8 +21,9 @@ def as_int64(values: IntsLike, what: str) -> torch.Tensor:
     if isinstance(values, torch.Tensor):
         return values
     try:
-        return torch.tensor(list(values), dtype=torch.int64)
-    except (TypeError, RuntimeError, OverflowError) as exc:
+        # operator.index: a float (or a str) is refused, not truncated to a block id.
+        return torch.tensor([operator.index(v) for v in values], dtype=torch.int64)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
         raise TypeError(f"{what} must be a tensor or a sequence of ints: {exc}") from None
 
 
