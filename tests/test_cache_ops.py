@@ -417,7 +417,13 @@ def test_bad_write_raises_value_error_and_queues_nothing(make_writer, args, kwar
 
 @pytest.mark.parametrize(
     "ids",
-    [pytest.param("not ints", id="string"), pytest.param([0, "x"], id="mixed"), pytest.param(None, id="none")],
+    [
+        pytest.param("not ints", id="string"),
+        pytest.param([0, "x"], id="mixed"),
+        pytest.param(None, id="none"),
+        pytest.param([0.7], id="float"),  # refused, not truncated to block 0
+        pytest.param([0, 1.0], id="integral-float"),
+    ],
 )
 def test_ids_that_are_not_ints_raise_type_error(make_writer, ids) -> None:
     writer = make_writer()

@@ -43,6 +43,33 @@ py::object get(CacheStore& store, const std::string& key) {
   return py::bytes(reinterpret_cast<const char*>(bytes.data()), bytes.size());
 }
 
+void batchPut(CacheStore& store, const std::vector<std::string>& keys, const std::vector<py::bytes>& values) {
+  if (keys.size() != values.size()) {
+    throwStatus(Status::InvalidArgument("batch_put: " + std::to_string(keys.size()) + " keys but " +
+                                        std::to_string(values.size()) + " values"));
+  }
+  std::vector<ByteView> views;
+  views.reserve(values.size());
+  for (const auto& v : values) {
+    char* data = nullptr;
+    Py_ssize_t size = 0;
+    PyBytes_AsStringAndSize(v.ptr(), &data, &size);
+    views.push_back({reinterpret_cast<const uint8_t*>(data), static_cast<size_t>(size)});
+  }
+  std::vector<Status> statuses;
+  {
+    py::gil_scoped_release release;  // `values` keeps the bytes alive meanwhile
+    statuses = store.batchPut(keys, views);
+  }
+  for (size_t i = 0; i < statuses.size(); ++i) {
+    if (!statuses[i].ok()) {
+      Status s = statuses[i];
+      if (s.key().empty()) s.withKey(keys[i]);
+      throwStatus(s);
+    }
+  }
+}
+
 bool exists(CacheStore& store, const std::string& key) {
   Result<bool> found = Status::Internal("unset");
   {
@@ -72,6 +99,9 @@ void bindStores(py::module_& m) {
       .def_property_readonly("name", &CacheStore::name)
       .def("put", &put, py::arg("key"), py::arg("data"), "Store bytes under key (overwrites).")
       .def("get", &get, py::arg("key"), "The bytes under key, or None when absent.")
+      .def("batch_put", &batchPut, py::arg("keys"), py::arg("values"),
+           "Store many values in one call (one round trip for stores with a native batch path); raises the "
+           "first failure.")
       .def("exists", &exists, py::arg("key"))
       .def("remove", &remove, py::arg("key"), "Remove key; False when it was absent.");
 

@@ -28,6 +28,8 @@ class CacheStore:
         there is no room."""
     def get(self, key: str) -> bytes | None:
         """The bytes under key, or None when absent."""
+    def batch_put(self, keys: list[str], values: list[bytes]) -> None:
+        """Store many values in one call; raises the first failure."""
     def exists(self, key: str) -> bool: ...
     def remove(self, key: str) -> bool:
         """Remove key; False when it was absent."""

@@ -11,7 +11,7 @@ import torch
 
 from kvdump import _C
 from kvdump._torch_errors import call_op
-from kvdump.writer import AsyncWriter
+from kvdump.writer import AsyncWriter, CycleReport
 
 IntsLike = torch.Tensor | Sequence[int]
 
@@ -139,9 +139,9 @@ class KVLoader:
         """Block (GIL released) until ``layer`` is loaded; raises its error if it failed."""
         self._writer._impl.wait_layer_loaded(layer, timeout)
 
-    def finish(self, timeout: float | None = None) -> None:
+    def finish(self, timeout: float | None = None) -> CycleReport:
         """Close the session: wait for every queued load, raising the first failure."""
-        self._writer.wait_all_done(timeout)
+        return self._writer.wait_all_done(timeout)
 
     def abort(self) -> None:
         """Cancel queued loads; waiters get :class:`AbortedError`."""

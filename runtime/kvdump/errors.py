@@ -35,6 +35,9 @@ class KvdumpError(Exception):
         self.code = StatusCode(code)
         self.key = key
 
+    def __str__(self) -> str:
+        return f"{self.message} [key={self.key}]" if self.key else self.message
+
 
 class LifecycleError(KvdumpError, RuntimeError):
     """The writer was used out of order: submit before init, double init, wait without init, ..."""
@@ -60,7 +63,7 @@ class KeyNotFoundError(StoreError, KeyError):
     """The key is not in the store."""
 
     def __str__(self) -> str:  # KeyError would otherwise print the repr of the message
-        return self.message
+        return KvdumpError.__str__(self)
 
 
 class ChecksumError(StoreError):

@@ -1,0 +1,299 @@
+"""Acceptance benchmark: does kvdump hide a slow store behind the prefill forward?
+
+A 16-layer ReferenceLlama prefill dumps every layer's KV into a store whose every put call sleeps
+``--put-delay`` seconds (``kvdump.DelayedStore`` over a ``MemoryStore``; each layer is one batched
+put, so 16 layers x 2 ms = 32 ms of store latency per forward). The forward is timed, interleaved
+round-robin in one run, in these ways:
+
+  no_store     the plain prefill, nothing written;
+  synchronous  per layer, inside the layer hook: init, write_cache_store, wait_all_done — the
+               forward waits for every layer's store;
+  kvdump       writer attached + wrap_model: write_cache_store per layer returns at once, one
+               barrier (and the commit records) after the forward;
+  kvdump_hook  the same wrapped cycle, but the layer hook calls write_cache_store itself so that the
+               calling thread's cost of each call can be timed (perf_counter_ns around the call);
+  probe_tiny_op  the plain prefill with a layer hook that times one tiny torch op (``x + y`` on 4
+               floats): what any op call costs at that point of the forward on this machine (caches
+               just churned by the layer's matmuls), as a yardstick for the write_cache_store figure.
+
+Reports medians, the ratios to no_store, the absolute extra ms, the per-call cost next to the time
+of one layer, and, from the instrumented commit step, what publishing the commit records costs.
+
+    python bench/bench_hidden_store_latency.py --repeats 21 --layers 16 --put-delay 0.002 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import interleaved, median, summarize_ms  # noqa: E402
+
+import kvdump  # noqa: E402
+import kvdump.writer as kvdump_writer  # noqa: E402
+from kvdump.hashing import block_hashes  # noqa: E402
+from kvdump.models import BlockAllocator, LlamaConfig, ReferenceLlama, blocks_needed  # noqa: E402
+
+VARIANTS = ("no_store", "synchronous", "kvdump", "kvdump_hook", "probe_tiny_op")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=21, help="timed rounds of every variant (default 21)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
+    p.add_argument("--layers", type=int, default=16, help="decoder layers (default 16)")
+    p.add_argument("--put-delay", type=float, default=0.002, help="seconds each store put call sleeps (0.002)")
+    p.add_argument("--threads", type=int, default=2, help="kvdump writer threads (default 2)")
+    p.add_argument("--hidden", type=int, default=512, help="hidden size (default 512; head_dim = hidden/8)")
+    p.add_argument("--batch", type=int, default=2, help="prompts per prefill (default 2)")
+    p.add_argument("--prompt-len", type=int, default=128, help="tokens per prompt (default 128)")
+    p.add_argument("--block-size", type=int, default=16, help="tokens per KV block (default 16)")
+    p.add_argument("--torch-threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("bench/results/hidden_store_latency.json"))
+    args = p.parse_args(argv)
+    if min(args.repeats, args.layers, args.threads, args.batch, args.prompt_len, args.block_size) < 1:
+        p.error("--repeats, --layers, --threads, --batch, --prompt-len and --block-size must be >= 1")
+    if args.put_delay < 0 or args.warmup < 0:
+        p.error("--put-delay and --warmup must be >= 0")
+    if args.hidden % 8 or (args.hidden // 8) % 2:
+        p.error("--hidden must be a multiple of 16 (8 heads of an even head_dim)")
+    return args
+
+
+class CommitTimer:
+    """Times the writer's commit step (kvdump.writer.publish), attributing it to the current variant."""
+
+    def __init__(self) -> None:
+        self.variant = ""
+        self.seconds: dict[str, list[float]] = {name: [] for name in VARIANTS}
+        self._original = kvdump_writer.publish
+
+    def __enter__(self) -> CommitTimer:
+        original = self._original
+
+        def timed_publish(*args: Any, **kwargs: Any) -> int:
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[self.variant].append(time.perf_counter() - start)
+
+        kvdump_writer.publish = timed_publish
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        kvdump_writer.publish = self._original
+
+
+def hot_write_cost_us(writer: kvdump.AsyncWriter, cache: Any, ids: torch.Tensor, hashes: torch.Tensor,
+                      rounds: int = 20) -> float:
+    """Median µs of write_cache_store called back to back (caches hot, workers busy)."""
+    samples: list[int] = []
+    clock = time.perf_counter_ns
+    for _ in range(rounds):
+        writer.init()
+        for layer, kv in enumerate(cache.layers):
+            start = clock()
+            kvdump.write_cache_store(writer, layer, kv, ids, hashes)
+            samples.append(clock() - start)
+        writer.abort()  # nothing of these rounds is published
+    return median(samples) / 1e3
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    config = LlamaConfig(
+        vocab_size=2048,
+        hidden_size=args.hidden,
+        num_layers=args.layers,
+        num_heads=8,
+        num_kv_heads=2,
+        head_dim=args.hidden // 8,
+        intermediate_size=2 * args.hidden,
+        seed=args.seed,
+    )
+    model = ReferenceLlama(config)
+    rng = random.Random(args.seed)
+    prompts = [[rng.randrange(config.vocab_size) for _ in range(args.prompt_len)] for _ in range(args.batch)]
+    num_blocks = sum(blocks_needed(len(p), args.block_size) for p in prompts) + 8
+    cache = model.new_cache(num_blocks, args.block_size)
+    allocator = BlockAllocator(num_blocks)
+    tables = [allocator.allocate(blocks_needed(len(p), args.block_size)) for p in prompts]
+    hashes = [block_hashes(p, args.block_size) for p in prompts]
+    ids_t = torch.tensor([i for t, h in zip(tables, hashes) for i in t[: len(h)]], dtype=torch.int64)
+    hashes_t = torch.tensor([x for h in hashes for x in h], dtype=torch.int64)
+    blocks = int(ids_t.numel())
+    layer_bytes = blocks * (64 + cache.bytes_per_block)
+
+    def slow_store() -> kvdump.CacheStore:
+        inner = kvdump.MemoryStore(capacity_bytes=4 * args.layers * layer_bytes + (1 << 20))
+        return kvdump.DelayedStore(inner, put_delay=args.put_delay)
+
+    sync_writer = kvdump.AsyncWriter(slow_store(), num_threads=args.threads)
+    writer = kvdump.AsyncWriter(slow_store(), num_threads=args.threads)
+    kvdump.wrap_model(model, writer, method="prefill")
+    wrapped_prefill = model.prefill
+    plain_prefill = wrapped_prefill.__kvdump_original__
+
+    def sync_hook(layer: int, kv: torch.Tensor) -> None:
+        sync_writer.init()
+        kvdump.write_cache_store(sync_writer, layer, kv, ids_t, hashes_t)
+        sync_writer.wait_all_done()
+
+    call_ns: list[int] = []
+    clock = time.perf_counter_ns
+
+    def timed_hook(layer: int, kv: torch.Tensor) -> None:
+        start = clock()
+        kvdump.write_cache_store(writer, layer, kv, ids_t, hashes_t)
+        call_ns.append(clock() - start)
+
+    tiny_x, tiny_y = torch.ones(4), torch.ones(4)
+    tiny_ns: list[int] = []
+
+    def tiny_op_hook(layer: int, kv: torch.Tensor) -> None:
+        start = clock()
+        tiny_x + tiny_y  # noqa: B018
+        tiny_ns.append(clock() - start)
+
+    variants: dict[str, Callable[[], Any]] = {
+        "no_store": lambda: plain_prefill(prompts, cache, tables),
+        "synchronous": lambda: plain_prefill(prompts, cache, tables, layer_hook=sync_hook),
+        "kvdump": lambda: wrapped_prefill(prompts, cache, tables),
+        "kvdump_hook": lambda: wrapped_prefill(prompts, cache, tables, layer_hook=timed_hook),
+        "probe_tiny_op": lambda: plain_prefill(prompts, cache, tables, layer_hook=tiny_op_hook),
+    }
+
+    with CommitTimer() as commits:
+
+        def before_each(name: str) -> None:
+            commits.variant = name
+            model.attach_writer(writer if name == "kvdump" else None, request="bench")
+
+        wall = time.perf_counter()
+        times = interleaved(variants, args.repeats, warmup=args.warmup, before_each=before_each)
+        wall = time.perf_counter() - wall
+    model.attach_writer(None)
+    stats = writer.stats()
+    sync_stats = sync_writer.stats()
+    hot_call_us = hot_write_cost_us(writer, cache, ids_t, hashes_t)
+    writer.close()
+    sync_writer.close()
+
+    forward = {name: summarize_ms(times[name]) for name in VARIANTS}
+    base = forward["no_store"]["median_ms"]
+    # Commit records are published per forward by kvdump, and by the synchronous writer's layer-0
+    # barrier (its cycle holds exactly layers {0}); warm-up rounds included, so take the median.
+    commit_ms = {name: median(commits.seconds[name]) * 1e3 if commits.seconds[name] else 0.0 for name in VARIANTS}
+    per_call_us = median(call_ns) / 1e3 if call_ns else 0.0
+    tiny_op_us = median(tiny_ns) / 1e3 if tiny_ns else 0.0
+    layer_ms = base / args.layers
+    store_ms_per_forward = args.layers * args.put_delay * 1e3
+    expected_tasks = (args.warmup + args.repeats) * args.layers
+    result: dict[str, Any] = {
+        "benchmark": "hidden_store_latency",
+        "config": {
+            "layers": args.layers,
+            "hidden": args.hidden,
+            "heads": 8,
+            "kv_heads": 2,
+            "head_dim": args.hidden // 8,
+            "batch": args.batch,
+            "prompt_len": args.prompt_len,
+            "block_size": args.block_size,
+            "blocks_per_layer": blocks,
+            "bytes_per_layer": layer_bytes,
+            "put_delay_s": args.put_delay,
+            "store_latency_per_forward_ms": store_ms_per_forward,
+            "writer_threads": args.threads,
+            "torch_threads": torch.get_num_threads(),
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "cpu_count": os.cpu_count(),
+            "kvdump": kvdump.__version__,
+        },
+        "wall_s": wall,
+        "forward": forward,
+        "ratio_vs_no_store": {name: forward[name]["median_ms"] / base for name in VARIANTS},
+        "extra_ms_vs_no_store": {name: forward[name]["median_ms"] - base for name in VARIANTS},
+        "write_cache_store_call_us": {
+            "median_in_forward": per_call_us,
+            "count": len(call_ns),
+            "tiny_torch_op_in_forward": tiny_op_us,
+            "median_back_to_back": hot_call_us,
+        },
+        "extra_ms_vs_no_store_without_commit": {
+            name: forward[name]["median_ms"] - base - commit_ms[name] for name in VARIANTS
+        },
+        "layer_ms": layer_ms,
+        "commit_publish_ms": commit_ms,
+        "writer": {
+            "barrier_wait_p50_ms": stats["barrier_wait"]["p50_us"] / 1e3,
+            "task_p50_ms": stats["task_latency"]["p50_us"] / 1e3,
+            "submit_p50_us": stats["submit_latency"]["p50_us"],
+            "tasks": stats["completed"],
+            "failed": stats["failed"] + sync_stats["failed"],
+        },
+        "raw_forward_s": times,
+    }
+
+    c = result["config"]
+    print(
+        f"hidden store latency: {args.layers} layers, hidden {args.hidden}, {args.batch} x {args.prompt_len} "
+        f"tokens, {blocks} blocks/layer ({layer_bytes / 2**10:.0f} KiB), store put {args.put_delay * 1e3:g} ms "
+        f"per call ({store_ms_per_forward:g} ms per forward), {args.threads} writer threads, "
+        f"{c['torch_threads']} torch threads, {os.cpu_count()} CPUs; {args.repeats} rounds, interleaved"
+    )
+    print(
+        f"{'prefill forward':28} {'median ms':>10} {'p90 ms':>9} {'vs none':>8} {'extra ms':>9} "
+        f"{'commit ms':>10} {'extra w/o commit':>17}"
+    )
+    for name in VARIANTS:
+        f = forward[name]
+        print(
+            f"  {name:26} {f['median_ms']:10.2f} {f['p90_ms']:9.2f} {f['median_ms'] / base:7.3f}x "
+            f"{f['median_ms'] - base:9.2f} {commit_ms[name]:10.2f} {f['median_ms'] - base - commit_ms[name]:17.2f}"
+        )
+    print(
+        f"write_cache_store on the calling thread: {per_call_us:.1f} µs median in the forward "
+        f"(one layer: {layer_ms:.2f} ms, so {per_call_us / 1e3 / layer_ms * 100:.2f}% of it); a 4-float "
+        f"torch add at the same point: {tiny_op_us:.1f} µs; write_cache_store back to back, caches hot: "
+        f"{hot_call_us:.1f} µs"
+    )
+    print(
+        f"kvdump barrier wait p50 {result['writer']['barrier_wait_p50_ms']:.2f} ms, worker task p50 "
+        f"{result['writer']['task_p50_ms']:.2f} ms; kvdump/no_store {result['ratio_vs_no_store']['kvdump']:.3f}x, "
+        f"sync/no_store {result['ratio_vs_no_store']['synchronous']:.3f}x; wall {wall:.1f} s"
+    )
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    if result["writer"]["failed"] or stats["completed"] != 2 * expected_tasks:
+        print(f"unexpected writer counters: {stats['completed']} completed, failed {result['writer']['failed']}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
