@@ -42,7 +42,7 @@ from timing import interleaved, median, summarize_ms  # noqa: E402
 
 import kvdump  # noqa: E402
 import kvdump.writer as kvdump_writer  # noqa: E402
-from kvdump.hashing import block_hashes  # noqa: E402
+from kvdump.hashing import block_hashes, flatten_blocks  # noqa: E402
 from kvdump.models import BlockAllocator, LlamaConfig, ReferenceLlama, blocks_needed  # noqa: E402
 
 VARIANTS = ("no_store", "synchronous", "kvdump", "kvdump_hook", "probe_tiny_op")
@@ -134,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     allocator = BlockAllocator(num_blocks)
     tables = [allocator.allocate(blocks_needed(len(p), args.block_size)) for p in prompts]
     hashes = [block_hashes(p, args.block_size) for p in prompts]
-    ids_t = torch.tensor([i for t, h in zip(tables, hashes) for i in t[: len(h)]], dtype=torch.int64)
-    hashes_t = torch.tensor([x for h in hashes for x in h], dtype=torch.int64)
+    ids_t, hashes_t = flatten_blocks(hashes, tables)
     blocks = int(ids_t.numel())
     layer_bytes = blocks * (64 + cache.bytes_per_block)
 

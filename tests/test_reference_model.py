@@ -295,3 +295,16 @@ def test_hashes_are_int64_and_stable_across_processes() -> None:
     # Keys persisted in a shared store must not change silently between versions or processes.
     assert block_hash([1, 2, 3], namespace="kvdump") == GOLDEN_HASH_1_2_3
 
+
+
+def test_flatten_blocks_pairs_each_chain_with_its_leading_block_ids() -> None:
+    from kvdump.hashing import flatten_blocks
+
+    ids, hashes = flatten_blocks([[11, 12], [21]], [[5, 6, 7], [9, 3]])
+    assert ids.tolist() == [5, 6, 9]
+    assert hashes.tolist() == [11, 12, 21]
+    assert ids.dtype == hashes.dtype == torch.int64
+    with pytest.raises(ValueError, match="cannot hold"):
+        flatten_blocks([[1, 2, 3]], [[0, 1]])
+    with pytest.raises(ValueError, match="block tables"):
+        flatten_blocks([[1]], [])

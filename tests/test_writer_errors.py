@@ -3,66 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-
-import pytest
 
 import kvdump
+import pytest
 from kvdump import StatusCode
-
-LIMIT = 10.0  # every wait is bounded, so that a bug fails a test instead of hanging it
-
-
-class Gate:
-    """A task that announces it started, then blocks until released (at most LIMIT seconds)."""
-
-    live: list[Gate] = []
-
-    def __init__(self) -> None:
-        self.started = threading.Event()
-        self.release = threading.Event()
-        Gate.live.append(self)
-
-    def __call__(self) -> None:
-        self.started.set()
-        if not self.release.wait(LIMIT):
-            raise TimeoutError("gate never released")
-
-
-@pytest.fixture
-def make_writer() -> Iterator[Callable[..., kvdump.AsyncWriter]]:
-    writers: list[kvdump.AsyncWriter] = []
-
-    def make(**kwargs: object) -> kvdump.AsyncWriter:
-        store = kwargs.pop("store", None) or kvdump.MemoryStore(capacity_bytes=1 << 20)
-        kwargs.setdefault("num_threads", 2)
-        writer = kvdump.AsyncWriter(store, **kwargs)  # type: ignore[arg-type]
-        writers.append(writer)
-        return writer
-
-    yield make
-    for gate in Gate.live:
-        gate.release.set()
-    Gate.live.clear()
-    for writer in writers:
-        writer.close()
-
-
-def raiser(exc: BaseException) -> Callable[[], None]:
-    def run() -> None:
-        raise exc
-
-    return run
-
-
-def assert_usable(writer: kvdump.AsyncWriter) -> None:
-    ran = threading.Event()
-    writer.init()
-    writer.submit(ran.set, label="probe")
-    assert writer.wait_all_done(timeout=LIMIT).completed == 1
-    assert ran.is_set()
-    assert writer.state == "idle"
-
+from writer_support import LIMIT, Gate, assert_usable, raiser  # noqa: E402
 
 # --- WriteError -------------------------------------------------------------------------------------
 

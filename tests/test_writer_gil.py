@@ -9,33 +9,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-
-import pytest
+from collections.abc import Callable
 
 import kvdump
+import pytest
 
 LIMIT = 20.0
 COUNT_TO = 200_000  # a pure-Python loop: runs only while its thread holds the GIL
-
-
-@pytest.fixture
-def make_writer() -> Iterator[Callable[..., kvdump.AsyncWriter]]:
-    writers: list[kvdump.AsyncWriter] = []
-    events: list[threading.Event] = []
-
-    def make(**kwargs: object) -> kvdump.AsyncWriter:
-        kwargs.setdefault("num_threads", 2)
-        writer = kvdump.AsyncWriter(kvdump.MemoryStore(capacity_bytes=1 << 20), **kwargs)  # type: ignore[arg-type]
-        writers.append(writer)
-        return writer
-
-    make.events = events  # type: ignore[attr-defined]
-    yield make
-    for event in events:
-        event.set()
-    for writer in writers:
-        writer.close()
 
 
 class Counter(threading.Thread):

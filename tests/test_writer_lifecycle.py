@@ -7,32 +7,11 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
-
-import pytest
+from collections.abc import Callable
 
 import kvdump
-
-# Every wait in these tests is bounded, so that a bug fails a test instead of hanging it.
-LIMIT = 10.0
-
-
-class Gate:
-    """A task that announces it started, then blocks until released (at most LIMIT seconds)."""
-
-    live: list[Gate] = []
-
-    def __init__(self) -> None:
-        self.started = threading.Event()
-        self.release = threading.Event()
-        self.finished = threading.Event()
-        Gate.live.append(self)
-
-    def __call__(self) -> None:
-        self.started.set()
-        if not self.release.wait(LIMIT):
-            raise TimeoutError("gate never released")
-        self.finished.set()
+import pytest
+from writer_support import LIMIT, Gate, wait_until  # noqa: E402
 
 
 class Recorder:
@@ -48,34 +27,6 @@ class Recorder:
                 self.ran.append(name)
 
         return run
-
-
-@pytest.fixture
-def make_writer() -> Iterator[Callable[..., kvdump.AsyncWriter]]:
-    writers: list[kvdump.AsyncWriter] = []
-
-    def make(**kwargs: object) -> kvdump.AsyncWriter:
-        store = kwargs.pop("store", None) or kvdump.MemoryStore(capacity_bytes=1 << 20)
-        kwargs.setdefault("num_threads", 2)
-        writer = kvdump.AsyncWriter(store, **kwargs)  # type: ignore[arg-type]
-        writers.append(writer)
-        return writer
-
-    yield make
-    for gate in Gate.live:  # a failed test must not leave workers blocked at teardown
-        gate.release.set()
-    Gate.live.clear()
-    for writer in writers:
-        writer.close()
-
-
-def wait_until(predicate: Callable[[], bool], limit: float = LIMIT) -> bool:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.001)
-    return predicate()
 
 
 def run_one_cycle(writer: kvdump.AsyncWriter, n: int = 3) -> kvdump.CycleReport:

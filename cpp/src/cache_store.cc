@@ -4,15 +4,17 @@
 
 namespace kvdump {
 
+Status bufferTooSmall(std::string_view key, size_t needed, size_t available) {
+  return Status::TooLarge("value of " + std::to_string(needed) + " bytes does not fit a " + std::to_string(available) +
+                          "-byte buffer")
+      .withKey(std::string(key));
+}
+
 Result<size_t> CacheStore::getInto(std::string_view key, MutableByteView dst) {
   auto value = get(key);
   if (!value.ok()) return value.status();
   const auto& bytes = value.value();
-  if (bytes.size() > dst.size) {
-    return Status::TooLarge("value of " + std::to_string(bytes.size()) + " bytes does not fit a " +
-                            std::to_string(dst.size) + "-byte buffer")
-        .withKey(std::string(key));
-  }
+  if (bytes.size() > dst.size) return bufferTooSmall(key, bytes.size(), dst.size);
   if (!bytes.empty()) std::memcpy(dst.data, bytes.data(), bytes.size());
   return bytes.size();
 }

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <functional>
 #include <thread>
+#include <utility>
 
 namespace kvdump {
 namespace {
@@ -116,10 +117,41 @@ Status FileStore::put(std::string_view key, ByteView value) {
   return Status::Ok();
 }
 
-Result<std::vector<uint8_t>> FileStore::get(std::string_view key) {
-  auto path = pathFor(key);
-  if (!path.ok()) return path.status();
-  const int fd = ::open(path.value().c_str(), O_RDONLY | O_CLOEXEC);
+namespace {
+
+// An open file and its size; closes the descriptor when it goes out of scope.
+class ReadableFile {
+ public:
+  ReadableFile(int fd, size_t size) : fd_(fd), size_(size) {}
+  ReadableFile(ReadableFile&& other) noexcept : fd_(std::exchange(other.fd_, -1)), size_(other.size_) {}
+  ReadableFile(const ReadableFile&) = delete;
+  ReadableFile& operator=(const ReadableFile&) = delete;
+  ReadableFile& operator=(ReadableFile&&) = delete;
+  ~ReadableFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  size_t size() const { return size_; }
+
+  /// Reads the whole file into `dst`, which holds at least size() bytes.
+  Status readAll(uint8_t* dst, std::string_view key) const {
+    size_t done = 0;
+    while (done < size_) {
+      const ssize_t n = ::read(fd_, dst + done, size_ - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return errnoStatus("read", n < 0 ? errno : EIO, key);
+      done += static_cast<size_t>(n);
+    }
+    return Status::Ok();
+  }
+
+ private:
+  int fd_;
+  size_t size_;
+};
+
+Result<ReadableFile> openForRead(const std::string& path, std::string_view key) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOENT) return Status::NotFound("no such key").withKey(std::string(key));
     return errnoStatus("open", errno, key);
@@ -130,55 +162,31 @@ Result<std::vector<uint8_t>> FileStore::get(std::string_view key) {
     ::close(fd);
     return errnoStatus("fstat", err, key);
   }
-  std::vector<uint8_t> out(static_cast<size_t>(st.st_size));
-  size_t done = 0;
-  while (done < out.size()) {
-    const ssize_t n = ::read(fd, out.data() + done, out.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int err = n < 0 ? errno : EIO;
-      ::close(fd);
-      return errnoStatus("read", err, key);
-    }
-    done += static_cast<size_t>(n);
-  }
-  ::close(fd);
+  return ReadableFile(fd, static_cast<size_t>(st.st_size));
+}
+
+}  // namespace
+
+Result<std::vector<uint8_t>> FileStore::get(std::string_view key) {
+  auto path = pathFor(key);
+  if (!path.ok()) return path.status();
+  auto file = openForRead(path.value(), key);
+  if (!file.ok()) return file.status();
+  std::vector<uint8_t> out(file.value().size());
+  Status read = file.value().readAll(out.data(), key);
+  if (!read.ok()) return read;
   return out;
 }
 
 Result<size_t> FileStore::getInto(std::string_view key, MutableByteView dst) {
   auto path = pathFor(key);
   if (!path.ok()) return path.status();
-  const int fd = ::open(path.value().c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return Status::NotFound("no such key").withKey(std::string(key));
-    return errnoStatus("open", errno, key);
-  }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return errnoStatus("fstat", err, key);
-  }
-  const size_t size = static_cast<size_t>(st.st_size);
-  if (size > dst.size) {
-    ::close(fd);
-    return Status::TooLarge("value of " + std::to_string(size) + " bytes does not fit a " + std::to_string(dst.size) +
-                            "-byte buffer")
-        .withKey(std::string(key));
-  }
-  size_t done = 0;
-  while (done < size) {
-    const ssize_t n = ::read(fd, dst.data + done, size - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int err = n < 0 ? errno : EIO;
-      ::close(fd);
-      return errnoStatus("read", err, key);
-    }
-    done += static_cast<size_t>(n);
-  }
-  ::close(fd);
+  auto file = openForRead(path.value(), key);
+  if (!file.ok()) return file.status();
+  const size_t size = file.value().size();
+  if (size > dst.size) return bufferTooSmall(key, size, dst.size);
+  Status read = file.value().readAll(dst.data, key);
+  if (!read.ok()) return read;
   return size;
 }
 

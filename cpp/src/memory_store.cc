@@ -76,11 +76,7 @@ Result<std::vector<uint8_t>> MemoryStore::get(std::string_view key) {
 Result<size_t> MemoryStore::getInto(std::string_view key, MutableByteView dst) {
   Value v = find(key);
   if (!v) return Status::NotFound("no such key").withKey(std::string(key));
-  if (v->size() > dst.size) {
-    return Status::TooLarge("value of " + std::to_string(v->size()) + " bytes does not fit a " +
-                            std::to_string(dst.size) + "-byte buffer")
-        .withKey(std::string(key));
-  }
+  if (v->size() > dst.size) return bufferTooSmall(key, v->size(), dst.size);
   if (!v->empty()) std::memcpy(dst.data, v->data(), v->size());
   return v->size();
 }

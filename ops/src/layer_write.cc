@@ -11,7 +11,7 @@ namespace {
 // Blocks per chunk so one chunk fits the staging pool; a task larger than the pool is staged in
 // several chunks rather than refused, and a block larger than the pool is TOO_LARGE.
 Result<size_t> blocksPerChunk(WriterContext& ctx, size_t record_bytes, size_t total) {
-  const size_t capacity = ctx.staging().stats().capacity_bytes;
+  const size_t capacity = ctx.staging().capacityBytes();
   if (record_bytes > capacity) {
     return Status::TooLarge("one KV block record is " + std::to_string(record_bytes) +
                             " bytes, larger than the whole staging pool (" + std::to_string(capacity) + ")");

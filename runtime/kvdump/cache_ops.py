@@ -101,15 +101,7 @@ class KVLoader:
         v_cache: torch.Tensor | None = None,
     ) -> None:
         """Load one layer now. :class:`KeyNotFoundError` / :class:`ChecksumError` name the key."""
-        call_op(
-            torch.ops.kvdump.load_cache_store,
-            self._writer.handle,
-            layer,
-            kv_cache,
-            v_cache,
-            as_int64(block_ids, "block_ids"),
-            as_int64(block_hashes, "block_hashes"),
-        )
+        self._call(torch.ops.kvdump.load_cache_store, layer, kv_cache, block_ids, block_hashes, v_cache)
 
     def start(self) -> None:
         """Open a loading session (the pool's cycle)."""
@@ -125,8 +117,19 @@ class KVLoader:
         v_cache: torch.Tensor | None = None,
     ) -> None:
         """Queue one layer's load on the pool; ``wait_layer(layer)`` waits for it."""
+        self._call(torch.ops.kvdump.load_cache_store_async, layer, kv_cache, block_ids, block_hashes, v_cache)
+
+    def _call(
+        self,
+        op: object,
+        layer: int,
+        kv_cache: torch.Tensor,
+        block_ids: IntsLike,
+        block_hashes: IntsLike,
+        v_cache: torch.Tensor | None,
+    ) -> None:
         call_op(
-            torch.ops.kvdump.load_cache_store_async,
+            op,  # type: ignore[arg-type]
             self._writer.handle,
             layer,
             kv_cache,

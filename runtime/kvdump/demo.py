@@ -13,7 +13,7 @@ import torch
 
 from kvdump.cache_ops import KVLoader, write_cache_store
 from kvdump.commit import lookup
-from kvdump.hashing import block_hashes
+from kvdump.hashing import block_hashes, flatten_blocks
 from kvdump.hook import wrap_model
 from kvdump.models import BlockAllocator, LlamaConfig, ReferenceLlama, blocks_needed, greedy_continue
 from kvdump.writer import AsyncWriter
@@ -126,8 +126,7 @@ def run_demo(cfg: DemoConfig, progress: Any = print) -> DemoReport:
     sync_store = kvdump.MemoryStore(cfg.store_bytes)
     sync_writer = AsyncWriter(sync_store, num_threads=cfg.threads)
     hashes = [block_hashes(p, cfg.block_size) for p in prompts]
-    ids_t = torch.tensor([i for t, h in zip(tables, hashes) for i in t[: len(h)]], dtype=torch.int64)
-    hashes_t = torch.tensor([x for h in hashes for x in h], dtype=torch.int64)
+    ids_t, hashes_t = flatten_blocks(hashes, tables)
 
     def sync_hook(layer: int, kv: torch.Tensor) -> None:
         sync_writer.init()

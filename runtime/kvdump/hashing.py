@@ -14,6 +14,8 @@ import hashlib
 import struct
 from collections.abc import Sequence
 
+import torch
+
 _PERSON = b"kvdump.block.v1"  # domain separation: these digests mean nothing outside this scheme
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
@@ -58,3 +60,21 @@ def block_hashes(
         parent = block_hash(token_ids[start : start + block_size], parent, namespace)
         hashes.append(parent)
     return hashes
+
+
+def flatten_blocks(
+    chains: Sequence[Sequence[int]], block_tables: Sequence[Sequence[int]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``block_ids`` and ``block_hashes`` int64 tensors that ``write_cache_store`` takes for a
+    batch: each prompt's hash chain (from :func:`block_hashes`) beside the leading ids of its block
+    table that hold those blocks, concatenated in batch order."""
+    if len(chains) != len(block_tables):
+        raise ValueError(f"{len(chains)} hash chains but {len(block_tables)} block tables")
+    ids: list[int] = []
+    hashes: list[int] = []
+    for chain, table in zip(chains, block_tables):
+        if len(table) < len(chain):
+            raise ValueError(f"a block table of {len(table)} ids cannot hold {len(chain)} blocks")
+        ids.extend(table[: len(chain)])
+        hashes.extend(chain)
+    return torch.tensor(ids, dtype=torch.int64), torch.tensor(hashes, dtype=torch.int64)

@@ -23,6 +23,9 @@ struct MutableByteView {
   size_t size = 0;
 };
 
+/// TOO_LARGE naming `key`: a value of `needed` bytes does not fit a caller's `available`-byte buffer.
+Status bufferTooSmall(std::string_view key, size_t needed, size_t available);
+
 /// Abstract key/value store of byte buffers. Every method is thread-safe and may be called from many
 /// writer threads at once. Ownership: put/batchPut borrow `values` only for the duration of the call
 /// (a store that keeps them copies them); get returns bytes the caller owns; getInto writes into a

@@ -83,6 +83,7 @@ class StagingPool {
 
   Result<StagingLease> lease(size_t bytes, std::chrono::nanoseconds timeout);
   StagingStats stats() const;
+  size_t capacityBytes() const { return capacity_bytes_; }
   /// Frees every buffer not currently leased.
   void trim();
 

@@ -311,17 +311,11 @@ class ReferenceLlama(nn.Module):
         if writer is None:
             return None
         from kvdump.cache_ops import write_cache_store
-        from kvdump.hashing import block_hashes
+        from kvdump.hashing import block_hashes, flatten_blocks
 
         # Built once per forward, not per layer: the per-layer call only passes tensor references.
-        ids: list[int] = []
-        hashes: list[int] = []
-        for prompt, table in zip(input_ids, block_tables):
-            chain = block_hashes(list(prompt), block_size)
-            ids.extend(table[: len(chain)])
-            hashes.extend(chain)
-        ids_t = torch.tensor(ids, dtype=torch.int64)
-        hashes_t = torch.tensor(hashes, dtype=torch.int64)
+        chains = [block_hashes(list(prompt), block_size) for prompt in input_ids]
+        ids_t, hashes_t = flatten_blocks(chains, block_tables)
         request = getattr(self, "kv_request", "")
 
         def dump(layer: int, kv: torch.Tensor) -> None:
