@@ -10,7 +10,8 @@ TORCH_VERSION=2.13.0
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
 
-apt_packages=(libgtest-dev libxxhash-dev cmake g++)
+# libibverbs1: Mooncake's transfer engine loads it even for TCP.
+apt_packages=(libgtest-dev libxxhash-dev cmake g++ libibverbs1)
 missing=()
 for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -31,9 +32,9 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split(
   echo "==> pip install torch==$TORCH_VERSION"
   pip install -q "torch==$TORCH_VERSION"
 fi
-echo "==> pip install build and test requirements"
-pip install -q "torch==$TORCH_VERSION" "scikit-build-core>=0.10" "pybind11>=2.13" ninja numpy \
-  "pytest>=8" "pytest-timeout>=2.3"
+echo "==> pip install build and test requirements (Mooncake's client, transformers for the HF tests)"
+pip install -q "torch==$TORCH_VERSION" "scikit-build-core>=0.10" "pybind11>=3.0" ninja numpy \
+  "pytest>=8" "pytest-timeout>=2.3" mooncake-transfer-engine-non-cuda "transformers>=4.56"
 
 echo "==> building kvdump (C++ core, torch ops, pybind11 extension)"
 pip install -q --no-build-isolation --no-deps -e . 2>&1 | grep -v "^\s*$" || true

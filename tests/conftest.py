@@ -34,3 +34,37 @@ def make_writer() -> Iterator[Callable[..., kvdump.AsyncWriter]]:
         event.set()
     for writer in writers:
         writer.close()
+
+
+@pytest.fixture(scope="session")
+def mooncake_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One fresh Mooncake cluster on 127.0.0.1 for the session (master + a 256 MiB storage
+    service), stopped by PID at the end."""
+    from store_kinds import require_mooncake
+
+    require_mooncake()
+    from kvdump.mooncake_cluster import LocalMooncakeCluster
+
+    with LocalMooncakeCluster(tmp_path_factory.mktemp("mooncake"), storage_bytes=256 << 20) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def mooncake_store(mooncake_cluster: object) -> Iterator[kvdump.CacheStore]:
+    """One Mooncake client for the session, contributing no memory (the storage service holds the
+    data). A closed client lingers on the master for its TTL, so clients are not churned per test;
+    tests keep apart by key prefix."""
+    store = kvdump.open_store(mooncake_cluster.url(global_segment_size=0, local_buffer_size=64 << 20))  # type: ignore[attr-defined]
+    yield store
+    store.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def store_factory(request: pytest.FixtureRequest, tmp_path: object) -> Callable[[str], kvdump.CacheStore]:
+    """Makes a store of a kind from store_kinds.STORE_KINDS: fresh, except Mooncake's session client."""
+    from store_kinds import make_store
+
+    def make(kind: str) -> kvdump.CacheStore:
+        return make_store(kind, tmp_path, lambda: request.getfixturevalue("mooncake_store"))  # type: ignore[arg-type]
+
+    return make

@@ -51,4 +51,8 @@ std::vector<Result<bool>> CacheStore::batchExists(const std::vector<std::string>
   return out;
 }
 
+Status CacheStore::registerBuffer(uint8_t*, size_t) { return Status::Ok(); }
+
+Status CacheStore::unregisterBuffer(uint8_t*) { return Status::Ok(); }
+
 }  // namespace kvdump

@@ -68,12 +68,14 @@ MemoryStore::Value MemoryStore::find(std::string_view key) const {
 }
 
 Result<std::vector<uint8_t>> MemoryStore::get(std::string_view key) {
+  if (key.empty()) return Status::InvalidArgument("empty key");
   Value v = find(key);
   if (!v) return Status::NotFound("no such key").withKey(std::string(key));
   return std::vector<uint8_t>(*v);
 }
 
 Result<size_t> MemoryStore::getInto(std::string_view key, MutableByteView dst) {
+  if (key.empty()) return Status::InvalidArgument("empty key");
   Value v = find(key);
   if (!v) return Status::NotFound("no such key").withKey(std::string(key));
   if (v->size() > dst.size) return bufferTooSmall(key, v->size(), dst.size);
@@ -81,9 +83,13 @@ Result<size_t> MemoryStore::getInto(std::string_view key, MutableByteView dst) {
   return v->size();
 }
 
-Result<bool> MemoryStore::exists(std::string_view key) { return find(key) != nullptr; }
+Result<bool> MemoryStore::exists(std::string_view key) {
+  if (key.empty()) return Status::InvalidArgument("empty key");
+  return find(key) != nullptr;
+}
 
 Status MemoryStore::remove(std::string_view key) {
+  if (key.empty()) return Status::InvalidArgument("empty key");
   Value removed;
   Shard& shard = shardFor(key);
   {

@@ -7,13 +7,24 @@
 namespace kvdump {
 
 HostAllocator pageableHostAllocator() {
-  return [](size_t bytes) {
+  return [](size_t bytes) -> Result<HostAllocation> {
     const size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
     auto* p = static_cast<uint8_t*>(std::aligned_alloc(64, rounded));
-    if (p == nullptr) return HostAllocation{};
+    if (p == nullptr) return Status::IoError("out of host memory allocating " + std::to_string(bytes) + " bytes");
     return HostAllocation{p, bytes, [p] { std::free(p); }};
   };
 }
+
+namespace {
+
+void releaseAll(std::vector<HostAllocation>& memories) {
+  for (auto& m : memories) {
+    if (m.release) m.release();
+  }
+  memories.clear();
+}
+
+}  // namespace
 
 StagingLease::StagingLease(StagingLease&& other) noexcept { *this = std::move(other); }
 
@@ -49,7 +60,7 @@ StagingPool::~StagingPool() {
   }
 }
 
-bool StagingPool::tryLeaseLocked(size_t bytes, StagingLease* out) {
+bool StagingPool::leaseFreeLocked(size_t bytes, StagingLease* out) {
   // Best fit among free buffers: the smallest one that is large enough.
   size_t best = buffers_.size();
   for (size_t i = 0; i < buffers_.size(); ++i) {
@@ -59,26 +70,7 @@ bool StagingPool::tryLeaseLocked(size_t bytes, StagingLease* out) {
       best = i;
     }
   }
-  if (best == buffers_.size()) {
-    // No free buffer fits. Free the idle ones that don't fit until a new allocation does.
-    for (size_t i = 0; i < buffers_.size() && stats_.allocated_bytes + bytes > capacity_bytes_; ++i) {
-      auto& b = buffers_[i];
-      if (b && !b->leased) {
-        stats_.allocated_bytes -= b->memory.size;
-        if (b->memory.release) b->memory.release();
-        b.reset();
-      }
-    }
-    if (stats_.allocated_bytes + bytes > capacity_bytes_) return false;
-    HostAllocation memory = allocator_(bytes);
-    if (memory.data == nullptr) return false;
-    ++stats_.allocations;
-    stats_.allocated_bytes += memory.size;
-    auto it = std::find(buffers_.begin(), buffers_.end(), nullptr);
-    best = static_cast<size_t>(it - buffers_.begin());
-    if (it == buffers_.end()) buffers_.emplace_back();
-    buffers_[best] = std::make_unique<Buffer>(Buffer{std::move(memory), false});
-  }
+  if (best == buffers_.size()) return false;
   Buffer& b = *buffers_[best];
   b.leased = true;
   stats_.leased_bytes += b.memory.size;
@@ -88,23 +80,78 @@ bool StagingPool::tryLeaseLocked(size_t bytes, StagingLease* out) {
   return true;
 }
 
+bool StagingPool::reserveLocked(size_t bytes, std::vector<HostAllocation>* to_release) {
+  // No free buffer fits: free idle ones (they are all too small) until a new allocation does.
+  for (size_t i = 0; i < buffers_.size() && stats_.allocated_bytes + bytes > capacity_bytes_; ++i) {
+    auto& b = buffers_[i];
+    if (b && !b->leased) {
+      stats_.allocated_bytes -= b->memory.size;
+      to_release->push_back(std::move(b->memory));
+      b.reset();
+    }
+  }
+  if (stats_.allocated_bytes + bytes > capacity_bytes_) return false;
+  stats_.allocated_bytes += bytes;  // reserved while the allocator runs unlocked
+  return true;
+}
+
+StagingLease StagingPool::installLocked(HostAllocation memory, size_t bytes) {
+  ++stats_.allocations;
+  auto it = std::find(buffers_.begin(), buffers_.end(), nullptr);
+  const auto slot = static_cast<size_t>(it - buffers_.begin());
+  if (it == buffers_.end()) buffers_.emplace_back();
+  buffers_[slot] = std::make_unique<Buffer>(Buffer{std::move(memory), true});
+  Buffer& b = *buffers_[slot];
+  stats_.leased_bytes += b.memory.size;
+  stats_.leased_high_water = std::max(stats_.leased_high_water, stats_.leased_bytes);
+  ++stats_.leases;
+  return StagingLease(this, slot, b.memory.data, bytes, b.memory.size);
+}
+
 Result<StagingLease> StagingPool::lease(size_t bytes, std::chrono::nanoseconds timeout) {
   if (bytes > capacity_bytes_) {
     return Status::TooLarge("staging request of " + std::to_string(bytes) + " bytes exceeds the pool's " +
                             std::to_string(capacity_bytes_) + "-byte capacity; raise staging_bytes");
   }
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
   std::unique_lock<std::mutex> lock(mu_);
-  StagingLease out;
-  if (tryLeaseLocked(bytes, &out)) return Result<StagingLease>(std::move(out));
-  ++stats_.waits;
-  const bool got = returned_cv_.wait_for(lock, timeout, [&] { return tryLeaseLocked(bytes, &out); });
-  if (!got) {
-    ++stats_.timeouts;
-    return Status::Timeout("staging pool exhausted: " + std::to_string(stats_.leased_bytes) + " of " +
-                           std::to_string(capacity_bytes_) + " bytes leased for the whole deadline, " +
-                           std::to_string(bytes) + " needed");
+  bool waited = false;
+  for (;;) {
+    StagingLease out;
+    if (leaseFreeLocked(bytes, &out)) return Result<StagingLease>(std::move(out));
+    std::vector<HostAllocation> to_release;
+    if (reserveLocked(bytes, &to_release)) {
+      lock.unlock();
+      releaseAll(to_release);
+      Result<HostAllocation> memory = allocator_(bytes);
+      lock.lock();
+      if (!memory.ok() || memory.value().data == nullptr || memory.value().size < bytes) {
+        stats_.allocated_bytes -= bytes;
+        lock.unlock();
+        returned_cv_.notify_all();  // the reservation may have kept another lease waiting
+        if (!memory.ok()) return memory.status();
+        if (memory.value().release) memory.value().release();
+        return Status::IoError("host allocator returned no memory for " + std::to_string(bytes) + " bytes");
+      }
+      stats_.allocated_bytes += memory.value().size - bytes;
+      return Result<StagingLease>(installLocked(std::move(memory).value(), bytes));
+    }
+    if (!to_release.empty()) {
+      lock.unlock();
+      releaseAll(to_release);
+      lock.lock();
+      continue;
+    }
+    if (!waited) ++stats_.waits;
+    waited = true;
+    if (returned_cv_.wait_until(lock, deadline) == std::cv_status::timeout) {
+      if (leaseFreeLocked(bytes, &out)) return Result<StagingLease>(std::move(out));
+      ++stats_.timeouts;
+      return Status::Timeout("staging pool exhausted: " + std::to_string(stats_.leased_bytes) + " of " +
+                             std::to_string(capacity_bytes_) + " bytes leased for the whole deadline, " +
+                             std::to_string(bytes) + " needed");
+    }
   }
-  return Result<StagingLease>(std::move(out));
 }
 
 void StagingPool::giveBack(size_t slot) {
@@ -123,14 +170,18 @@ StagingStats StagingPool::stats() const {
 }
 
 void StagingPool::trim() {
-  std::lock_guard<std::mutex> lock(mu_);
-  for (auto& b : buffers_) {
-    if (b && !b->leased) {
-      stats_.allocated_bytes -= b->memory.size;
-      if (b->memory.release) b->memory.release();
-      b.reset();
+  std::vector<HostAllocation> to_release;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& b : buffers_) {
+      if (b && !b->leased) {
+        stats_.allocated_bytes -= b->memory.size;
+        to_release.push_back(std::move(b->memory));
+        b.reset();
+      }
     }
   }
+  releaseAll(to_release);
 }
 
 }  // namespace kvdump

@@ -90,9 +90,55 @@ TEST(StagingPool, ConcurrentLeasesNeverExceedCapacity) {
   EXPECT_EQ(pool.stats().leased_bytes, 0u);
 }
 
-TEST(StagingPool, FailingAllocatorIsATimeoutNotACrash) {
-  StagingPool pool(1000, [](size_t) { return HostAllocation{}; });
-  EXPECT_EQ(pool.lease(10, 10ms).status().code(), StatusCode::kTimeout);
+TEST(StagingPool, AllocatorErrorIsPassedOnAndItsReservationReturned) {
+  bool fail = true;
+  StagingPool pool(1000, [&](size_t bytes) -> Result<HostAllocation> {
+    if (fail) return Status::IoError("cannot register buffer");
+    return pageableHostAllocator()(bytes);
+  });
+  const auto refused = pool.lease(1000, 10ms);
+  EXPECT_EQ(refused.status().code(), StatusCode::kIoError);
+  EXPECT_NE(refused.status().message().find("cannot register"), std::string::npos);
+  EXPECT_EQ(pool.stats().allocated_bytes, 0u);
+  fail = false;
+  EXPECT_TRUE(pool.lease(1000, 10ms).ok());
+}
+
+TEST(StagingPool, AllocatorRunsWithoutThePoolLock) {
+  // A slow allocator (pinning, registering with a transport) must not block the pool: here the
+  // allocator re-enters the pool, which would deadlock if the lock were held.
+  StagingPool* self = nullptr;
+  StagingPool pool(1000, [&](size_t bytes) {
+    EXPECT_EQ(self->stats().leased_bytes, 0u);
+    return pageableHostAllocator()(bytes);
+  });
+  self = &pool;
+  auto lease = pool.lease(100, 10ms);
+  ASSERT_TRUE(lease.ok());
+  EXPECT_EQ(pool.stats().allocated_bytes, 100u);
+}
+
+TEST(StagingPool, ReleaseCallbacksRunWithoutThePoolLock) {
+  StagingPool* self = nullptr;
+  int released = 0;
+  StagingPool pool(1000, [&](size_t bytes) -> Result<HostAllocation> {
+    auto memory = pageableHostAllocator()(bytes);
+    if (!memory.ok()) return memory;
+    HostAllocation m = std::move(memory).value();
+    auto inner = m.release;
+    m.release = [&, inner] {
+      EXPECT_GE(self->stats().capacity_bytes, 0u);
+      ++released;
+      inner();
+    };
+    return m;
+  });
+  self = &pool;
+  { ASSERT_TRUE(pool.lease(600, 10ms).ok()); }
+  { ASSERT_TRUE(pool.lease(900, 10ms).ok()); }  // the idle 600-byte buffer is freed to fit this one
+  EXPECT_EQ(released, 1);
+  pool.trim();
+  EXPECT_EQ(released, 2);
 }
 
 }  // namespace

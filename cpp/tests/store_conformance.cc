@@ -155,6 +155,10 @@ TEST_P(StoreConformance, KeysWithSlashesAndDotsAreOpaque) {
 TEST_P(StoreConformance, EmptyKeyIsInvalid) {
   auto v = pattern(4, 0);
   EXPECT_EQ(store_->put("", view(v)).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->get("").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->getInto("", {v.data(), v.size()}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->exists("").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->remove("").code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace

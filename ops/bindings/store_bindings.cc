@@ -8,6 +8,7 @@
 #include "kvdump/delayed_store.h"
 #include "kvdump/file_store.h"
 #include "kvdump/memory_store.h"
+#include "python_store.h"
 #include "status_to_python.h"
 
 namespace py = pybind11;
@@ -70,6 +71,36 @@ void batchPut(CacheStore& store, const std::vector<std::string>& keys, const std
   }
 }
 
+size_t getInto(CacheStore& store, const std::string& key, const py::buffer& buffer) {
+  py::buffer_info info = buffer.request(/*writable=*/true);
+  if (!PyBuffer_IsContiguous(info.view(), 'C')) {
+    throwStatus(Status::InvalidArgument("buffer must be C-contiguous").withKey(key));
+  }
+  const MutableByteView dst{static_cast<uint8_t*>(info.ptr), static_cast<size_t>(info.size * info.itemsize)};
+  Result<size_t> got = Status::Internal("unset");
+  {
+    py::gil_scoped_release release;  // `info` keeps the buffer alive and pinned meanwhile
+    got = store.getInto(key, dst);
+  }
+  check(got.status());
+  return got.value();
+}
+
+std::vector<bool> batchExists(CacheStore& store, const std::vector<std::string>& keys) {
+  std::vector<Result<bool>> found;
+  {
+    py::gil_scoped_release release;
+    found = store.batchExists(keys);
+  }
+  std::vector<bool> out;
+  out.reserve(found.size());
+  for (auto& f : found) {
+    check(f.status());
+    out.push_back(f.value());
+  }
+  return out;
+}
+
 bool exists(CacheStore& store, const std::string& key) {
   Result<bool> found = Status::Internal("unset");
   {
@@ -94,18 +125,25 @@ bool remove(CacheStore& store, const std::string& key) {
 }  // namespace
 
 void bindStores(py::module_& m) {
-  py::class_<CacheStore, std::shared_ptr<CacheStore>>(m, "CacheStore",
-                                                      "A native key/value store of byte buffers (thread-safe).")
+  // smart_holder throughout: a store written in Python (PythonStore) stays alive while C++ holds it.
+  py::classh<CacheStore>(m, "CacheStore",
+                         "The interface every kvdump store implements (thread-safe). Calling these methods "
+                         "on the class (kvdump.CacheStore.put(store, ...)) goes through the C++ interface, "
+                         "exactly as the writer's workers do.")
       .def_property_readonly("name", &CacheStore::name)
       .def("put", &put, py::arg("key"), py::arg("data"), "Store bytes under key (overwrites).")
       .def("get", &get, py::arg("key"), "The bytes under key, or None when absent.")
       .def("batch_put", &batchPut, py::arg("keys"), py::arg("values"),
            "Store many values in one call (one round trip for stores with a native batch path); raises the "
            "first failure.")
+      .def("get_into", &getInto, py::arg("key"), py::arg("buffer"),
+           "Copy the value under key into a writable buffer and return its size; KeyNotFoundError when absent, "
+           "KvdumpValueError (TOO_LARGE) when the buffer is too small.")
       .def("exists", &exists, py::arg("key"))
+      .def("batch_exists", &batchExists, py::arg("keys"), "exists() for many keys in one call.")
       .def("remove", &remove, py::arg("key"), "Remove key; False when it was absent.");
 
-  py::class_<MemoryStore, CacheStore, std::shared_ptr<MemoryStore>>(
+  py::classh<MemoryStore, CacheStore>(
       m, "MemoryStore",
       "In-process store bounded by capacity_bytes. When full, a put fails with StoreFullError and nothing "
       "is evicted.")
@@ -124,7 +162,7 @@ void bindStores(py::module_& m) {
         return d;
       });
 
-  py::class_<FileStore, CacheStore, std::shared_ptr<FileStore>>(
+  py::classh<FileStore, CacheStore>(
       m, "FileStore",
       "One file per key under root (local or shared filesystem). Writes go to a temporary file and are "
       "renamed into place, so readers in any process never see a partial value.")
@@ -136,7 +174,7 @@ void bindStores(py::module_& m) {
            py::arg("root"), py::arg("fsync") = false)
       .def_property_readonly("root", &FileStore::root);
 
-  py::class_<DelayedStore, CacheStore, std::shared_ptr<DelayedStore>>(
+  py::classh<DelayedStore, CacheStore>(
       m, "DelayedStore",
       "Wraps a native store and sleeps put_delay seconds per put call (one per batch) and get_delay per "
       "get call: a stand-in for a remote store's round trip in benchmarks and tests.")
@@ -148,6 +186,8 @@ void bindStores(py::module_& m) {
                                                    std::chrono::nanoseconds(static_cast<int64_t>(get_delay * 1e9)));
            }),
            py::arg("inner"), py::arg("put_delay") = 0.0, py::arg("get_delay") = 0.0);
+
+  bindPythonStore(m);
 }
 
 }  // namespace kvdump::python

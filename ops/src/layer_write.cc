@@ -24,6 +24,7 @@ Status summarise(Status first, size_t failed, size_t total) {
   Status out(first.code(), std::to_string(failed) + " of " + std::to_string(total) + " block(s) failed; first: " +
                                first.message());
   out.withKey(first.key());
+  out.withPayload(first.payload());  // e.g. the exception a Python store raised, chained at the barrier
   return out;
 }
 

@@ -19,6 +19,25 @@ Registry& registry() {
   return *r;
 }
 
+// Registers every staging buffer with the store before it is used and unregisters it before it is
+// freed, so a zero-copy store (Mooncake) can put from and get into it directly.
+HostAllocator registeringAllocator(HostAllocator base, std::shared_ptr<CacheStore> store) {
+  return [base = std::move(base), store = std::move(store)](size_t bytes) -> Result<HostAllocation> {
+    Result<HostAllocation> memory = base(bytes);
+    if (!memory.ok()) return memory;
+    HostAllocation m = std::move(memory).value();
+    if (Status registered = store->registerBuffer(m.data, m.size); !registered.ok()) {
+      if (m.release) m.release();
+      return registered;
+    }
+    m.release = [store, data = m.data, release = std::move(m.release)] {
+      (void)store->unregisterBuffer(data);  // freed either way; the store has nothing left to use
+      if (release) release();
+    };
+    return m;
+  };
+}
+
 }  // namespace
 
 WriterContext::WriterContext(std::shared_ptr<CacheStore> store, WriterContextOptions options)
@@ -26,7 +45,8 @@ WriterContext::WriterContext(std::shared_ptr<CacheStore> store, WriterContextOpt
       store_(std::move(store)),
       staging_(std::make_unique<StagingPool>(
           options_.staging_bytes,
-          options_.staging_allocator ? options_.staging_allocator : pageableHostAllocator())),
+          registeringAllocator(options_.staging_allocator ? options_.staging_allocator : pageableHostAllocator(),
+                               store_))),
       writer_(std::make_unique<AsyncWriter>(options_.writer)) {}
 
 WriterContext::~WriterContext() {

@@ -19,7 +19,8 @@ def commit_key(namespace: str, tp_rank: int, tp_size: int, block_hash: int) -> s
     """The store key of a block's commit record."""
 
 class CacheStore:
-    """A native key/value store of byte buffers (thread-safe)."""
+    """The interface every kvdump store implements (thread-safe). Calling these methods on the class
+    (``kvdump.CacheStore.put(store, ...)``) goes through the C++ interface, as the writer does."""
 
     @property
     def name(self) -> str: ...
@@ -30,9 +31,24 @@ class CacheStore:
         """The bytes under key, or None when absent."""
     def batch_put(self, keys: list[str], values: list[bytes]) -> None:
         """Store many values in one call; raises the first failure."""
+    def get_into(self, key: str, buffer: Buffer) -> int:
+        """Copy the value into a writable buffer and return its size; KeyNotFoundError when absent,
+        KvdumpValueError (TOO_LARGE) when the buffer is too small."""
     def exists(self, key: str) -> bool: ...
+    def batch_exists(self, keys: list[str]) -> list[bool]: ...
     def remove(self, key: str) -> bool:
         """Remove key; False when it was absent."""
+
+class PythonStore(CacheStore):
+    """Base class of a cache store written in Python. Implement put(key, value: memoryview),
+    get(key) -> bytes | None, exists(key) -> bool, remove(key) -> bool; optionally batch_put,
+    get_into, batch_get_into, batch_exists, register_buffer, unregister_buffer. Lent memoryviews are
+    valid only during the call."""
+
+    def __init__(self, name: str) -> None: ...
+
+def buffer_address(buffer: Buffer) -> int:
+    """The address of a buffer's first byte, valid only while the buffer is."""
 
 class MemoryStore(CacheStore):
     """In-process store bounded by capacity_bytes. When full, a put fails with StoreFullError and

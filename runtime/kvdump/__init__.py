@@ -34,6 +34,7 @@ CacheStore = _C.CacheStore
 DelayedStore = _C.DelayedStore
 FileStore = _C.FileStore
 MemoryStore = _C.MemoryStore
+PythonStore = _C.PythonStore
 
 __version__ = "0.1.0"
 
@@ -52,6 +53,7 @@ __all__ = [
     "LeaseHeldError",
     "LifecycleError",
     "MemoryStore",
+    "PythonStore",
     "StatusCode",
     "StoreError",
     "StoreFullError",

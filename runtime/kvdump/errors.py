@@ -27,12 +27,15 @@ class StatusCode(enum.IntEnum):
 
 class KvdumpError(Exception):
     """Base of every kvdump error. ``code`` is a :class:`StatusCode`; ``key`` names the store key
-    concerned, when there is one."""
+    concerned, when there is one. Each subclass has its own default code, so a Python store can
+    simply ``raise StoreFullError("...", key=key)``."""
 
-    def __init__(self, message: str, *, code: int = StatusCode.INTERNAL, key: str = "") -> None:
+    default_code: StatusCode = StatusCode.INTERNAL
+
+    def __init__(self, message: str, *, code: int | None = None, key: str = "") -> None:
         super().__init__(message)
         self.message = message
-        self.code = StatusCode(code)
+        self.code = StatusCode(type(self).default_code if code is None else code)
         self.key = key
 
     def __str__(self) -> str:
@@ -42,25 +45,37 @@ class KvdumpError(Exception):
 class LifecycleError(KvdumpError, RuntimeError):
     """The writer was used out of order: submit before init, double init, wait without init, ..."""
 
+    default_code = StatusCode.LIFECYCLE
+
 
 class WriteTimeout(KvdumpError, TimeoutError):
     """A deadline passed: ``wait_all_done(timeout=...)``, or ``submit`` blocked on a full queue."""
+
+    default_code = StatusCode.TIMEOUT
 
 
 class AbortedError(KvdumpError):
     """The cycle was aborted (by another thread) while this call waited on it."""
 
+    default_code = StatusCode.CANCELLED
+
 
 class StoreError(KvdumpError):
     """A cache store refused or failed an operation."""
+
+    default_code = StatusCode.IO_ERROR
 
 
 class StoreFullError(StoreError):
     """The store has no room for the value; nothing was evicted to make it."""
 
+    default_code = StatusCode.STORE_FULL
+
 
 class KeyNotFoundError(StoreError, KeyError):
     """The key is not in the store."""
+
+    default_code = StatusCode.NOT_FOUND
 
     def __str__(self) -> str:  # KeyError would otherwise print the repr of the message
         return KvdumpError.__str__(self)
@@ -69,17 +84,25 @@ class KeyNotFoundError(StoreError, KeyError):
 class ChecksumError(StoreError):
     """A stored block's bytes do not match its checksum."""
 
+    default_code = StatusCode.CHECKSUM_MISMATCH
+
 
 class LeaseHeldError(StoreError):
     """The store holds a read lease on the key (Mooncake), so it cannot be removed yet."""
+
+    default_code = StatusCode.LEASE_HELD
 
 
 class KvdumpValueError(KvdumpError, ValueError):
     """An argument is invalid: wrong dtype, rank, device, length or range."""
 
+    default_code = StatusCode.INVALID_ARGUMENT
+
 
 class UnsupportedError(KvdumpError, NotImplementedError):
     """The feature is not built into this kvdump or this store."""
+
+    default_code = StatusCode.UNSUPPORTED
 
 
 class WriteError(KvdumpError):
@@ -87,11 +110,13 @@ class WriteError(KvdumpError):
     (``label``, ``layer``, ``request``, ``key``, ``code``) and counts all of them (``failed``). The
     original Python exception of a failed callable task is chained as ``__cause__``."""
 
+    default_code = StatusCode.TASK_FAILED
+
     def __init__(
         self,
         message: str,
         *,
-        code: int = StatusCode.TASK_FAILED,
+        code: int | None = None,
         key: str = "",
         label: str = "",
         layer: int | None = None,

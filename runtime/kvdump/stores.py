@@ -1,6 +1,7 @@
-"""Opening stores by URL: ``memory://``, ``file:///path`` and plug-ins registered under the entry
-point group ``kvdump.stores`` (name = URL scheme, value = a callable taking the URL string and
-returning a ``kvdump.CacheStore``)."""
+"""Opening stores by URL: ``memory://``, ``file:///path``, ``mooncake://master:port`` and plug-ins
+registered under the entry point group ``kvdump.stores`` (name = URL scheme, value = a callable
+taking the URL string and returning a ``kvdump.CacheStore``, e.g. an instance of a
+``kvdump.PythonStore`` subclass)."""
 
 from __future__ import annotations
 
@@ -51,7 +52,29 @@ def _open_file(url: str) -> _C.CacheStore:
     return _C.FileStore(parsed.path, **options)
 
 
-_BUILTIN: dict[str, StoreFactory] = {"memory": _open_memory, "file": _open_file}
+def _open_mooncake(url: str) -> _C.CacheStore:
+    parsed = urlparse(url)
+    if not parsed.netloc:
+        raise KvdumpValueError(f"Mooncake store URL must be mooncake://master-host:port?..., got {url!r}")
+    options = _options(
+        parsed.query,
+        {
+            "metadata_server": str,
+            "local_hostname": str,
+            "protocol": str,
+            "device_name": str,
+            "global_segment_size": int,
+            "local_buffer_size": int,
+            "read_retry_seconds": float,
+            "overwrite": bool,
+        },
+    )
+    from kvdump.mooncake_store import MooncakeStore
+
+    return MooncakeStore(parsed.netloc, **options)  # type: ignore[arg-type]
+
+
+_BUILTIN: dict[str, StoreFactory] = {"memory": _open_memory, "file": _open_file, "mooncake": _open_mooncake}
 
 
 def registered_schemes() -> list[str]:
@@ -60,8 +83,9 @@ def registered_schemes() -> list[str]:
 
 
 def open_store(url: str) -> _C.CacheStore:
-    """Open the store a URL names, e.g. ``memory://?capacity_bytes=1073741824`` or
-    ``file:///mnt/kv?fsync=true``. Unknown schemes raise :class:`UnsupportedError` listing the known
+    """Open the store a URL names, e.g. ``memory://?capacity_bytes=1073741824``,
+    ``file:///mnt/kv?fsync=true`` or
+    ``mooncake://127.0.0.1:50051?metadata_server=http://127.0.0.1:8080/metadata&protocol=tcp``. Unknown schemes raise :class:`UnsupportedError` listing the known
     ones; bad options raise :class:`KvdumpValueError` naming the option."""
     scheme = urlparse(url).scheme
     if not scheme:

@@ -52,6 +52,13 @@ class CacheStore {
   virtual std::vector<Result<size_t>> batchGetInto(const std::vector<std::string>& keys,
                                                    const std::vector<MutableByteView>& dsts);
   virtual std::vector<Result<bool>> batchExists(const std::vector<std::string>& keys);
+
+  /// Announces host memory that later put/getInto calls will borrow from (the writer's staging
+  /// buffers), so that a store with a zero-copy transport (e.g. Mooncake) can register it once. The
+  /// default does nothing. The range stays valid until unregisterBuffer(data).
+  virtual Status registerBuffer(uint8_t* data, size_t size);
+  /// The range registered at `data` is about to be freed; the store must stop using it. Default no-op.
+  virtual Status unregisterBuffer(uint8_t* data);
 };
 
 }  // namespace kvdump

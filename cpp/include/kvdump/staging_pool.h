@@ -22,8 +22,9 @@ struct HostAllocation {
   std::function<void()> release;
 };
 
-/// Allocates `bytes` of host memory (pinned where the device supports it); empty data on failure.
-using HostAllocator = std::function<HostAllocation(size_t bytes)>;
+/// Allocates `bytes` of host memory (pinned where the device supports it), or says why it could not.
+/// Called without the pool's lock held, so it may be slow (pinning, registering with a transport).
+using HostAllocator = std::function<Result<HostAllocation>(size_t bytes)>;
 
 /// 64-byte aligned pageable memory from the C heap: the allocator for CPU-only use and for tests.
 HostAllocator pageableHostAllocator();
@@ -71,9 +72,10 @@ class StagingLease {
 };
 
 /// Bounds the bytes of host staging memory to `capacity_bytes`. lease() blocks (never spins) until
-/// enough bytes are free or the deadline passes (TIMEOUT, counted), and refuses a request larger
-/// than the whole pool at once (TOO_LARGE). Buffers are reused across leases, so a steady state
-/// allocates nothing. Thread-safe; must outlive its leases.
+/// enough bytes are free or the deadline passes (TIMEOUT, counted), refuses a request larger than
+/// the whole pool at once (TOO_LARGE) and passes on the allocator's error. Buffers are reused across
+/// leases, so a steady state allocates nothing. The allocator and the release callbacks run outside
+/// the pool's lock. Thread-safe; must outlive its leases.
 class StagingPool {
  public:
   StagingPool(size_t capacity_bytes, HostAllocator allocator);
@@ -94,7 +96,11 @@ class StagingPool {
     bool leased = false;
   };
   void giveBack(size_t slot);
-  bool tryLeaseLocked(size_t bytes, StagingLease* out);
+  /// Leases the best-fitting free buffer, if any.
+  bool leaseFreeLocked(size_t bytes, StagingLease* out);
+  /// Detaches idle buffers until `bytes` more fit the capacity, reserving them; false if they can't.
+  bool reserveLocked(size_t bytes, std::vector<HostAllocation>* to_release);
+  StagingLease installLocked(HostAllocation memory, size_t bytes);
 
   const size_t capacity_bytes_;
   HostAllocator allocator_;

@@ -1,0 +1,44 @@
+"""A complete store written in Python: the reference plug-in the tests register under ``dict://``.
+
+It implements only the four required methods of :class:`kvdump.PythonStore`, so every optional
+method (batches, get_into) takes the trampoline's fallback path. ``capacity_bytes`` makes it refuse
+puts with :class:`kvdump.StoreFullError`, the way a real bounded store does."""
+
+from __future__ import annotations
+
+import threading
+
+import kvdump
+
+
+class DictStore(kvdump.PythonStore):
+    def __init__(self, capacity_bytes: int = 1 << 30) -> None:
+        super().__init__("dict")
+        self.capacity_bytes = capacity_bytes
+        self._values: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def put(self, key: str, value: memoryview) -> None:
+        data = bytes(value)  # the view is lent only for this call
+        with self._lock:
+            used = sum(len(v) for k, v in self._values.items() if k != key)
+            if used + len(data) > self.capacity_bytes:
+                raise kvdump.StoreFullError(f"dict store full: {used} of {self.capacity_bytes} bytes used", key=key)
+            self._values[key] = data
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            return self._values.get(key)
+
+    def exists(self, key: str) -> bool:
+        with self._lock:
+            return key in self._values
+
+    def remove(self, key: str) -> bool:
+        with self._lock:
+            return self._values.pop(key, None) is not None
+
+
+def open_dict_store(url: str) -> DictStore:
+    """Entry-point factory for ``dict://``."""
+    return DictStore()
