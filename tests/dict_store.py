@@ -16,15 +16,17 @@ class DictStore(kvdump.PythonStore):
         super().__init__("dict")
         self.capacity_bytes = capacity_bytes
         self._values: dict[str, bytes] = {}
+        self._used = 0
         self._lock = threading.Lock()
 
     def put(self, key: str, value: memoryview) -> None:
         data = bytes(value)  # the view is lent only for this call
         with self._lock:
-            used = sum(len(v) for k, v in self._values.items() if k != key)
+            used = self._used - len(self._values.get(key, b""))
             if used + len(data) > self.capacity_bytes:
                 raise kvdump.StoreFullError(f"dict store full: {used} of {self.capacity_bytes} bytes used", key=key)
             self._values[key] = data
+            self._used = used + len(data)
 
     def get(self, key: str) -> bytes | None:
         with self._lock:
@@ -36,7 +38,11 @@ class DictStore(kvdump.PythonStore):
 
     def remove(self, key: str) -> bool:
         with self._lock:
-            return self._values.pop(key, None) is not None
+            value = self._values.pop(key, None)
+            if value is None:
+                return False
+            self._used -= len(value)
+            return True
 
 
 def open_dict_store(url: str) -> DictStore:

@@ -1,0 +1,261 @@
+"""Write and load bandwidth of every store through kvdump, and what a store written in Python costs
+the caller's Python thread.
+
+For each store (memory, file, a Python DictStore, Mooncake on a local cluster), a forward's worth of
+KV (``--layers`` layers of ``--blocks`` blocks) is written with write_cache_store + one barrier, and
+loaded back with the async per-layer loader. Stores are measured interleaved, round-robin, and each
+write goes under a fresh namespace (Mooncake keeps the first value of a key, so rewriting the same
+keys would measure nothing).
+
+In separate rounds, while the workers write, a Python thread counts loop iterations;
+``python_share`` is its rate relative to an idle moment just before. It drops both for CPU contention (this VM has 2 cores) and for GIL hand-offs
+to a Python store, so compare stores with each other, not with 1.0. For Mooncake, the raw client
+(``batch_put_from`` / ``batch_get_into`` on one registered buffer, no kvdump) gives the ceiling.
+
+    python bench/bench_store_bandwidth.py --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+import kvdump  # noqa: E402
+from dict_store import DictStore  # noqa: E402
+from timing import interleaved, median  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--blocks", type=int, default=64)
+    p.add_argument("--block-size", type=int, default=16)
+    p.add_argument("--kv-heads", type=int, default=8)
+    p.add_argument("--head-dim", type=int, default=128)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--stores", default="memory,file,python,mooncake")
+    p.add_argument("--out", type=Path, default=Path("bench/results/store_bandwidth.json"))
+    return p.parse_args()
+
+
+class Spinner:
+    """Counts Python loop iterations on its own thread: how much the GIL and CPU leave to Python."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.count += 1
+
+    def __enter__(self) -> Spinner:
+        self._start = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.rate = self.count / (time.perf_counter() - self._start)
+
+
+def idle_spin_rate(seconds: float) -> float:
+    with Spinner() as s:
+        time.sleep(seconds)
+    return s.rate
+
+
+class StoreRun:
+    """One store's writer and loader, and the figures of its timed rounds."""
+
+    def __init__(self, name: str, store: kvdump.CacheStore, args: argparse.Namespace, kv: list[torch.Tensor]) -> None:
+        self.name, self.store, self.args, self.kv = name, store, args, kv
+        self.ids = list(range(args.blocks))
+        self.namespace = f"bw-{uuid.uuid4().hex[:10]}"
+        self.writer: kvdump.AsyncWriter | None = kvdump.AsyncWriter(
+            store, num_threads=args.threads, namespace=self.namespace, staging_bytes=self.writer_staging()
+        )
+        self.loader = kvdump.KVLoader(
+            store, namespace=self.namespace, num_threads=args.threads, staging_bytes=self.writer_staging()
+        )
+        self.round = 0
+        self.write_spin: list[float] = []
+        self.idle_spin: list[float] = []
+
+    def hashes(self) -> list[int]:
+        # New keys every round: Mooncake keeps the first value of a key, so rewriting would do nothing.
+        return [(self.round << 32) + i for i in range(self.args.blocks)]
+
+    def measure_idle(self) -> None:
+        self.idle_spin.append(idle_spin_rate(0.05))
+
+    def write(self) -> None:
+        self.round += 1
+        with self.writer.cycle():
+            for layer, kv in enumerate(self.kv):
+                kvdump.write_cache_store(self.writer, layer, kv, self.ids, self.hashes())
+
+    def write_beside_python(self) -> None:
+        """A write while a Python thread spins; separate from the bandwidth rounds, whose figures the
+        spinning thread (one of two cores) would distort."""
+        with Spinner() as spin:
+            self.write()
+        self.write_spin.append(spin.rate)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.loader.close()
+            self.writer = None
+
+    def writer_staging(self) -> int:
+        return 2 * self.kv[0].numel() * self.kv[0].element_size() + (4 << 20)
+
+    def load(self) -> None:
+        outs = [torch.empty_like(kv) for kv in self.kv]
+        self.loader.start()
+        for layer, out in enumerate(outs):
+            self.loader.load_async(layer, out, self.ids, self.hashes())
+        self.loader.finish()
+        if not torch.equal(outs[-1], self.kv[-1]):
+            raise AssertionError(f"{self.name}: loaded KV differs from what was written")
+
+
+def raw_mooncake(store: Any, nbytes: int, record: int, layers: int, repeats: int) -> dict[str, float]:
+    """The Mooncake client alone on one thread: the same record-sized objects, one batch per layer
+    as kvdump sends them, from one registered buffer (no gather, no checksums, no Python store)."""
+    import numpy as np
+
+    buffer = np.random.randint(0, 255, nbytes, dtype=np.uint8)
+    address = buffer.ctypes.data
+    client = store._client
+    if client.register_buffer(address, nbytes) != 0:
+        raise RuntimeError("raw Mooncake: register_buffer failed")
+    per_layer = nbytes // record // layers
+    put_s, get_s = [], []
+    try:
+        for _ in range(repeats):
+            prefix = f"raw-{uuid.uuid4().hex[:10]}"
+            batches = []
+            for layer in range(layers):
+                first = layer * per_layer
+                keys = [f"{prefix}/{layer}/{i}" for i in range(per_layer)]
+                batches.append((keys, [address + (first + i) * record for i in range(per_layer)], [record] * per_layer))
+            start = time.perf_counter()
+            codes = [c for keys, addrs, sizes in batches for c in client.batch_put_from(keys, addrs, sizes)]
+            put_s.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            got = [c for keys, addrs, sizes in batches for c in client.batch_get_into(keys, addrs, sizes)]
+            get_s.append(time.perf_counter() - start)
+            if min(codes) < 0 or min(got) < 0:
+                raise RuntimeError(f"raw Mooncake put/get failed: {min(codes)} / {min(got)}")
+    finally:
+        client.unregister_buffer(address)
+    return {"write_gbps": nbytes / median(put_s) / 1e9, "load_gbps": nbytes / median(get_s) / 1e9}
+
+
+def main() -> int:
+    args = parse_args()
+    torch.manual_seed(0)
+    shape = (2, args.blocks, args.block_size, args.kv_heads, args.head_dim)
+    kv = [torch.randn(shape, dtype=torch.float16) for _ in range(args.layers)]
+    nbytes = sum(t.numel() * t.element_size() for t in kv)
+    record = 2 * args.block_size * args.kv_heads * args.head_dim * 2
+    print(f"{args.layers} layers x {args.blocks} blocks, {record / 1024:.0f} KiB per block record, "
+          f"{nbytes / 2**20:.0f} MiB per forward; {args.threads} worker threads", flush=True)
+
+    cleanup: list[Callable[[], None]] = []
+    stores: dict[str, kvdump.CacheStore] = {}
+    wanted = args.stores.split(",")
+    tmp = tempfile.TemporaryDirectory(prefix="kvdump-bench-")
+    cleanup.append(tmp.cleanup)
+    if "memory" in wanted:
+        stores["memory"] = kvdump.MemoryStore(capacity_bytes=(args.repeats + 2) * nbytes * 2)
+    if "file" in wanted:
+        stores["file"] = kvdump.FileStore(os.path.join(tmp.name, "files"))
+    if "python" in wanted:
+        stores["python"] = DictStore()
+    cluster = None
+    if "mooncake" in wanted:
+        from kvdump.mooncake_cluster import LocalMooncakeCluster
+
+        storage = (args.repeats + 3) * nbytes * 2 + (256 << 20)
+        cluster = LocalMooncakeCluster(os.path.join(tmp.name, "mooncake"), storage_bytes=storage).start()
+        stores["mooncake"] = kvdump.open_store(cluster.url(global_segment_size=0, local_buffer_size=64 << 20))
+    runs = {name: StoreRun(name, store, args, kv) for name, store in stores.items()}
+
+    try:
+        print(f"interleaving {len(runs)} stores x {args.repeats} rounds (write, then load)...", flush=True)
+        write_times = interleaved({n: r.write for n, r in runs.items()}, args.repeats)
+        interleaved(
+            {n: r.write_beside_python for n, r in runs.items()},
+            args.repeats,
+            before_each=lambda n: runs[n].measure_idle(),
+        )
+        # The loads read what the last write of each store put.
+        load_times = interleaved({n: r.load for n, r in runs.items()}, args.repeats)
+        results: dict[str, Any] = {}
+        for name, run in runs.items():
+            results[name] = {
+                "write_gbps": nbytes / median(write_times[name]) / 1e9,
+                "load_gbps": nbytes / median(load_times[name]) / 1e9,
+                "write_ms_median": median(write_times[name]) * 1e3,
+                "load_ms_median": median(load_times[name]) * 1e3,
+                "python_share_during_write": median([w / i for w, i in zip(run.write_spin, run.idle_spin)][1:]),
+                "write_s": write_times[name],
+                "load_s": load_times[name],
+            }
+        if "mooncake" in stores:
+            results["mooncake_raw_client"] = raw_mooncake(stores["mooncake"], nbytes, record, args.layers, args.repeats)
+    finally:
+        for run in runs.values():
+            run.close()
+        for store in stores.values():
+            close = getattr(store, "close", None)
+            if close is not None:
+                close()
+        if cluster is not None:
+            cluster.stop()
+        for fn in cleanup:
+            fn()
+
+    print(f"\n{'store':<22}{'write GB/s':>12}{'load GB/s':>12}{'python share':>14}")
+    for name, r in results.items():
+        share = r.get("python_share_during_write")
+        print(f"{name:<22}{r['write_gbps']:>12.2f}{r['load_gbps']:>12.2f}{'' if share is None else f'{share:.2f}':>14}")
+    if "mooncake" in results:
+        raw = results["mooncake_raw_client"]
+        print(f"\nkvdump on Mooncake / raw client: write {results['mooncake']['write_gbps'] / raw['write_gbps']:.2f}x, "
+              f"load {results['mooncake']['load_gbps'] / raw['load_gbps']:.2f}x")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "bytes_per_forward": nbytes,
+        "record_bytes": record,
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "results": results,
+    }, indent=2) + "\n")
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,326 @@
+"""The two PD roles as the CLI runs them: prefill and decode in separate processes over a FileStore
+and over Mooncake, a decode that finds nothing, a prefill killed mid-write, and the in-process paths
+(TP key spaces, prefix hits, corrupted blocks, a failed verification)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import kvdump
+import kvdump.pd
+import pytest
+from kvdump import _C, cli
+from kvdump.config import load_config
+from kvdump.hashing import block_hashes
+from kvdump.pd import make_requests
+
+REPO = Path(__file__).resolve().parents[1]
+BLOCK_SIZE = 16
+TEXT = "kvdump moves KV-cache writes off the forward loop."
+PROMPTS = ["--prompt", TEXT, "--random-prompts", "2", "--prompt-len", "48", "--seed", "3"]
+PROMPT_LENGTHS = [len(TEXT.encode()), 48, 48]  # 48: ends on a block boundary
+
+PROMPT_FLAGS = {"texts": [TEXT], "random_count": 2, "random_length": 48, "seed": 3}
+
+
+def store_keys(config_path: Path) -> tuple[list[str], list[str]]:
+    """The block record keys and the commit keys a complete prefill of PROMPTS writes, computed here
+    from the config the way any reader would, independently of how the store lays out its files."""
+    config = load_config(config_path)
+    model = config.model.llama_config()
+    ns = config.model.namespace
+    blocks: list[str] = []
+    commits: list[str] = []
+    for request in make_requests(vocab_size=model.vocab_size, **PROMPT_FLAGS):
+        full = len(request.tokens) // BLOCK_SIZE
+        for h in block_hashes(list(request.tokens[: full * BLOCK_SIZE]), BLOCK_SIZE, config.hash_namespace):
+            commits.append(_C.commit_key(ns, 0, 1, h))
+            blocks += [_C.block_key(ns, 0, 1, h, layer) for layer in range(model.num_layers)]
+    return blocks, commits
+
+
+def write_config(tmp_path: Path, url: str, *, num_threads: int = 2, options: str = "") -> Path:
+    path = tmp_path / "pd.toml"
+    path.write_text(
+        textwrap.dedent(f"""
+        [model]
+        namespace = "pd-test"
+        preset = "tiny"
+        seed = 5
+
+        [store]
+        url = "{url}"
+        {options}
+
+        [writer]
+        num_threads = {num_threads}
+
+        [cache]
+        block_size = {BLOCK_SIZE}
+
+        [timeouts]
+        write_wait = 60.0
+        load_wait = 60.0
+    """)
+    )
+    return path
+
+
+def run_kvdump(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kvdump.cli", *args], capture_output=True, text=True, timeout=180, env=env, check=False
+    )
+
+
+def main_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
+    code = cli.main([*args, "--json", "--quiet"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_prefill_then_decode_in_separate_processes(tmp_path: Path) -> None:
+    root = tmp_path / "kv"
+    config = str(write_config(tmp_path, f"file://{root}"))
+
+    # Nothing stored yet: decode reports a miss for every request and recomputes them.
+    cold = run_kvdump("decode", "--config", config, *PROMPTS, "--max-new-tokens", "6", "--verify", "--json")
+    assert cold.returncode == 0, cold.stderr
+    cold_report = json.loads(cold.stdout)
+    assert [r["hit"] for r in cold_report["requests"]] == ["miss"] * 3
+    assert [r["committed_blocks"] for r in cold_report["requests"]] == [0, 0, 0]
+    assert [r["recomputed_tokens"] for r in cold_report["requests"]] == PROMPT_LENGTHS
+    assert all(r["tokens_match"] for r in cold_report["requests"])
+    assert "MISS: no committed blocks" in cold.stderr
+
+    prefill = run_kvdump("prefill", "--config", config, *PROMPTS, "--json")
+    assert prefill.returncode == 0, prefill.stderr
+    written = json.loads(prefill.stdout)
+    full_blocks = [n // BLOCK_SIZE for n in PROMPT_LENGTHS]
+    assert [r["full_blocks"] for r in written["requests"]] == full_blocks
+    assert written["totals"]["blocks_written"] == sum(full_blocks)
+    block_keys, commit_keys = store_keys(Path(config))
+    store = kvdump.FileStore(str(root))
+    assert len(block_keys) == sum(full_blocks) * written["model"]["layers"]
+    assert all(store.exists(key) for key in block_keys + commit_keys)
+
+    warm = run_kvdump("decode", "--config", config, *PROMPTS, "--max-new-tokens", "6", "--verify", "--json")
+    assert warm.returncode == 0, warm.stderr
+    report = json.loads(warm.stdout)
+    assert report["ok"] is True
+    assert report["totals"]["full_hits"] == 3
+    for request, n, blocks in zip(report["requests"], PROMPT_LENGTHS, full_blocks):
+        assert request["hit"] == "full"
+        assert request["committed_blocks"] == blocks
+        assert request["loaded_blocks"] == blocks
+        # Only the tail after the last full block is recomputed, and always the last prompt token
+        # (its logits are not stored), also when the prompt ends on a block boundary.
+        assert request["recomputed_tokens"] == max(n - blocks * BLOCK_SIZE, 1)
+        assert request["load_error"] is None
+        assert request["tokens_match"] is True
+    # Loaded KV and recomputed KV lead to the same tokens, across three processes.
+    assert [r["generated"] for r in report["requests"]] == [r["generated"] for r in cold_report["requests"]]
+
+
+SLOW_STORE_PLUGIN = '''
+from urllib.parse import parse_qs, urlparse
+
+import kvdump
+
+
+def open_slow_file_store(url):
+    """slowfile:///root?put_delay=S: a FileStore whose every put (and batch put) first sleeps S s."""
+    parsed = urlparse(url)
+    delay = float(parse_qs(parsed.query)["put_delay"][0])
+    return kvdump.DelayedStore(kvdump.FileStore(parsed.path), put_delay=delay)
+'''
+
+
+def install_slow_store_plugin(tmp_path: Path) -> dict[str, str]:
+    """An environment whose Python finds a ``slowfile://`` store plug-in through the ``kvdump.stores``
+    entry point group, the way an installed package would register one."""
+    site = tmp_path / "plugin-site"
+    dist_info = site / "kvdump_slow_store_test-0.dist-info"
+    dist_info.mkdir(parents=True)
+    (site / "kvdump_slow_store_test.py").write_text(SLOW_STORE_PLUGIN)
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: kvdump-slow-store-test\nVersion: 0\n")
+    (dist_info / "entry_points.txt").write_text(
+        "[kvdump.stores]\nslowfile = kvdump_slow_store_test:open_slow_file_store\n"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH", "")]))
+    return env
+
+
+def test_prefill_killed_mid_write_publishes_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "kv"
+    env = install_slow_store_plugin(tmp_path)
+    # One writer thread: layer 1's put starts only after layer 0's is stored, and the commit only
+    # after layer 1's, each behind its own put delay. Killing as soon as layer 0's first file exists
+    # therefore lands at least two delays before any commit could exist.
+    config = str(write_config(tmp_path, f"slowfile://{root}", num_threads=1, options="options = { put_delay = 1.5 }"))
+    block_keys, commit_keys = store_keys(Path(config))
+    store = kvdump.FileStore(str(root))
+    prefill = subprocess.Popen(
+        [sys.executable, "-m", "kvdump.cli", "prefill", "--config", config, *PROMPTS, "--quiet"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any(store.exists(key) for key in block_keys):
+            assert prefill.poll() is None, f"prefill exited before writing a block: {prefill.stderr.read()}"
+            assert time.monotonic() < deadline, "prefill wrote no block within 120 s"
+            time.sleep(0.01)
+        prefill.send_signal(signal.SIGKILL)
+    finally:
+        prefill.kill()
+        prefill.wait(60)
+        prefill.stderr.close()
+    assert prefill.returncode == -signal.SIGKILL
+    stored = [key for key in block_keys if store.exists(key)]
+    assert 0 < len(stored) < len(block_keys), "the kill must land after some blocks and before the last"
+    assert not any(store.exists(key) for key in commit_keys), "killed too late: a commit record exists"
+
+    decode = run_kvdump("decode", "--config", config, *PROMPTS, "--max-new-tokens", "4", "--verify", "--json", env=env)
+    assert decode.returncode == 0, decode.stderr
+    report = json.loads(decode.stdout)
+    assert [r["committed_blocks"] for r in report["requests"]] == [0, 0, 0]
+    assert [r["loaded_blocks"] for r in report["requests"]] == [0, 0, 0]
+    assert [r["hit"] for r in report["requests"]] == ["miss"] * 3
+    assert all(r["tokens_match"] for r in report["requests"])
+
+
+def test_tp_rank_selects_the_key_space(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(write_config(tmp_path, f"file://{tmp_path}/kv"))
+    tp = ["--set", "parallel.tp_size=2"]
+    code, written = main_json(capsys, "prefill", "--config", config, *tp, "--tp-rank", "1", *PROMPTS)
+    assert code == 0
+    assert (written["tp_rank"], written["tp_size"]) == (1, 2)
+
+    code, other_rank = main_json(
+        capsys, "decode", "--config", config, *tp, "--tp-rank", "0", *PROMPTS, "--max-new-tokens", "2"
+    )
+    assert code == 0
+    assert [r["hit"] for r in other_rank["requests"]] == ["miss"] * 3
+
+    code, same_rank = main_json(
+        capsys, "decode", "--config", config, *tp, "--tp-rank", "1", *PROMPTS, "--max-new-tokens", "2"
+    )
+    assert code == 0
+    assert [r["hit"] for r in same_rank["requests"]] == ["full"] * 3
+    assert [r["generated"] for r in same_rank["requests"]] == [r["generated"] for r in other_rank["requests"]]
+
+
+def test_longer_prompt_loads_the_shared_prefix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(write_config(tmp_path, f"file://{tmp_path}/kv"))
+    prefix = "A system prompt that several requests share, word for word."  # 59 bytes: 3 full blocks
+    code, _ = main_json(capsys, "prefill", "--config", config, "--prompt", prefix)
+    assert code == 0
+    longer = prefix + " Then each request asks its own question."
+    code, report = main_json(
+        capsys, "decode", "--config", config, "--prompt", longer, "--max-new-tokens", "5", "--verify"
+    )
+    assert code == 0
+    (request,) = report["requests"]
+    assert request["hit"] == "partial"
+    assert request["full_blocks"] == len(longer.encode()) // BLOCK_SIZE
+    assert request["committed_blocks"] == request["loaded_blocks"] == len(prefix.encode()) // BLOCK_SIZE
+    assert request["tokens_match"] is True
+
+
+def test_corrupted_block_is_reported_and_recomputed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "kv"
+    config = str(write_config(tmp_path, f"file://{root}"))
+    code, _ = main_json(capsys, "prefill", "--config", config, *PROMPTS)
+    assert code == 0
+    store = kvdump.FileStore(str(root))
+    victim = store_keys(Path(config))[0][0]  # layer 0 of req-0's first block
+    record = bytearray(store.get(victim))
+    record[-1] ^= 0xFF  # the last payload byte: the header still parses, the checksum no longer holds
+    store.put(victim, bytes(record))
+
+    code, report = main_json(capsys, "decode", "--config", config, *PROMPTS, "--max-new-tokens", "4", "--verify")
+    assert code == 0
+    damaged, *intact = report["requests"]
+    assert damaged["committed_blocks"] == PROMPT_LENGTHS[0] // BLOCK_SIZE
+    assert damaged["loaded_blocks"] == 0
+    assert damaged["recomputed_tokens"] == PROMPT_LENGTHS[0]
+    assert "CHECKSUM_MISMATCH" in damaged["load_error"]
+    assert victim in damaged["load_error"]  # the error names the bad key
+    assert [r["load_error"] for r in intact] == [None, None]
+    assert [r["hit"] for r in intact] == ["full", "full"]
+    assert all(r["tokens_match"] for r in report["requests"])
+    assert report["totals"]["load_errors"] == 1
+
+
+def test_verify_mismatch_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = str(write_config(tmp_path, f"file://{tmp_path}/kv"))
+    real = kvdump.pd.generate_greedy
+
+    def off_by_one(*args: Any, **kwargs: Any) -> list[list[int]]:
+        return [[t + 1 for t in tokens] for tokens in real(*args, **kwargs)]
+
+    monkeypatch.setattr(kvdump.pd, "generate_greedy", off_by_one)
+    code, report = main_json(
+        capsys,
+        "decode",
+        "--config",
+        config,
+        "--random-prompts",
+        "1",
+        "--prompt-len",
+        "20",
+        "--max-new-tokens",
+        "3",
+        "--verify",
+    )
+    assert code == 1
+    assert report["ok"] is False
+    assert report["requests"][0]["tokens_match"] is False
+    assert report["totals"]["tokens_match"] is False
+
+
+def test_same_flags_give_the_same_token_ids() -> None:
+    first = kvdump.pd.make_requests(["héllo"], 2, 30, 9, 128)
+    again = kvdump.pd.make_requests(["héllo"], 2, 30, 9, 128)
+    assert first == again
+    assert first[0].tokens == tuple(b % 128 for b in "héllo".encode())
+    assert kvdump.pd.make_requests([], 2, 30, 10, 128) != kvdump.pd.make_requests([], 2, 30, 9, 128)
+    assert [r.name for r in first] == ["req-0", "req-1", "req-2"]
+    with pytest.raises(kvdump.pd.RequestError, match="prompt 0 is empty"):
+        kvdump.pd.make_requests([""], 0, 0, 0, 128)
+
+
+def test_mooncake_example_runs_prefill_then_decode(mooncake_cluster: Any) -> None:
+    """The example's Mooncake settings, pointed at this session's local cluster: blocks the prefill
+    process stores outlive it (it lends no memory of its own), so a later decode process hits."""
+    example = REPO / "examples/mooncake/pd.toml"
+    query = load_config(example).store.resolved_url.split("?", 1)[1]
+    query = query.replace("http://127.0.0.1:8080/metadata", mooncake_cluster.metadata_server)
+    assert "global_segment_size=0" in query
+    common = [
+        "--config", str(example),
+        "--set", f"store.url=mooncake://{mooncake_cluster.master}?{query}",
+        "--set", f"model.namespace=pd-mooncake-{uuid.uuid4().hex}",  # apart from other tests' keys
+        *PROMPTS, "--json", "--quiet",
+    ]  # fmt: skip
+    prefill = run_kvdump("prefill", *common)
+    assert prefill.returncode == 0, prefill.stderr
+    decode = run_kvdump("decode", *common, "--max-new-tokens", "4", "--verify")
+    assert decode.returncode == 0, decode.stderr
+    report = json.loads(decode.stdout)
+    assert [r["hit"] for r in report["requests"]] == ["full"] * 3
+    assert [r["loaded_blocks"] for r in report["requests"]] == [n // BLOCK_SIZE for n in PROMPT_LENGTHS]
+    assert all(r["tokens_match"] for r in report["requests"])

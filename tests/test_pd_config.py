@@ -1,0 +1,259 @@
+"""The PD deployment config: the example files stay valid, and every kind of mistake in a config is
+refused with a message that names the file, the dotted key and what was expected."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import kvdump
+import pytest
+from kvdump import cli
+from kvdump.config import ConfigError, PDConfig, load_config, parse_override
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE_CONFIGS = sorted((REPO / "examples").rglob("*.toml"))
+
+MINIMAL = """
+[model]
+namespace = "ns"
+preset = "tiny"
+
+[store]
+url = "memory://"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pd.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def with_key(section: str, line: str) -> str:
+    """MINIMAL with ``line`` added to ``[section]`` (the section is appended if MINIMAL lacks it)."""
+    header = f"[{section}]\n"
+    if header in MINIMAL:
+        return MINIMAL.replace(header, header + line + "\n")
+    return MINIMAL + "\n" + header + line + "\n"
+
+
+def test_every_example_config_loads() -> None:
+    assert {p.parent.name for p in EXAMPLE_CONFIGS} >= {"single_machine", "mooncake"}
+    for path in EXAMPLE_CONFIGS:
+        config = load_config(path)
+        assert isinstance(config, PDConfig)
+        assert config.path == path
+
+
+def test_single_machine_example_opens_a_file_store(tmp_path: Path) -> None:
+    config = load_config(REPO / "examples/single_machine/pd.toml", {"store.url": f"file://{tmp_path}/kv"})
+    assert config.model.preset in ("tiny", "small")
+    store = config.open_store()
+    assert isinstance(store, kvdump.FileStore)
+    assert store.root == f"{tmp_path}/kv"
+
+
+def test_mooncake_example_spells_the_master_and_metadata_server() -> None:
+    config = load_config(REPO / "examples/mooncake/pd.toml")
+    url = config.store.resolved_url
+    assert url.startswith("mooncake://127.0.0.1:50051?")
+    for parameter in (
+        "metadata_server=http://127.0.0.1:8080/metadata",
+        "protocol=tcp",
+        "global_segment_size=",
+        "local_buffer_size=",
+    ):
+        assert parameter in url
+
+
+def test_defaults_and_values_come_through(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.writer.num_threads is None
+    assert config.cache.block_size == 16
+    assert (config.parallel.tp_rank, config.parallel.tp_size) == (0, 1)
+    config = load_config(write(tmp_path, with_key("writer", 'staging_bytes = "3MiB"') + "\n[cache]\nblock_size = 8\n"))
+    assert config.writer.staging_bytes == 3 << 20
+    assert config.cache.block_size == 8
+
+
+BAD_VALUES = [
+    ("writer", "num_threads", "0", "expected an integer >= 1, got 0"),
+    ("writer", "num_threads", "true", "expected an integer >= 1, got true"),
+    ("writer", "num_threads", "2.0", "expected an integer >= 1, got 2.0"),
+    ("writer", "queue_capacity", '"8"', "expected an integer >= 1, got '8'"),
+    ("writer", "submit_timeout", "0", "expected a number of seconds > 0, got 0"),
+    ("writer", "staging_timeout", '"soon"', "expected a number of seconds > 0, got 'soon'"),
+    ("writer", "staging_bytes", '"12XB"', "expected a byte count >= 1"),
+    ("writer", "staging_bytes", "0", "expected a byte count >= 1"),
+    ("model", "seed", "-1", "expected an integer >= 0, got -1"),
+    ("model", "dtype", '"float64"', "expected one of 'float32', 'bfloat16', 'float16', got 'float64'"),
+    ("store", "options", "{ x = [1] }", "expected a table of strings, integers, numbers or booleans"),
+    ("cache", "block_size", "0", "expected an integer >= 1, got 0"),
+    ("parallel", "tp_size", "0", "expected an integer >= 1, got 0"),
+    ("parallel", "tp_rank", "-1", "expected an integer >= 0, got -1"),
+    ("timeouts", "load_wait", "inf", "expected a number of seconds > 0, got inf"),
+    ("timeouts", "write_wait", "-2.5", "expected a number of seconds > 0, got -2.5"),
+]
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"), BAD_VALUES, ids=[f"{s}.{k}={v}" for s, k, v, _ in BAD_VALUES]
+)
+def test_bad_value_names_file_key_and_expectation(
+    tmp_path: Path, section: str, key: str, value: str, message: str
+) -> None:
+    path = write(tmp_path, with_key(section, f"{key} = {value}"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.config_key == f"{section}.{key}"
+    assert str(caught.value).startswith(f"{path}: {section}.{key}: ")
+    assert message in str(caught.value)
+    assert isinstance(caught.value, kvdump.KvdumpValueError)
+
+
+def test_replacing_a_required_value_badly_is_refused(tmp_path: Path) -> None:
+    cases = [
+        ("model.preset", MINIMAL.replace('"tiny"', '"huge"'), "expected one of 'tiny', 'small', got 'huge'"),
+        (
+            "model.namespace",
+            MINIMAL.replace('"ns"', '"a b"'),
+            "expected a non-empty string without whitespace, got 'a b'",
+        ),
+        ("model.namespace", MINIMAL.replace('"ns"', '""'), "expected a non-empty string without whitespace, got ''"),
+        ("store.url", MINIMAL.replace('"memory://"', '"/srv/kv"'), "expected a store URL such as 'file:///srv/kv'"),
+    ]
+    for key, text, message in cases:
+        with pytest.raises(ConfigError, match=f"{key}: {message}"):
+            load_config(write(tmp_path, text))
+    with pytest.raises(ConfigError, match="store.url: expected a store URL .* got 5"):
+        load_config(write(tmp_path, MINIMAL.replace('"memory://"', "5")))
+
+
+def test_tp_rank_must_lie_below_tp_size(tmp_path: Path) -> None:
+    path = write(tmp_path, with_key("parallel", "tp_rank = 2\ntp_size = 2"))
+    with pytest.raises(ConfigError, match=r"parallel\.tp_rank: expected an integer in \[0, 2\)") as caught:
+        load_config(path)
+    assert caught.value.config_key == "parallel.tp_rank"
+
+
+def test_unknown_key_lists_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, with_key("writer", "num_thread = 4")))
+    message = str(caught.value)
+    assert "writer.num_thread: unknown key" in message
+    assert "num_threads, queue_capacity, submit_timeout, staging_bytes, staging_timeout" in message
+
+
+def test_unknown_section_lists_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="writers: unknown section; known sections: model, store, writer, cache"):
+        load_config(write(tmp_path, MINIMAL + "\n[writers]\nnum_threads = 2\n"))
+
+
+def test_section_that_is_not_a_table(tmp_path: Path) -> None:
+    text = "writer = 3\n" + MINIMAL
+    with pytest.raises(ConfigError, match=r"writer: expected a table \(\[writer\]\), got 3"):
+        load_config(write(tmp_path, text))
+
+
+def test_missing_required_key_and_section(tmp_path: Path) -> None:
+    no_preset = MINIMAL.replace('preset = "tiny"\n', "")
+    with pytest.raises(ConfigError, match="model.preset: missing required key; expected one of 'tiny', 'small'"):
+        load_config(write(tmp_path, no_preset))
+    no_url = MINIMAL.replace('url = "memory://"\n', "")
+    with pytest.raises(ConfigError, match="store.url: missing required key"):
+        load_config(write(tmp_path, no_url))
+    no_store = MINIMAL[: MINIMAL.index("[store]")]
+    with pytest.raises(ConfigError, match=r"store: missing required section \[store\]"):
+        load_config(write(tmp_path, no_store))
+
+
+def test_unreadable_or_invalid_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nope.toml: cannot read the config file"):
+        load_config(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="pd.toml: not valid TOML"):
+        load_config(write(tmp_path, "[model\nnamespace = 1"))
+
+
+def test_overrides_replace_file_values_and_are_checked(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    config = load_config(path, dict([parse_override("parallel.tp_rank=1"), parse_override("parallel.tp_size=2")]))
+    assert (config.parallel.tp_rank, config.parallel.tp_size) == (1, 2)
+    assert parse_override("store.url=file:///srv/kv") == ("store.url", "file:///srv/kv")
+    assert parse_override('model.namespace="x"') == ("model.namespace", "x")
+    with pytest.raises(ConfigError, match=r"writer.num_threads \(from the command line\): expected an integer >= 1"):
+        load_config(path, {"writer.num_threads": 0})
+    with pytest.raises(
+        ConfigError, match=r"parallel.tp_rank \(from the command line\): expected an integer in \[0, 1\)"
+    ):
+        load_config(path, {"parallel.tp_rank": 3})
+    with pytest.raises(ConfigError, match=r"nosuch.key \(from the command line\): unknown section"):
+        load_config(path, {"nosuch.key": 1})
+    with pytest.raises(ConfigError, match="expected SECTION.KEY=VALUE"):
+        parse_override("num_threads=4")
+
+
+def test_store_options_merge_into_the_url(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        'url = "memory://"', f'url = "file://{tmp_path}/kv?fsync=false"\noptions = {{ fsync = true }}'
+    )
+    config = load_config(write(tmp_path, text))
+    # The option replaces the URL's own parameter rather than repeating it.
+    assert config.store.resolved_url == f"file://{tmp_path}/kv?fsync=true"
+    assert isinstance(config.open_store(), kvdump.FileStore)
+
+
+def test_store_the_url_cannot_open_is_a_config_error(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL.replace('"memory://"', '"nosuch://x"')))
+    with pytest.raises(ConfigError, match="store.url: no store for scheme 'nosuch'"):
+        config.open_store()
+    config = load_config(write(tmp_path, MINIMAL + "options = { capacity = 5 }\n"))
+    with pytest.raises(ConfigError, match="store.url: unknown store option 'capacity'"):
+        config.open_store()
+
+
+def test_make_writer_takes_every_writer_setting(tmp_path: Path) -> None:
+    text = MINIMAL + textwrap.dedent("""
+        [writer]
+        num_threads = 3
+        queue_capacity = 7
+        staging_bytes = "2MiB"
+
+        [parallel]
+        tp_rank = 1
+        tp_size = 4
+    """)
+    config = load_config(write(tmp_path, text))
+    with config.make_writer() as writer:
+        stats = writer.stats()
+        assert stats["num_threads"] == 3
+        assert stats["queue_capacity"] == 7
+        assert stats["staging"]["capacity_bytes"] == 2 << 20
+        assert (writer.namespace, writer.tp_rank, writer.tp_size) == ("ns", 1, 4)
+
+
+def test_cli_bad_config_prints_one_line_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, with_key("writer", "num_threads = 0"))
+    for role in ("prefill", "decode"):
+        assert cli.main([role, "--config", str(path), "--random-prompts", "1"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert "writer.num_threads: expected an integer >= 1, got 0" in err
+    assert cli.main(["decode", "--config", str(write(tmp_path, MINIMAL)), "--tp-rank", "5", "--prompt", "x"]) == 2
+    assert "parallel.tp_rank (from the command line)" in capsys.readouterr().err
+
+
+def test_cli_process_exit_code_2_without_traceback(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL.replace('"tiny"', '"huge"'))
+    proc = subprocess.run(
+        [sys.executable, "-m", "kvdump.cli", "prefill", "--config", str(path), "--random-prompts", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"kvdump prefill: {path}: model.preset: expected one of 'tiny', 'small', got 'huge'"
