@@ -148,3 +148,27 @@ def test_prefill_process_writes_and_exits_then_decode_process_loads(mooncake_clu
         loader.close()
     finally:
         store.close()
+
+
+def test_the_local_cluster_command_serves_a_store_and_stops_on_sigterm() -> None:
+    import signal
+
+    command = [sys.executable, "-m", "kvdump.mooncake_cluster", "--rpc-port", "0", "--metadata-port", "0",
+               "--storage-bytes", str(64 << 20)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = process.stdout.readline().strip()  # type: ignore[union-attr]
+        assert url.startswith("mooncake://127.0.0.1:"), url
+        store = kvdump.open_store(url)
+        store.put("cluster-cli/k", b"value")
+        assert store.get("cluster-cli/k") == b"value"
+        store.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        pids = [int(p) for p in process.stderr.read().split("PIDs [")[1].split("]")[0].split(", ")]  # type: ignore[union-attr]
+        for pid in pids:  # master and storage service were stopped, not orphaned
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        if process.poll() is None:
+            process.kill()

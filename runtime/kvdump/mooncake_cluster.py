@@ -185,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     cluster = LocalMooncakeCluster(
         args.log_dir, storage_bytes=args.storage_bytes, rpc_port=args.rpc_port or None, metadata_port=args.metadata_port or None
     )
+    # `kill` (SIGTERM) must stop the cluster too, not orphan it: turn it into a normal exit.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with cluster:
         print(cluster.url(global_segment_size=0), flush=True)
         pids = [p.pid for p in (cluster.master_process, cluster.storage_process) if p is not None]
