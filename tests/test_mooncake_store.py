@@ -56,8 +56,9 @@ def test_blocks_go_zero_copy_from_registered_staging(fresh_store: Any) -> None:
             kvdump.write_cache_store(writer, layer, kv, list(range(8)), hashes)
     assert counting.calls["register_buffer"] >= 1
     assert counting.calls["batch_put_from"] >= 1
-    assert counting.calls["put"] == 0  # no block took the copying path...
-    assert counting.calls["put_batch"] == 1  # ...only the commit records, in one batch
+    # No block took the copying path: the only copied batch is the commit records'.
+    assert counting.calls["put_batch"] == 1
+    assert counting.calls["upsert_batch"] == counting.calls["batch_upsert_from"] == 0
     loader = kvdump.KVLoader(fresh_store, namespace=namespace, num_threads=2, staging_bytes=16 << 20)
     out = torch.zeros_like(kv)
     loader.load(1, out, list(range(8)), hashes)
@@ -80,6 +81,24 @@ def test_lookup_after_a_commit_counts_only_committed_blocks(fresh_store: Any) ->
     writer.close()
     assert kvdump.lookup(fresh_store, [11, 12, 13, 14], namespace=namespace, num_layers=2) == 3
     assert kvdump.lookup(fresh_store, [11, 12], namespace=namespace, num_layers=3) == 0
+
+
+def test_writing_the_same_blocks_again_succeeds_and_keeps_them(fresh_store: Any) -> None:
+    # A second prefill of the same prefix re-puts existing keys through the zero-copy path.
+    namespace = f"again-{uuid.uuid4().hex[:8]}"
+    writer = kvdump.AsyncWriter(fresh_store, num_threads=2, namespace=namespace)
+    kv = torch.randn(2, 4, 8, 2, 16)
+    for _ in range(2):
+        with writer.cycle():
+            for layer in range(2):
+                kvdump.write_cache_store(writer, layer, kv, [0, 1, 2, 3], [31, 32, 33, 34])
+    writer.close()
+    assert kvdump.lookup(fresh_store, [31, 32, 33, 34], namespace=namespace, num_layers=2) == 4
+    loader = kvdump.KVLoader(fresh_store, namespace=namespace, num_threads=1)
+    out = torch.zeros_like(kv)
+    loader.load(1, out, [0, 1, 2, 3], [31, 32, 33, 34])
+    loader.close()
+    assert torch.equal(out, kv)
 
 
 def test_a_full_cluster_fails_the_write_with_store_full_and_commits_nothing(tmp_path: Path) -> None:

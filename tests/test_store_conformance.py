@@ -146,6 +146,7 @@ def test_concurrent_writers_and_readers_see_whole_values(store_factory, kind: st
         th.start()
     for th in threads:
         th.join(60)
+    assert not any(th.is_alive() for th in threads)
     assert errors == []
     assert torn == []
     assert all(C.exists(store, f"{prefix}c{i}") for i in range(20))

@@ -26,6 +26,16 @@ void releaseAll(std::vector<HostAllocation>& memories) {
 
 }  // namespace
 
+Result<HostAllocation> StagingPool::allocateNoThrow(size_t bytes) {
+  try {
+    return allocator_(bytes);
+  } catch (const std::exception& e) {
+    return Status::IoError("host allocation of " + std::to_string(bytes) + " bytes failed: " + e.what());
+  } catch (...) {
+    return Status::IoError("host allocation of " + std::to_string(bytes) + " bytes failed");
+  }
+}
+
 StagingLease::StagingLease(StagingLease&& other) noexcept { *this = std::move(other); }
 
 StagingLease& StagingLease::operator=(StagingLease&& other) noexcept {
@@ -116,6 +126,7 @@ Result<StagingLease> StagingPool::lease(size_t bytes, std::chrono::nanoseconds t
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   std::unique_lock<std::mutex> lock(mu_);
   bool waited = false;
+  bool timed_out = false;
   for (;;) {
     StagingLease out;
     if (leaseFreeLocked(bytes, &out)) return Result<StagingLease>(std::move(out));
@@ -123,7 +134,7 @@ Result<StagingLease> StagingPool::lease(size_t bytes, std::chrono::nanoseconds t
     if (reserveLocked(bytes, &to_release)) {
       lock.unlock();
       releaseAll(to_release);
-      Result<HostAllocation> memory = allocator_(bytes);
+      Result<HostAllocation> memory = allocateNoThrow(bytes);
       lock.lock();
       if (!memory.ok() || memory.value().data == nullptr || memory.value().size < bytes) {
         stats_.allocated_bytes -= bytes;
@@ -133,7 +144,8 @@ Result<StagingLease> StagingPool::lease(size_t bytes, std::chrono::nanoseconds t
         if (memory.value().release) memory.value().release();
         return Status::IoError("host allocator returned no memory for " + std::to_string(bytes) + " bytes");
       }
-      stats_.allocated_bytes += memory.value().size - bytes;
+      // Accounted as `bytes` whatever the allocator rounded up to, so the pool never exceeds capacity.
+      memory.value().size = bytes;
       return Result<StagingLease>(installLocked(std::move(memory).value(), bytes));
     }
     if (!to_release.empty()) {
@@ -142,15 +154,16 @@ Result<StagingLease> StagingPool::lease(size_t bytes, std::chrono::nanoseconds t
       lock.lock();
       continue;
     }
-    if (!waited) ++stats_.waits;
-    waited = true;
-    if (returned_cv_.wait_until(lock, deadline) == std::cv_status::timeout) {
-      if (leaseFreeLocked(bytes, &out)) return Result<StagingLease>(std::move(out));
+    if (timed_out) {
       ++stats_.timeouts;
       return Status::Timeout("staging pool exhausted: " + std::to_string(stats_.leased_bytes) + " of " +
                              std::to_string(capacity_bytes_) + " bytes leased for the whole deadline, " +
                              std::to_string(bytes) + " needed");
     }
+    if (!waited) ++stats_.waits;
+    waited = true;
+    // After the deadline, one more pass over both ways to get bytes before giving up.
+    timed_out = returned_cv_.wait_until(lock, deadline) == std::cv_status::timeout;
   }
 }
 

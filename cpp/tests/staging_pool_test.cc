@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -102,6 +103,19 @@ TEST(StagingPool, AllocatorErrorIsPassedOnAndItsReservationReturned) {
   EXPECT_EQ(pool.stats().allocated_bytes, 0u);
   fail = false;
   EXPECT_TRUE(pool.lease(1000, 10ms).ok());
+}
+
+TEST(StagingPool, ThrowingAllocatorIsAnErrorAndKeepsNoReservation) {
+  bool fail = true;
+  StagingPool pool(1000, [&](size_t bytes) -> Result<HostAllocation> {
+    if (fail) throw std::runtime_error("pinning failed");
+    return pageableHostAllocator()(bytes);
+  });
+  const auto refused = pool.lease(800, 10ms);
+  EXPECT_EQ(refused.status().code(), StatusCode::kIoError);
+  EXPECT_NE(refused.status().message().find("pinning failed"), std::string::npos);
+  fail = false;
+  EXPECT_TRUE(pool.lease(1000, 10ms).ok());  // the failed attempt's 800 bytes came back
 }
 
 TEST(StagingPool, AllocatorRunsWithoutThePoolLock) {

@@ -10,7 +10,9 @@ Status statusFromPythonError(py::error_already_set& err, StatusCode fallback) {
   return statusFromPythonException(err.value(), fallback);
 }
 
-Status statusFromPythonException(py::handle exception, StatusCode fallback) {
+namespace {
+
+Status describe(py::handle exception, StatusCode fallback) {
   py::object value = py::reinterpret_borrow<py::object>(exception);
   StatusCode code = fallback;
   std::string key;
@@ -34,6 +36,18 @@ Status statusFromPythonException(py::handle exception, StatusCode fallback) {
   Status status(code, message);
   if (!key.empty()) status.withKey(key);
   return withPythonObject(std::move(status), value);
+}
+
+}  // namespace
+
+Status statusFromPythonException(py::handle exception, StatusCode fallback) {
+  // Runs inside catch handlers and on worker threads: it must not throw itself, whatever the
+  // exception object looks like (e.g. a KvdumpError subclass that skipped super().__init__).
+  try {
+    return describe(exception, fallback);
+  } catch (const std::exception& err) {  // py::error_already_set included
+    return Status(fallback, "Python exception that could not be described: " + std::string(err.what()));
+  }
 }
 
 }  // namespace kvdump::python

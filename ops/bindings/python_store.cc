@@ -65,6 +65,9 @@ Result<std::vector<uint8_t>> copyBytes(const py::handle& value, std::string_view
                             ", expected bytes-like or None").withKey(std::string(key));
   }
   py::buffer_info info = py::reinterpret_borrow<py::buffer>(value).request();
+  if (!PyBuffer_IsContiguous(info.view(), 'C')) {
+    return Status::Internal("Python store get() returned a non-contiguous buffer").withKey(std::string(key));
+  }
   const auto* data = static_cast<const uint8_t*>(info.ptr);
   return std::vector<uint8_t>(data, data + info.size * info.itemsize);
 }
@@ -198,10 +201,11 @@ Result<size_t> PythonStoreTrampoline::getIntoLocked(std::string_view key, Mutabl
     try {
       py::object value = get_fn(py::str(key.data(), key.size()));
       if (value.is_none()) return Status::NotFound("no such key").withKey(std::string(key));
-      py::buffer_info info = py::reinterpret_borrow<py::buffer>(value).request();
-      const auto size = static_cast<size_t>(info.size * info.itemsize);
+      Result<std::vector<uint8_t>> bytes = copyBytes(value, key);
+      if (!bytes.ok()) return bytes.status();
+      const size_t size = bytes.value().size();
       if (size > dst.size) return bufferTooSmall(key, size, dst.size);
-      if (size > 0) std::memcpy(dst.data, info.ptr, size);
+      if (size > 0) std::memcpy(dst.data, bytes.value().data(), size);
       return size;
     } catch (py::error_already_set& err) {
       return keyed(statusFromPythonError(err, kStoreErrorFallback), key);
@@ -215,7 +219,7 @@ Result<size_t> PythonStoreTrampoline::getIntoLocked(std::string_view key, Mutabl
     got = keyed(statusFromPythonError(err, kStoreErrorFallback), key);
   }
   Status returned = view.giveBack(name());
-  if (!returned.ok()) return keyed(returned, key);
+  if (got.ok() && !returned.ok()) return keyed(returned, key);
   return got;
 }
 
@@ -295,7 +299,7 @@ std::vector<Result<size_t>> PythonStoreTrampoline::batchGetInto(const std::vecto
   }
   for (size_t i = 0; i < keys.size(); ++i) {
     Status returned = views[i].giveBack(name());
-    if (!returned.ok()) out[i] = returned;
+    if (out[i].ok() && !returned.ok()) out[i] = returned;
     if (!out[i].ok()) out[i] = keyed(out[i].status(), keys[i]);
   }
   return out;
@@ -309,6 +313,7 @@ std::vector<Result<bool>> PythonStoreTrampoline::batchExists(const std::vector<s
     for (size_t i = 0; i < keys.size(); ++i) out[i] = keys[i].empty() ? Result<bool>(emptyKey()) : existsLocked(keys[i]);
     return out;
   }
+  if (anyEmpty(keys)) return std::vector<Result<bool>>(keys.size(), emptyKey());
   try {
     auto items = py::reinterpret_borrow<py::sequence>(fn(keyList(keys)));
     if (static_cast<size_t>(py::len(items)) != keys.size()) {

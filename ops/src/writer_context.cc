@@ -26,7 +26,13 @@ HostAllocator registeringAllocator(HostAllocator base, std::shared_ptr<CacheStor
     Result<HostAllocation> memory = base(bytes);
     if (!memory.ok()) return memory;
     HostAllocation m = std::move(memory).value();
-    if (Status registered = store->registerBuffer(m.data, m.size); !registered.ok()) {
+    Status registered = Status::Internal("registerBuffer threw");
+    try {
+      registered = store->registerBuffer(m.data, m.size);
+    } catch (const std::exception& e) {
+      registered = Status::IoError(std::string("registering a staging buffer failed: ") + e.what());
+    }
+    if (!registered.ok()) {
       if (m.release) m.release();
       return registered;
     }

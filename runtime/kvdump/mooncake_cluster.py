@@ -126,6 +126,14 @@ class LocalMooncakeCluster:
             time.sleep(0.05)
 
     def start(self, timeout: float = 30.0) -> LocalMooncakeCluster:
+        try:
+            self._start(timeout)
+        except BaseException:  # a signal or a missing binary half-way must not orphan the master
+            self.stop()
+            raise
+        return self
+
+    def _start(self, timeout: float) -> None:
         self.master_process = _spawn(
             [
                 find_mooncake_binary("mooncake_master"),
@@ -156,7 +164,6 @@ class LocalMooncakeCluster:
                 self._log("storage.log"),
             )
             self._wait_listening(self.storage_process, [self.storage_port], "mooncake_client", timeout)
-        return self
 
     def stop(self) -> None:
         _stop(self.storage_process)

@@ -91,6 +91,8 @@ class MooncakeStore(_C.PythonStore):
             raise KvdumpValueError(f"global_segment_size must be >= 0, got {global_segment_size}")
         if local_buffer_size <= 0:
             raise KvdumpValueError(f"local_buffer_size must be > 0, got {local_buffer_size}")
+        if not 0 <= read_retry_seconds < float("inf"):
+            raise KvdumpValueError(f"read_retry_seconds must be a finite number >= 0, got {read_retry_seconds}")
         self.master = master
         self._client: Any = MooncakeDistributedStore()
         code = self._client.setup(
@@ -118,8 +120,8 @@ class MooncakeStore(_C.PythonStore):
 
     def unregister_buffer(self, address: int) -> None:
         with self._lock:
-            if self._registered.pop(address, None) is None:
-                return
+            if self._registered.pop(address, None) is None or self._closed:
+                return  # a closed client has forgotten its registrations already
         code = self._client.unregister_buffer(address)
         if code != 0:
             raise mooncake_error(code, "", "unregister_buffer")
@@ -143,10 +145,18 @@ class MooncakeStore(_C.PythonStore):
 
     def batch_put(self, keys: Sequence[str], values: Sequence[Any]) -> list[KvdumpError | None]:
         results: list[KvdumpError | None] = [None] * len(keys)
+        views = [memoryview(value).cast("B") for value in values]
+        try:
+            self._put_views(keys, views, results)
+        finally:
+            for view in views:  # derived from lent memory: must not outlive the call
+                view.release()
+        return results
+
+    def _put_views(self, keys: Sequence[str], views: list[memoryview], results: list[KvdumpError | None]) -> None:
         direct: list[int] = []  # from registered staging: zero-copy
         copied: list[int] = []  # anything else (e.g. commit records): one copy through the local buffer
         addresses: list[int] = []
-        views = [memoryview(value).cast("B") for value in values]
         for i, view in enumerate(views):
             if view.nbytes == 0:
                 results[i] = UnsupportedError("Mooncake Store cannot hold an empty value", key=keys[i])
@@ -169,7 +179,6 @@ class MooncakeStore(_C.PythonStore):
             if code != 0:  # Mooncake answers a copied batch with one code for all of it
                 for i in copied:
                     results[i] = mooncake_error(code, keys[i], "put")
-        return results
 
     def get(self, key: str) -> bytes | None:
         deadline = time.monotonic() + self.read_retry_seconds
@@ -181,13 +190,15 @@ class MooncakeStore(_C.PythonStore):
             size = self._client.get_size(key)
             if size == OBJECT_NOT_FOUND:
                 return None
-            if size == REPLICA_NOT_READY and time.monotonic() < deadline:
+            # Not ready, or ready only after the get: a read racing a write of the key. Retry, sleeping.
+            if (size == REPLICA_NOT_READY or size > 0) and time.monotonic() < deadline:
                 time.sleep(0.001)
                 continue
             if size < 0:
                 raise mooncake_error(size, key, "get")
-            if time.monotonic() >= deadline:
-                raise StoreError(f"Mooncake get returned no bytes for a {size}-byte value", key=key)
+            raise StoreError(
+                f"Mooncake get returned no bytes for a {size}-byte value (larger than local_buffer_size?)", key=key
+            )
 
     def get_into(self, key: str, buffer: memoryview) -> int | None:
         result = self.batch_get_into([key], [buffer])[0]
@@ -262,6 +273,8 @@ class MooncakeStore(_C.PythonStore):
     def close(self) -> None:
         """Leave the cluster. The segment this client contributed lingers on the master until its
         client TTL passes. Idempotent."""
-        if not self._closed:
+        with self._lock:
+            if self._closed:
+                return
             self._closed = True
-            self._client.close()
+        self._client.close()

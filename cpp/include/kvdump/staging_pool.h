@@ -101,6 +101,8 @@ class StagingPool {
   /// Detaches idle buffers until `bytes` more fit the capacity, reserving them; false if they can't.
   bool reserveLocked(size_t bytes, std::vector<HostAllocation>* to_release);
   StagingLease installLocked(HostAllocation memory, size_t bytes);
+  /// The allocator's result; a throwing allocator becomes IO_ERROR, so a reservation is never lost.
+  Result<HostAllocation> allocateNoThrow(size_t bytes);
 
   const size_t capacity_bytes_;
   HostAllocator allocator_;
