@@ -139,6 +139,50 @@ class StoreRun:
             raise AssertionError(f"{self.name}: loaded KV differs from what was written")
 
 
+def python_layer_share(run: StoreRun, rounds: int) -> dict[str, float]:
+    """Of the time the workers spend in MooncakeStore's batch methods, how much is not Mooncake's
+    client: the trampoline, the GIL hand-offs and MooncakeStore's own Python. Timed in extra rounds
+    with proxies, so the bandwidth rounds stay unperturbed."""
+    store: Any = run.store
+    totals = {"store": 0.0, "client": 0.0}
+    lock = threading.Lock()
+
+    def timed(fn: Callable[..., Any], bucket: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with lock:
+                    totals[bucket] += time.perf_counter() - start
+
+        return call
+
+    class TimedClient:
+        def __init__(self, client: Any) -> None:
+            self._client = client
+
+        def __getattr__(self, name: str) -> Any:
+            return timed(getattr(self._client, name), "client")
+
+    client = store._client
+    store._client = TimedClient(client)
+    store.batch_put = timed(type(store).batch_put.__get__(store), "store")
+    store.batch_get_into = timed(type(store).batch_get_into.__get__(store), "store")
+    try:
+        for _ in range(rounds):
+            run.write()
+            run.load()
+    finally:
+        store._client = client
+        del store.batch_put, store.batch_get_into
+    return {
+        "store_method_s": totals["store"],
+        "client_s": totals["client"],
+        "python_layer_fraction": (totals["store"] - totals["client"]) / totals["store"],
+    }
+
+
 def raw_mooncake(store: Any, nbytes: int, record: int, layers: int, repeats: int) -> dict[str, float]:
     """The Mooncake client alone on one thread: the same record-sized objects, one batch per layer
     as kvdump sends them, from one registered buffer (no gather, no checksums, no Python store)."""
@@ -197,7 +241,7 @@ def main() -> int:
     if "mooncake" in wanted:
         from kvdump.mooncake_cluster import LocalMooncakeCluster
 
-        storage = (args.repeats + 3) * nbytes * 2 + (256 << 20)
+        storage = (3 * args.repeats + 3) * nbytes * 2 + (256 << 20)  # bandwidth, spinner and proxy rounds, raw
         cluster = LocalMooncakeCluster(os.path.join(tmp.name, "mooncake"), storage_bytes=storage).start()
         stores["mooncake"] = kvdump.open_store(cluster.url(global_segment_size=0, local_buffer_size=64 << 20))
     runs = {name: StoreRun(name, store, args, kv) for name, store in stores.items()}
@@ -224,6 +268,7 @@ def main() -> int:
                 "load_s": load_times[name],
             }
         if "mooncake" in stores:
+            results["mooncake"]["python_layer"] = python_layer_share(runs["mooncake"], args.repeats)
             results["mooncake_raw_client"] = raw_mooncake(stores["mooncake"], nbytes, record, args.layers, args.repeats)
     finally:
         for run in runs.values():
@@ -243,8 +288,11 @@ def main() -> int:
         print(f"{name:<22}{r['write_gbps']:>12.2f}{r['load_gbps']:>12.2f}{'' if share is None else f'{share:.2f}':>14}")
     if "mooncake" in results:
         raw = results["mooncake_raw_client"]
+        layer = results["mooncake"]["python_layer"]
         print(f"\nkvdump on Mooncake / raw client: write {results['mooncake']['write_gbps'] / raw['write_gbps']:.2f}x, "
               f"load {results['mooncake']['load_gbps'] / raw['load_gbps']:.2f}x")
+        print(f"Python layer (trampoline, GIL, MooncakeStore) in the workers' store calls: "
+              f"{layer['python_layer_fraction'] * 100:.1f}% of {layer['store_method_s'] * 1e3:.0f} ms")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
