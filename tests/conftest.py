@@ -12,14 +12,14 @@ from writer_support import Gate
 
 @pytest.fixture
 def make_writer() -> Iterator[Callable[..., kvdump.AsyncWriter]]:
-    """Makes writers (default: a 1 MiB MemoryStore, 2 threads) and closes them after the test. Gates
+    """Makes writers (default: a 64 MiB MemoryStore, 2 threads) and closes them after the test. Gates
     and the events in ``make.events`` are released first, so a failed test never leaves a worker
     blocked at teardown."""
     writers: list[kvdump.AsyncWriter] = []
     events: list[threading.Event] = []
 
-    def make(**kwargs: object) -> kvdump.AsyncWriter:
-        store = kwargs.pop("store", None) or kvdump.MemoryStore(capacity_bytes=1 << 20)
+    def make(store: kvdump.CacheStore | None = None, **kwargs: object) -> kvdump.AsyncWriter:
+        store = store or kvdump.MemoryStore(capacity_bytes=64 << 20)
         kwargs.setdefault("num_threads", 2)
         writer = kvdump.AsyncWriter(store, **kwargs)  # type: ignore[arg-type]
         writers.append(writer)

@@ -60,21 +60,6 @@ def key(block_hash: int, layer: int) -> str:
 
 
 @pytest.fixture
-def make_writer() -> Iterator[Callable[..., kvdump.AsyncWriter]]:
-    writers: list[kvdump.AsyncWriter] = []
-
-    def make(store: kvdump.CacheStore | None = None, **kwargs: object) -> kvdump.AsyncWriter:
-        kwargs.setdefault("num_threads", 2)
-        writer = kvdump.AsyncWriter(store or kvdump.MemoryStore(capacity_bytes=64 << 20), **kwargs)  # type: ignore[arg-type]
-        writers.append(writer)
-        return writer
-
-    yield make
-    for writer in writers:
-        writer.close()
-
-
-@pytest.fixture
 def make_loader() -> Iterator[Callable[..., kvdump.KVLoader]]:
     loaders: list[kvdump.KVLoader] = []
 

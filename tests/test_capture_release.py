@@ -9,7 +9,6 @@ from __future__ import annotations
 import gc
 import time
 import weakref
-from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -35,21 +34,6 @@ def collect_until_dead(ref: weakref.ref, seconds: float = 3.0) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.01)
-
-
-@pytest.fixture
-def make_writer() -> Iterator[Callable[..., kvdump.AsyncWriter]]:
-    writers: list[kvdump.AsyncWriter] = []
-
-    def make(store: kvdump.CacheStore | None = None, **kwargs: object) -> kvdump.AsyncWriter:
-        kwargs.setdefault("num_threads", 2)
-        writer = kvdump.AsyncWriter(store or kvdump.MemoryStore(capacity_bytes=16 << 20), **kwargs)  # type: ignore[arg-type]
-        writers.append(writer)
-        return writer
-
-    yield make
-    for writer in writers:
-        writer.close()
 
 
 def slow_store(put_delay: float = 0.2) -> kvdump.CacheStore:

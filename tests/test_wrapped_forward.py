@@ -5,7 +5,6 @@ as a single-process run; a forward or a store that fails leaves the writer idle 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -33,21 +32,6 @@ def tables_for(prompts: list[list[int]], allocator: BlockAllocator) -> list[list
 @pytest.fixture
 def model() -> ReferenceLlama:
     return ReferenceLlama(LlamaConfig.tiny(num_layers=4))
-
-
-@pytest.fixture
-def make_writer() -> Iterator[Callable[..., kvdump.AsyncWriter]]:
-    writers: list[kvdump.AsyncWriter] = []
-
-    def make(store: kvdump.CacheStore | None = None, **kwargs: object) -> kvdump.AsyncWriter:
-        kwargs.setdefault("num_threads", 2)
-        writer = kvdump.AsyncWriter(store or kvdump.MemoryStore(capacity_bytes=32 << 20), **kwargs)  # type: ignore[arg-type]
-        writers.append(writer)
-        return writer
-
-    yield make
-    for writer in writers:
-        writer.close()
 
 
 def wrapped(model: ReferenceLlama, writer: kvdump.AsyncWriter) -> ReferenceLlama:
