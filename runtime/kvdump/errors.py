@@ -145,19 +145,24 @@ class WriteError(KvdumpError):
         )
 
 
+# Each class raised for a code is the one whose default code it is; TOO_LARGE (a buffer or a value
+# over a limit) is a bad argument too. WriteError is raised by the barrier, never for a bare code.
 _BY_CODE: dict[int, type[KvdumpError]] = {
-    StatusCode.INVALID_ARGUMENT: KvdumpValueError,
-    StatusCode.LIFECYCLE: LifecycleError,
-    StatusCode.TIMEOUT: WriteTimeout,
-    StatusCode.CANCELLED: AbortedError,
-    StatusCode.NOT_FOUND: KeyNotFoundError,
-    StatusCode.STORE_FULL: StoreFullError,
-    StatusCode.IO_ERROR: StoreError,
-    StatusCode.CHECKSUM_MISMATCH: ChecksumError,
-    StatusCode.UNSUPPORTED: UnsupportedError,
-    StatusCode.LEASE_HELD: LeaseHeldError,
-    StatusCode.TOO_LARGE: KvdumpValueError,
+    cls.default_code: cls
+    for cls in (
+        KvdumpValueError,
+        LifecycleError,
+        WriteTimeout,
+        AbortedError,
+        KeyNotFoundError,
+        StoreFullError,
+        StoreError,
+        ChecksumError,
+        UnsupportedError,
+        LeaseHeldError,
+    )
 }
+_BY_CODE[StatusCode.TOO_LARGE] = KvdumpValueError
 
 
 def error_for_code(code: int, message: str, key: str = "") -> KvdumpError:

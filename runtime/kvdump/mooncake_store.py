@@ -53,6 +53,13 @@ def mooncake_error(code: int, key: str, operation: str) -> KvdumpError:
     return StoreError(f"Mooncake {operation} failed with code {code}", key=key)
 
 
+def buffer_too_small(key: str, needed: int, available: int) -> KvdumpValueError:
+    """TOO_LARGE naming the key, worded as the native stores word it (kvdump::bufferTooSmall)."""
+    return KvdumpValueError(
+        f"value of {needed} bytes does not fit a {available}-byte buffer", code=StatusCode.TOO_LARGE, key=key
+    )
+
+
 class MooncakeStore(_C.PythonStore):
     """A client of a Mooncake Store master (``mooncake_master``).
 
@@ -234,9 +241,7 @@ class MooncakeStore(_C.PythonStore):
         if value is None:
             return None
         if len(value) > buffer.nbytes:
-            return KvdumpValueError(
-                f"value of {len(value)} bytes does not fit a {buffer.nbytes}-byte buffer", code=StatusCode.TOO_LARGE, key=key
-            )
+            return buffer_too_small(key, len(value), buffer.nbytes)
         buffer.cast("B")[: len(value)] = value
         return len(value)
 
@@ -246,9 +251,7 @@ class MooncakeStore(_C.PythonStore):
         if code == INVALID_PARAMS:
             size = self._client.get_size(key)
             if size > capacity:
-                return KvdumpValueError(
-                    f"value of {size} bytes does not fit a {capacity}-byte buffer", code=StatusCode.TOO_LARGE, key=key
-                )
+                return buffer_too_small(key, size, capacity)
         return mooncake_error(code, key, "get")
 
     def exists(self, key: str) -> bool:
