@@ -74,3 +74,11 @@ def test_file_store_many_processes_never_expose_partial_values(tmp_path: Path) -
     assert all(reader.exists(f"shared/{i}") for i in range(40))
     leftovers = [f for _, _, files in os.walk(root) for f in files if f.startswith(".tmp.")]
     assert leftovers == []
+
+
+@pytest.mark.parametrize("delay", [-0.001, float("inf"), float("nan")])
+def test_delayed_store_refuses_delays_that_are_not_finite_seconds(delay: float) -> None:
+    with pytest.raises(kvdump.KvdumpValueError, match="put_delay must be a finite number of seconds"):
+        kvdump.DelayedStore(kvdump.MemoryStore(1 << 20), put_delay=delay)
+    with pytest.raises(kvdump.KvdumpValueError, match="get_delay must be a finite number of seconds"):
+        kvdump.DelayedStore(kvdump.MemoryStore(1 << 20), get_delay=delay)

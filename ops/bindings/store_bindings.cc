@@ -9,6 +9,7 @@
 #include "kvdump/file_store.h"
 #include "kvdump/memory_store.h"
 #include "python_store.h"
+#include "seconds_argument.h"
 #include "status_to_python.h"
 
 namespace py = pybind11;
@@ -180,10 +181,8 @@ void bindStores(py::module_& m) {
       "get call: a stand-in for a remote store's round trip in benchmarks and tests.")
       .def(py::init([](std::shared_ptr<CacheStore> inner, double put_delay, double get_delay) {
              if (!inner) throwStatus(Status::InvalidArgument("inner store must not be None"));
-             if (put_delay < 0 || get_delay < 0) throwStatus(Status::InvalidArgument("delays must be >= 0"));
-             return std::make_shared<DelayedStore>(std::move(inner),
-                                                   std::chrono::nanoseconds(static_cast<int64_t>(put_delay * 1e9)),
-                                                   std::chrono::nanoseconds(static_cast<int64_t>(get_delay * 1e9)));
+             return std::make_shared<DelayedStore>(std::move(inner), *secondsArgument(put_delay, "put_delay"),
+                                                   *secondsArgument(get_delay, "get_delay"));
            }),
            py::arg("inner"), py::arg("put_delay") = 0.0, py::arg("get_delay") = 0.0);
 

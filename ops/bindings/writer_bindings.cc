@@ -4,26 +4,18 @@
 #include <pybind11/stl.h>
 
 #include <chrono>
-#include <cmath>
 #include <optional>
 
 #include "kvdump_ops/host_allocator.h"
 #include "kvdump_ops/writer_context.h"
 #include "python_task.h"
+#include "seconds_argument.h"
 #include "status_to_python.h"
 
 namespace py = pybind11;
 
 namespace kvdump::python {
 namespace {
-
-std::optional<std::chrono::nanoseconds> toDuration(std::optional<double> seconds, const char* what) {
-  if (!seconds) return std::nullopt;
-  if (!std::isfinite(*seconds) || *seconds < 0) {
-    throwStatus(Status::InvalidArgument(std::string(what) + " must be a finite number of seconds >= 0"));
-  }
-  return std::chrono::nanoseconds(static_cast<int64_t>(*seconds * 1e9));
-}
 
 py::dict latencyDict(const LatencySummary& s) {
   py::dict d;
@@ -47,7 +39,7 @@ class PyWriter {
     options.writer.num_threads = num_threads;
     options.writer.queue_capacity = queue_capacity;
     options.writer.submit_timeout =
-        std::chrono::duration_cast<std::chrono::milliseconds>(*toDuration(submit_timeout, "submit_timeout"));
+        std::chrono::duration_cast<std::chrono::milliseconds>(*secondsArgument(submit_timeout, "submit_timeout"));
     check(validateWriterOptions(options.writer));
     if (staging_bytes == 0) throwStatus(Status::InvalidArgument("staging_bytes must be positive"));
     if (tp_size < 1 || tp_rank < 0 || tp_rank >= tp_size) {
@@ -59,7 +51,7 @@ class PyWriter {
     }
     options.staging_bytes = staging_bytes;
     options.staging_timeout =
-        std::chrono::duration_cast<std::chrono::milliseconds>(*toDuration(staging_timeout, "staging_timeout"));
+        std::chrono::duration_cast<std::chrono::milliseconds>(*secondsArgument(staging_timeout, "staging_timeout"));
     options.keys = KeySpace{std::move(key_namespace), tp_rank, tp_size};
     try {
       options.staging_allocator = hostAllocatorFor(staging_device);
@@ -90,7 +82,7 @@ class PyWriter {
   void init() { check(ctx().writer().init()); }
 
   void submit(py::function fn, std::string label, int64_t layer, std::string request, std::optional<double> timeout) {
-    auto deadline = toDuration(timeout, "timeout");
+    auto deadline = secondsArgument(timeout, "timeout");
     Task task = pythonTask(std::move(fn));
     AsyncWriter& writer = ctx().writer();  // resolved with the GIL held: a closed writer raises here
     Status status;
@@ -102,7 +94,7 @@ class PyWriter {
   }
 
   py::dict waitAllDone(std::optional<double> timeout) {
-    auto deadline = toDuration(timeout, "timeout");
+    auto deadline = secondsArgument(timeout, "timeout");
     CycleReport report;
     AsyncWriter& writer = ctx().writer();
     Status status;
@@ -184,7 +176,7 @@ class PyWriter {
   }
 
   void waitLayerLoaded(int64_t layer, std::optional<double> timeout) {
-    auto deadline = toDuration(timeout, "timeout");
+    auto deadline = secondsArgument(timeout, "timeout");
     CompletionBoard& loads = ctx().loads();
     Status status;
     {
