@@ -8,17 +8,7 @@ VENV=${KVDUMP_VENV:-.venv}
 PY=${PYTHON:-python3}
 TORCH_VERSION=2.13.0
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
-
-# libibverbs1: Mooncake's transfer engine loads it even for TCP.
-apt_packages=(libgtest-dev libxxhash-dev cmake g++ libibverbs1)
-missing=()
-for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "==> apt-get install ${missing[*]}"
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+./scripts/install_system_packages.sh
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "==> creating virtualenv $VENV"
