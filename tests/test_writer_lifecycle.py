@@ -204,7 +204,14 @@ def test_wait_and_abort_from_inside_a_task_are_refused(make_writer) -> None:
 def test_abort_when_idle_is_a_noop(make_writer) -> None:
     w = make_writer()
     report = w.abort()
-    assert report == {"cancelled": 0, "finished_running": 0, "failed": 0, "first_failure": None}
+    assert report == {
+        "cancelled": 0,
+        "finished_running": 0,
+        "abandoned": 0,
+        "failed": 0,
+        "first_failure": None,
+        "first_abandoned": None,
+    }
     assert w.state == "idle"
     assert w.stats()["aborts"] == 0
     run_one_cycle(w)
@@ -314,7 +321,14 @@ def test_abort_cancels_queued_and_finishes_running(make_writer) -> None:
     releaser.start()
     report = w.abort()
     releaser.join(LIMIT)
-    assert report == {"cancelled": 5, "finished_running": 1, "failed": 0, "first_failure": None}
+    assert report == {
+        "cancelled": 5,
+        "finished_running": 1,
+        "abandoned": 0,
+        "failed": 0,
+        "first_failure": None,
+        "first_abandoned": None,
+    }
     assert gate.finished.is_set()
     assert rec.ran == []
     assert w.state == "idle"

@@ -1,35 +1,127 @@
 #include "kvdump/async_writer.h"
 
+#include <cxxabi.h>
+
 #include <algorithm>
+#include <condition_variable>
+#include <deque>
 #include <exception>
 #include <iostream>
+#include <mutex>
+#include <thread>
 #include <utility>
 
 namespace kvdump {
-namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Set on each worker thread so that a task calling back into its own writer's barrier is refused
-// instead of waiting for itself forever.
-thread_local const AsyncWriter* tls_current_writer = nullptr;
+namespace {
 
 uint64_t nanosSince(Clock::time_point start) {
   return static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
 }
 
+std::string secondsText(Clock::duration d) {
+  const double s = std::chrono::duration<double>(d).count();
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3f s", s);
+  return buf;
+}
+
 void logDestroyReport(const AbortReport& r) {
   std::cerr << "kvdump: AsyncWriter destroyed with an open cycle: cancelled " << r.cancelled
-            << " queued task(s), waited for " << r.finished_running << " running task(s), "
-            << r.failed << " failed";
+            << " queued task(s), waited for " << r.finished_running << " running task(s), abandoned "
+            << r.abandoned << ", " << r.failed << " failed";
   if (r.first_failure) {
-    std::cerr << " (first: " << r.first_failure->label.label << ": "
-              << r.first_failure->status.toString() << ")";
+    std::cerr << " (first: " << r.first_failure->label.label << ": " << r.first_failure->status.toString() << ")";
   }
+  if (r.first_abandoned) std::cerr << " (abandoned: " << r.first_abandoned->status.toString() << ")";
   std::cerr << std::endl;
 }
 
+// A deadline `timeout` from now; time_point::max() when it is too far to represent.
+Clock::time_point deadlineAfter(std::chrono::nanoseconds timeout) {
+  const auto now = Clock::now();
+  if (timeout >= std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::time_point::max() - now)) {
+    return Clock::time_point::max();
+  }
+  return now + std::chrono::duration_cast<Clock::duration>(timeout);
+}
+
+ControlledTask controlled(Task task) {
+  if (!task) return nullptr;
+  return [task = std::move(task)](TaskControl&) { return task(); };
+}
+
+}  // namespace
+
+/// One task on its worker: the control it shares with the writer, and what names it.
+struct TaskRun {
+  TaskControl control;
+  TaskLabel label;
+  Clock::time_point started;
+  bool finisher = false;  // the cycle's last task: its failure counts, its success is not a user task's
+};
+
+struct AsyncWriter::Core : std::enable_shared_from_this<AsyncWriter::Core> {
+  struct QueuedTask {
+    ControlledTask fn;
+    TaskLabel label;
+    Clock::time_point enqueued;
+    bool finisher = false;
+  };
+
+  explicit Core(WriterOptions o) : options(std::move(o)) {}
+
+  const WriterOptions options;
+  size_t target_threads = 0;
+  size_t max_abandoned_threads = 0;
+
+  mutable std::mutex mu;
+  std::condition_variable work_cv;   // workers: queue non-empty or shutdown
+  std::condition_variable space_cv;  // submitters: queue has room or state changed
+  std::condition_variable idle_cv;   // barrier/abort/destructor: tasks finished, threads exited
+  std::deque<QueuedTask> queue;
+  std::vector<std::shared_ptr<TaskRun>> running;  // tasks running and not abandoned
+  WriterState state = WriterState::kIdle;
+  bool last_cycle_aborted = false;
+  bool shutting_down = false;
+  bool barrier_waiting = false;    // a thread is inside waitAllDone
+  bool finisher_started = false;   // the cycle's last task was queued; the cycle takes no more tasks
+  uint64_t generation = 0;         // bumps whenever a cycle ends, so a waiter can tell it was aborted
+  size_t live_threads = 0;         // threads serving the queue (idle or running a live task)
+  size_t abandoned_threads = 0;    // threads still inside an abandoned task
+
+  CycleReport cycle;
+
+  uint64_t total_submitted = 0;
+  uint64_t total_completed = 0;
+  uint64_t total_failed = 0;
+  uint64_t total_cancelled = 0;
+  uint64_t total_rejected = 0;
+  uint64_t total_abandoned = 0;
+  uint64_t total_cycles = 0;
+  uint64_t total_aborts = 0;
+  uint64_t threads_started = 0;
+  uint64_t queue_high_water = 0;
+
+  LatencyHistogram submit_latency;
+  LatencyHistogram queue_wait;
+  LatencyHistogram task_latency;
+  LatencyHistogram barrier_wait;
+
+  static void workerMain(std::shared_ptr<Core> core);
+  void startThreadsLocked();
+  void recordOutcomeLocked(const TaskLabel& label, Status status, bool finisher);
+  bool drainedLocked() const { return queue.empty() && running.empty(); }
+  Status timeoutStatusLocked() const;
+};
+
+namespace {
+// Set on each worker thread so that a task calling back into its own writer's barrier is refused
+// instead of waiting for itself forever.
+thread_local const AsyncWriter::Core* tls_current_core = nullptr;
 }  // namespace
 
 const char* writerStateName(WriterState state) {
@@ -53,118 +145,51 @@ Status validateWriterOptions(const WriterOptions& options) {
     return Status::InvalidArgument("num_threads must be at most 1024 (0 picks a default), got " +
                                    std::to_string(options.num_threads));
   }
+  if (options.max_abandoned_threads > 1024) {
+    return Status::InvalidArgument("max_abandoned_threads must be at most 1024 (0 means num_threads), got " +
+                                   std::to_string(options.max_abandoned_threads));
+  }
   if (options.submit_timeout.count() < 0) return Status::InvalidArgument("submit_timeout must not be negative");
+  if (options.abort_timeout.count() < 0) return Status::InvalidArgument("abort_timeout must not be negative");
   return Status::Ok();
 }
 
-namespace {
-WriterOptions sanitized(WriterOptions options) {
-  options.queue_capacity = std::max<size_t>(options.queue_capacity, 1);
-  return options;
-}
-}  // namespace
-
-AsyncWriter::AsyncWriter(WriterOptions options) : options_(sanitized(std::move(options))) {
-  const size_t n = options_.num_threads == 0 ? defaultNumThreads() : options_.num_threads;
-  threads_.reserve(n);
-  for (size_t i = 0; i < n; ++i) threads_.emplace_back([this] { workerLoop(); });
-}
-
-AsyncWriter::~AsyncWriter() {
-  AbortReport report;
-  bool had_work = false;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    had_work = state_ != WriterState::kIdle || !queue_.empty() || running_ > 0;
-  }
-  if (had_work) abort(&report);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    shutting_down_ = true;
-  }
-  work_cv_.notify_all();
-  space_cv_.notify_all();
-  for (auto& t : threads_) t.join();
-  if (had_work) {
-    if (options_.on_destroy_report) {
-      options_.on_destroy_report(report);
-    } else {
-      logDestroyReport(report);
+void AsyncWriter::Core::startThreadsLocked() {
+  while (live_threads < target_threads && !shutting_down) {
+    try {
+      std::thread(workerMain, shared_from_this()).detach();
+    } catch (const std::exception& e) {
+      // Out of threads: the pool serves with fewer until abandoned calls return and rejoin.
+      std::cerr << "kvdump: could not start a writer thread: " << e.what() << std::endl;
+      return;
     }
+    ++live_threads;
+    ++threads_started;
   }
 }
 
-bool AsyncWriter::onWorkerThread() const { return tls_current_writer == this; }
-
-Status AsyncWriter::init() {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (state_ != WriterState::kIdle) {
-    return Status::Lifecycle(std::string("init() while a cycle is open (state ") +
-                             writerStateName(state_) + "); call waitAllDone() or abort() first");
-  }
-  resetCycleLocked();
-  state_ = WriterState::kAccepting;
-  last_cycle_aborted_ = false;
-  return Status::Ok();
-}
-
-Status AsyncWriter::submit(Task task, TaskLabel label, std::optional<std::chrono::nanoseconds> timeout) {
-  const auto start = Clock::now();
-  if (!task) return Status::InvalidArgument("submit() of an empty task");
-  std::unique_lock<std::mutex> lock(mu_);
-  if (state_ != WriterState::kAccepting) {
-    ++total_rejected_;
-    if (state_ == WriterState::kIdle) {
-      return Status::Lifecycle(last_cycle_aborted_ ? "submit() after abort(): call init() to open a new cycle"
-                                                   : "submit() before init(): no cycle is open");
-    }
-    return Status::Lifecycle(std::string("submit() while the cycle is ") + writerStateName(state_));
-  }
-  if (queue_.size() >= options_.queue_capacity) {
-    const auto wait_for = timeout.value_or(options_.submit_timeout);
-    const bool got_space = space_cv_.wait_for(lock, wait_for, [&] {
-      return queue_.size() < options_.queue_capacity || state_ != WriterState::kAccepting;
-    });
-    if (state_ != WriterState::kAccepting) {
-      ++total_rejected_;
-      return Status::Lifecycle("the cycle was closed or aborted while submit() waited for queue space");
-    }
-    if (!got_space) {
-      ++total_rejected_;
-      return Status::Timeout("queue full (" + std::to_string(options_.queue_capacity) +
-                             " tasks) for the whole submit deadline; task '" + label.label +
-                             "' was not queued");
-    }
-  }
-  queue_.push_back(QueuedTask{std::move(task), std::move(label), Clock::now()});
-  queue_high_water_ = std::max<uint64_t>(queue_high_water_, queue_.size());
-  ++total_submitted_;
-  ++cycle_.submitted;
-  lock.unlock();
-  work_cv_.notify_one();
-  submit_latency_.record(nanosSince(start));
-  return Status::Ok();
-}
-
-void AsyncWriter::workerLoop() {
-  tls_current_writer = this;
+void AsyncWriter::Core::workerMain(std::shared_ptr<Core> core) {
+  tls_current_core = core.get();
+  std::unique_lock<std::mutex> lock(core->mu);
   for (;;) {
-    QueuedTask item;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      work_cv_.wait(lock, [&] { return shutting_down_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // shutting down with nothing left
-      item = std::move(queue_.front());
-      queue_.pop_front();
-      ++running_;
-    }
-    space_cv_.notify_one();
-    queue_wait_.record(nanosSince(item.enqueued));
+    core->work_cv.wait(lock, [&] { return core->shutting_down || !core->queue.empty(); });
+    if (core->queue.empty()) break;  // shutting down with nothing left
+    QueuedTask item = std::move(core->queue.front());
+    core->queue.pop_front();
+    auto run = std::make_shared<TaskRun>();
+    run->label = std::move(item.label);
+    run->started = Clock::now();
+    run->finisher = item.finisher;
+    core->running.push_back(run);
+    lock.unlock();
+    core->space_cv.notify_one();
+    core->queue_wait.record(nanosSince(item.enqueued));
 
-    const auto start = Clock::now();
     Status status;
     try {
-      status = item.fn();
+      status = item.fn(run->control);
+    } catch (abi::__forced_unwind&) {
+      throw;  // thread cancellation (e.g. the interpreter exiting under a Python task) must unwind
     } catch (const std::exception& e) {
       status = Status::TaskFailed(std::string("task threw: ") + e.what());
     } catch (...) {
@@ -173,152 +198,351 @@ void AsyncWriter::workerLoop() {
     // Release captured state (tensors, buffers) before the barrier can observe completion, so
     // that waitAllDone returning means the writer holds nothing of the caller's.
     item.fn = nullptr;
-    task_latency_.record(nanosSince(start));
+    core->task_latency.record(nanosSince(run->started));
 
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      --running_;
-      recordOutcomeLocked(item.label, std::move(status));
-      if (queue_.empty() && running_ == 0) idle_cv_.notify_all();
+    lock.lock();
+    if (run->control.finish()) {
+      // abort() gave this task up and already accounted for it; rejoin if the pool is short.
+      --core->abandoned_threads;
+      core->idle_cv.notify_all();
+      if (core->shutting_down || core->live_threads >= core->target_threads) return;
+      ++core->live_threads;
+      continue;
+    }
+    core->running.erase(std::find(core->running.begin(), core->running.end(), run));
+    core->recordOutcomeLocked(run->label, std::move(status), run->finisher);
+    if (core->drainedLocked()) core->idle_cv.notify_all();
+  }
+  --core->live_threads;
+  core->idle_cv.notify_all();
+}
+
+void AsyncWriter::Core::recordOutcomeLocked(const TaskLabel& label, Status status, bool finisher) {
+  if (status.ok() && finisher) return;
+  if (status.ok()) {
+    ++cycle.completed;
+    ++total_completed;
+    return;
+  }
+  ++cycle.failed;
+  ++total_failed;
+  if (label.request.empty()) {
+    cycle.empty_request_failed = true;
+  } else {
+    cycle.failed_requests.insert(label.request);
+  }
+  if (!cycle.first_failure) cycle.first_failure = TaskFailure{label, std::move(status)};
+}
+
+Status AsyncWriter::Core::timeoutStatusLocked() const {
+  std::string message = "deadline passed with " + std::to_string(queue.size()) + " queued and " +
+                        std::to_string(running.size()) + " running task(s)";
+  if (running.empty()) return Status::Timeout(message);
+  const auto oldest = std::min_element(running.begin(), running.end(),
+                                       [](const auto& a, const auto& b) { return a->started < b->started; });
+  const TaskRun& run = **oldest;
+  std::string activity = run.control.activity();
+  message += "; the oldest, '" + run.label.label + "', has run " + secondsText(Clock::now() - run.started);
+  Status status = Status::Timeout(message + (activity.empty() ? "" : ", in a store call"));
+  if (!activity.empty()) status.withKey(std::move(activity));
+  return status;
+}
+
+AsyncWriter::AsyncWriter(WriterOptions options) {
+  options.queue_capacity = std::max<size_t>(options.queue_capacity, 1);
+  core_ = std::make_shared<Core>(std::move(options));
+  const WriterOptions& o = core_->options;
+  core_->target_threads = o.num_threads == 0 ? defaultNumThreads() : o.num_threads;
+  core_->max_abandoned_threads = o.max_abandoned_threads == 0 ? core_->target_threads : o.max_abandoned_threads;
+  // Threads start with the first cycle: a writer used only for synchronous work never starts any.
+}
+
+AsyncWriter::~AsyncWriter() { close(); }
+
+void AsyncWriter::close(std::optional<std::chrono::nanoseconds> timeout) {
+  AbortReport report;
+  bool had_work = false;
+  {
+    std::lock_guard<std::mutex> lock(core_->mu);
+    if (core_->shutting_down) return;
+    had_work = core_->state != WriterState::kIdle || !core_->drainedLocked();
+  }
+  if (had_work) abort(&report, timeout);
+  {
+    std::unique_lock<std::mutex> lock(core_->mu);
+    core_->shutting_down = true;
+    core_->work_cv.notify_all();
+    core_->space_cv.notify_all();
+    // Idle threads exit at once; threads left in abandoned calls exit when their call returns,
+    // holding only the shared core and what their task captured.
+    core_->idle_cv.wait(lock, [&] { return core_->live_threads == 0; });
+  }
+  if (had_work) {
+    if (core_->options.on_destroy_report) {
+      core_->options.on_destroy_report(report);
+    } else {
+      logDestroyReport(report);
     }
   }
 }
 
-void AsyncWriter::recordOutcomeLocked(const TaskLabel& label, Status status) {
-  if (status.ok()) {
-    ++cycle_.completed;
-    ++total_completed_;
-    return;
+size_t AsyncWriter::numThreads() const { return core_->target_threads; }
+
+Status AsyncWriter::init() {
+  std::lock_guard<std::mutex> lock(core_->mu);
+  Core& c = *core_;
+  if (c.shutting_down) return Status::Lifecycle("init() on a closed writer");
+  if (c.state != WriterState::kIdle) {
+    return Status::Lifecycle(std::string("init() while a cycle is open (state ") + writerStateName(c.state) +
+                             "); call waitAllDone() or abort() first");
   }
-  ++cycle_.failed;
-  ++total_failed_;
-  if (!cycle_.first_failure) cycle_.first_failure = TaskFailure{label, std::move(status)};
+  c.cycle = CycleReport{};
+  c.finisher_started = false;
+  c.state = WriterState::kAccepting;
+  c.last_cycle_aborted = false;
+  c.startThreadsLocked();  // the first cycle's threads, or replacements of abandoned ones
+  return Status::Ok();
 }
 
-void AsyncWriter::resetCycleLocked() { cycle_ = CycleReport{}; }
+Status AsyncWriter::submit(Task task, TaskLabel label, std::optional<std::chrono::nanoseconds> timeout) {
+  return submit(controlled(std::move(task)), std::move(label), timeout);
+}
+
+Status AsyncWriter::submit(ControlledTask task, TaskLabel label, std::optional<std::chrono::nanoseconds> timeout) {
+  const auto start = Clock::now();
+  if (!task) return Status::InvalidArgument("submit() of an empty task");
+  Core& c = *core_;
+  std::unique_lock<std::mutex> lock(c.mu);
+  if (c.state != WriterState::kAccepting) {
+    ++c.total_rejected;
+    if (c.state == WriterState::kIdle) {
+      return Status::Lifecycle(c.last_cycle_aborted ? "submit() after abort(): call init() to open a new cycle"
+                                                    : "submit() before init(): no cycle is open");
+    }
+    return Status::Lifecycle(std::string("submit() while the cycle is ") + writerStateName(c.state));
+  }
+  if (c.queue.size() >= c.options.queue_capacity) {
+    const auto wait_for = timeout.value_or(c.options.submit_timeout);
+    const bool got_space = c.space_cv.wait_for(lock, wait_for, [&] {
+      return c.queue.size() < c.options.queue_capacity || c.state != WriterState::kAccepting;
+    });
+    if (c.state != WriterState::kAccepting) {
+      ++c.total_rejected;
+      return Status::Lifecycle("the cycle was closed or aborted while submit() waited for queue space");
+    }
+    if (!got_space) {
+      ++c.total_rejected;
+      return Status::Timeout("queue full (" + std::to_string(c.options.queue_capacity) +
+                             " tasks) for the whole submit deadline; task '" + label.label + "' was not queued");
+    }
+  }
+  c.queue.push_back(Core::QueuedTask{std::move(task), std::move(label), Clock::now()});
+  c.queue_high_water = std::max<uint64_t>(c.queue_high_water, c.queue.size());
+  ++c.total_submitted;
+  ++c.cycle.submitted;
+  lock.unlock();
+  c.work_cv.notify_one();
+  c.submit_latency.record(nanosSince(start));
+  return Status::Ok();
+}
 
 Status AsyncWriter::waitAllDone(std::optional<std::chrono::nanoseconds> timeout, CycleReport* report) {
-  if (onWorkerThread()) return Status::Lifecycle("waitAllDone() called from one of the writer's own tasks");
+  Core& c = *core_;
+  if (tls_current_core == &c) return Status::Lifecycle("waitAllDone() called from one of the writer's own tasks");
   const auto start = Clock::now();
-  std::unique_lock<std::mutex> lock(mu_);
-  if (state_ != WriterState::kAccepting) {
-    return Status::Lifecycle(state_ == WriterState::kIdle
+  const auto deadline = timeout ? deadlineAfter(*timeout) : Clock::time_point::max();
+  std::unique_lock<std::mutex> lock(c.mu);
+  if (c.barrier_waiting) return Status::Lifecycle("waitAllDone() while another thread waits on the same cycle");
+  const bool resumable = c.state == WriterState::kDraining && c.finisher_started;
+  if (c.state != WriterState::kAccepting && !resumable) {
+    return Status::Lifecycle(c.state == WriterState::kIdle
                                  ? "waitAllDone() without init()"
-                                 : std::string("waitAllDone() while the cycle is ") + writerStateName(state_));
+                                 : std::string("waitAllDone() while the cycle is ") + writerStateName(c.state));
   }
-  state_ = WriterState::kDraining;
-  const uint64_t generation = generation_;
+  c.state = WriterState::kDraining;
+  c.barrier_waiting = true;
+  const uint64_t generation = c.generation;
   // Submitters blocked on a full queue must learn that the cycle is closing.
-  space_cv_.notify_all();
-  // While an abort runs the queue is empty but the cycle is not finished: only abort may end it.
-  auto drained = [&] {
-    return generation_ != generation || (state_ == WriterState::kDraining && queue_.empty() && running_ == 0);
-  };
-  bool done = true;
-  if (timeout) {
-    done = idle_cv_.wait_for(lock, *timeout, drained);
-  } else {
-    idle_cv_.wait(lock, drained);
+  c.space_cv.notify_all();
+  auto drained = [&] { return c.generation != generation || (c.state == WriterState::kDraining && c.drainedLocked()); };
+  for (;;) {
+    const bool done = deadline == Clock::time_point::max() ? (c.idle_cv.wait(lock, drained), true)
+                                                          : c.idle_cv.wait_until(lock, deadline, drained);
+    if (c.generation != generation) {  // abort() cleared barrier_waiting when it ended the cycle
+      c.barrier_wait.record(nanosSince(start));
+      return Status::Cancelled("the cycle was aborted while waitAllDone() waited");
+    }
+    if (!done) {
+      c.barrier_waiting = false;
+      if (!c.finisher_started) c.state = WriterState::kAccepting;
+      c.barrier_wait.record(nanosSince(start));
+      Status status = c.timeoutStatusLocked();
+      return Status(StatusCode::kTimeout, "waitAllDone() " + status.message() +
+                                              "; the cycle stays open: wait again or abort()")
+          .withKey(status.key());
+    }
+    if (c.finisher_started || !c.options.cycle_finisher) break;
+    // Every task finished: let the finisher see the outcome and queue the cycle's last task.
+    c.finisher_started = true;
+    const CycleReport snapshot = c.cycle;
+    lock.unlock();
+    ControlledTask last;
+    try {
+      last = c.options.cycle_finisher(snapshot);
+    } catch (const std::exception& e) {
+      last = [what = std::string(e.what())](TaskControl&) {
+        return Status::Internal("the cycle finisher threw: " + what);
+      };
+    }
+    lock.lock();
+    if (c.generation != generation) continue;  // aborted meanwhile: reported above
+    if (!last) break;
+    c.queue.push_back(
+        Core::QueuedTask{std::move(last), TaskLabel{"commit records of the cycle", -1, ""}, Clock::now(), true});
+    c.work_cv.notify_one();
   }
-  barrier_wait_.record(nanosSince(start));
-  if (generation_ != generation) return Status::Cancelled("the cycle was aborted while waitAllDone() waited");
-  if (!done) {
-    if (state_ == WriterState::kDraining) state_ = WriterState::kAccepting;
-    return Status::Timeout("waitAllDone() deadline passed with " + std::to_string(queue_.size()) +
-                           " queued and " + std::to_string(running_) + " running task(s); the cycle stays "
-                           "open: wait again or abort()");
-  }
-  CycleReport finished = std::move(cycle_);
-  resetCycleLocked();
-  state_ = WriterState::kIdle;
-  ++generation_;
-  ++total_cycles_;
+  CycleReport finished = std::move(c.cycle);
+  c.cycle = CycleReport{};
+  c.state = WriterState::kIdle;
+  c.barrier_waiting = false;
+  c.finisher_started = false;
+  ++c.generation;
+  ++c.total_cycles;
+  c.barrier_wait.record(nanosSince(start));
+  lock.unlock();
+  c.space_cv.notify_all();
   Status result = finished.first_failure ? finished.first_failure->status : Status::Ok();
   if (report) *report = std::move(finished);
   return result;
 }
 
-Status AsyncWriter::abort(AbortReport* report) {
-  if (onWorkerThread()) return Status::Lifecycle("abort() called from one of the writer's own tasks");
-  std::deque<QueuedTask> cancelled;
+Status AsyncWriter::abort(AbortReport* report, std::optional<std::chrono::nanoseconds> timeout) {
+  Core& c = *core_;
+  if (tls_current_core == &c) return Status::Lifecycle("abort() called from one of the writer's own tasks");
+  const auto grace = timeout.value_or(std::chrono::duration_cast<std::chrono::nanoseconds>(c.options.abort_timeout));
+  if (grace.count() < 0) return Status::InvalidArgument("abort() timeout must not be negative");
+  const auto deadline = deadlineAfter(grace);
+  std::deque<Core::QueuedTask> cancelled;
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (state_ == WriterState::kAborting) return Status::Lifecycle("abort() while another abort() runs");
-    if (state_ == WriterState::kIdle && queue_.empty() && running_ == 0) {
+    std::lock_guard<std::mutex> lock(c.mu);
+    if (c.state == WriterState::kAborting) return Status::Lifecycle("abort() while another abort() runs");
+    if (c.state == WriterState::kIdle && c.drainedLocked()) {
       if (report) *report = AbortReport{};
       return Status::Ok();
     }
-    state_ = WriterState::kAborting;
-    cancelled.swap(queue_);
-    total_cancelled_ += cancelled.size();
+    c.state = WriterState::kAborting;
+    cancelled.swap(c.queue);
+    c.total_cancelled += cancelled.size();
   }
-  space_cv_.notify_all();
+  c.space_cv.notify_all();
   AbortReport local;
   local.cancelled = cancelled.size();
   // Destroy the cancelled closures outside the lock: their destructors may be slow or re-enter
   // binding code (e.g. take the GIL to drop a Python callable).
   cancelled.clear();
+  std::vector<std::shared_ptr<TaskRun>> given_up;
   {
-    std::unique_lock<std::mutex> lock(mu_);
-    local.finished_running = running_;
-    idle_cv_.wait(lock, [&] { return running_ == 0; });
-    local.failed = cycle_.failed;
-    local.first_failure = std::move(cycle_.first_failure);
-    resetCycleLocked();
-    state_ = WriterState::kIdle;
-    last_cycle_aborted_ = true;
-    ++generation_;
-    ++total_aborts_;
+    std::unique_lock<std::mutex> lock(c.mu);
+    const size_t running_at_start = c.running.size();
+    auto finished = [&] { return c.running.empty(); };
+    if (deadline == Clock::time_point::max()) {
+      c.idle_cv.wait(lock, finished);
+    } else {
+      c.idle_cv.wait_until(lock, deadline, finished);
+    }
+    for (auto& run : c.running) {
+      // Accounted here, under the lock, so the worker sees a consistent count when it returns.
+      if (!run->control.abandon()) continue;
+      ++c.abandoned_threads;
+      --c.live_threads;
+      ++c.total_abandoned;
+      given_up.push_back(run);
+    }
+    c.running.clear();
+    local.finished_running = running_at_start - given_up.size();
+    local.abandoned = given_up.size();
+    if (!given_up.empty()) {
+      const TaskRun& first = *given_up.front();
+      Status timed_out = Status::Timeout("abandoned by abort() after " + secondsText(Clock::now() - first.started) +
+                                         " of running; nothing it finishes later is published");
+      std::string activity = first.control.activity();
+      if (!activity.empty()) timed_out.withKey(std::move(activity));
+      local.first_abandoned = TaskFailure{first.label, std::move(timed_out)};
+    }
+    // Replace the threads left in abandoned calls, up to the bound on how many may be stuck.
+    if (c.abandoned_threads <= c.max_abandoned_threads) c.startThreadsLocked();
   }
-  idle_cv_.notify_all();  // a barrier waiting on another thread returns CANCELLED
+  // A task abandoned inside a gather or scatter finishes that section first: after this, none of
+  // them touches the caller's memory again.
+  for (auto& run : given_up) run->control.awaitCallerMemoryReleased();
+  {
+    std::lock_guard<std::mutex> lock(c.mu);
+    local.failed = c.cycle.failed;
+    local.first_failure = std::move(c.cycle.first_failure);
+    c.cycle = CycleReport{};
+    c.state = WriterState::kIdle;
+    c.last_cycle_aborted = true;
+    c.finisher_started = false;
+    c.barrier_waiting = false;
+    ++c.generation;
+    ++c.total_aborts;
+  }
+  c.idle_cv.notify_all();  // a barrier waiting on another thread returns CANCELLED
+  c.space_cv.notify_all();
   if (report) *report = std::move(local);
   return Status::Ok();
 }
 
 uint64_t AsyncWriter::cancelRequest(const std::string& request) {
-  std::deque<QueuedTask> cancelled;
+  Core& c = *core_;
+  std::deque<Core::QueuedTask> cancelled;
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto keep = std::stable_partition(queue_.begin(), queue_.end(),
-                                      [&](const QueuedTask& t) { return t.label.request != request; });
-    std::move(keep, queue_.end(), std::back_inserter(cancelled));
-    queue_.erase(keep, queue_.end());
-    cycle_.cancelled += cancelled.size();
-    total_cancelled_ += cancelled.size();
-    if (queue_.empty() && running_ == 0) idle_cv_.notify_all();
+    std::lock_guard<std::mutex> lock(c.mu);
+    auto keep = std::stable_partition(c.queue.begin(), c.queue.end(),
+                                      [&](const Core::QueuedTask& t) { return t.label.request != request; });
+    std::move(keep, c.queue.end(), std::back_inserter(cancelled));
+    c.queue.erase(keep, c.queue.end());
+    c.cycle.cancelled += cancelled.size();
+    c.total_cancelled += cancelled.size();
+    if (c.state != WriterState::kIdle) c.cycle.cancelled_requests.insert(request);
+    if (c.drainedLocked()) c.idle_cv.notify_all();
   }
-  space_cv_.notify_all();
+  c.space_cv.notify_all();
   const uint64_t n = cancelled.size();
   cancelled.clear();
   return n;
 }
 
 WriterState AsyncWriter::state() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return state_;
+  std::lock_guard<std::mutex> lock(core_->mu);
+  return core_->state;
 }
 
 WriterStats AsyncWriter::stats() const {
+  const Core& c = *core_;
   WriterStats s;
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    s.submitted = total_submitted_;
-    s.completed = total_completed_;
-    s.failed = total_failed_;
-    s.cancelled = total_cancelled_;
-    s.rejected = total_rejected_;
-    s.cycles = total_cycles_;
-    s.aborts = total_aborts_;
-    s.queue_high_water = queue_high_water_;
-    s.queue_depth = queue_.size();
-    s.running = running_;
+    std::lock_guard<std::mutex> lock(c.mu);
+    s.submitted = c.total_submitted;
+    s.completed = c.total_completed;
+    s.failed = c.total_failed;
+    s.cancelled = c.total_cancelled;
+    s.rejected = c.total_rejected;
+    s.abandoned = c.total_abandoned;
+    s.cycles = c.total_cycles;
+    s.aborts = c.total_aborts;
+    s.queue_high_water = c.queue_high_water;
+    s.queue_depth = c.queue.size();
+    s.running = c.running.size();
+    s.threads_in_abandoned_calls = c.abandoned_threads;
+    s.threads_started = c.threads_started;
   }
-  s.num_threads = threads_.size();
-  s.queue_capacity = options_.queue_capacity;
-  s.submit_latency = submit_latency_.summary();
-  s.queue_wait = queue_wait_.summary();
-  s.task_latency = task_latency_.summary();
-  s.barrier_wait = barrier_wait_.summary();
+  s.num_threads = c.target_threads;
+  s.queue_capacity = c.options.queue_capacity;
+  s.submit_latency = c.submit_latency.summary();
+  s.queue_wait = c.queue_wait.summary();
+  s.task_latency = c.task_latency.summary();
+  s.barrier_wait = c.barrier_wait.summary();
   return s;
 }
 

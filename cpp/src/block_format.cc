@@ -70,6 +70,7 @@ void encodeBlockHeader(const BlockHeader& h, uint8_t* out) {
   put<uint64_t>(out, 32, h.block_hash);
   put<uint64_t>(out, 40, h.payload_bytes);
   put<uint64_t>(out, 48, h.checksum);
+  put<uint64_t>(out, 56, h.key_space);
 }
 
 Result<BlockHeader> decodeBlockRecord(const uint8_t* record, size_t record_bytes) {
@@ -80,7 +81,8 @@ Result<BlockHeader> decodeBlockRecord(const uint8_t* record, size_t record_bytes
   const auto version = take<uint16_t>(record, 4);
   if (version != BlockHeader::kVersion) {
     return Status::Unsupported("stored block has format version " + std::to_string(version) + ", this kvdump reads " +
-                               std::to_string(BlockHeader::kVersion));
+                               std::to_string(BlockHeader::kVersion) +
+                               "; re-create the store or re-run prefill into an empty one");
   }
   if (take<uint16_t>(record, 6) != BlockHeader::kBytes) return Status::InvalidArgument("stored block has a bad header size");
   BlockHeader h;
@@ -98,6 +100,7 @@ Result<BlockHeader> decodeBlockRecord(const uint8_t* record, size_t record_bytes
   h.block_hash = take<uint64_t>(record, 32);
   h.payload_bytes = take<uint64_t>(record, 40);
   h.checksum = take<uint64_t>(record, 48);
+  h.key_space = take<uint64_t>(record, 56);
   const uint64_t expected_payload = uint64_t{2} * h.block_size * h.num_kv_heads * h.head_dim * element;
   if (h.payload_bytes != expected_payload || record_bytes != BlockHeader::kBytes + h.payload_bytes) {
     return Status::InvalidArgument("stored block is truncated or its header disagrees with its size (" +
@@ -117,6 +120,11 @@ Status checkBlockMatches(const BlockHeader& found, const BlockHeader& expected) 
     return Status::InvalidArgument(std::string("stored block does not match the destination cache: ") + field +
                                    " is " + std::to_string(f) + ", expected " + std::to_string(e));
   };
+  if (found.key_space != expected.key_space) {
+    return Status::KeySpaceMismatch(
+        "stored block belongs to another key space (namespace or TP layout) than the reader's: it was copied or "
+        "renamed from elsewhere");
+  }
   if (found.dtype != expected.dtype) {
     return Status::InvalidArgument(std::string("stored block dtype is ") + blockDtypeName(found.dtype) +
                                    ", the destination cache is " + blockDtypeName(expected.dtype));

@@ -10,6 +10,7 @@ void CompletionBoard::expect(int64_t id) {
 void CompletionBoard::complete(int64_t id, Status status) {
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (closed_) return;
     entries_[id] = Entry{true, std::move(status)};
   }
   cv_.notify_all();
@@ -17,15 +18,31 @@ void CompletionBoard::complete(int64_t id, Status status) {
 
 Status CompletionBoard::wait(int64_t id, std::optional<std::chrono::nanoseconds> timeout) {
   std::unique_lock<std::mutex> lock(mu_);
-  auto it = entries_.find(id);
-  if (it == entries_.end()) return Status::NotFound("nothing was started for id " + std::to_string(id));
-  auto done = [&] { return entries_[id].done; };
+  if (closed_) return Status::Lifecycle(*closed_);
+  if (entries_.find(id) == entries_.end()) return Status::NotFound("nothing was started for id " + std::to_string(id));
+  // Looked up afresh after every wake-up: expect() may replace the entry meanwhile.
+  auto done = [&] {
+    if (closed_) return true;
+    auto it = entries_.find(id);
+    return it == entries_.end() || it->second.done;
+  };
   if (timeout) {
     if (!cv_.wait_for(lock, *timeout, done)) return Status::Timeout("id " + std::to_string(id) + " not done in time");
   } else {
     cv_.wait(lock, done);
   }
-  return entries_[id].status;
+  if (closed_) return Status::Lifecycle(*closed_);
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return Status::Cancelled("id " + std::to_string(id) + " was forgotten while waited for");
+  return it->second.status;
+}
+
+void CompletionBoard::close(const std::string& why) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!closed_) closed_ = why;
+  }
+  cv_.notify_all();
 }
 
 void CompletionBoard::cancelPending(const std::string& why) {

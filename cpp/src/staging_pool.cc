@@ -118,7 +118,14 @@ StagingLease StagingPool::installLocked(HostAllocation memory, size_t bytes) {
   return StagingLease(this, slot, b.memory.data, bytes, b.memory.size);
 }
 
-Result<StagingLease> StagingPool::lease(size_t bytes, std::chrono::nanoseconds timeout) {
+void StagingPool::wakeWaiters() {
+  // Taking the lock orders the wake-up after a waiter's check of its predicate.
+  { std::lock_guard<std::mutex> lock(mu_); }
+  returned_cv_.notify_all();
+}
+
+Result<StagingLease> StagingPool::lease(size_t bytes, std::chrono::nanoseconds timeout,
+                                        const std::function<bool()>& cancelled) {
   if (bytes > capacity_bytes_) {
     return Status::TooLarge("staging request of " + std::to_string(bytes) + " bytes exceeds the pool's " +
                             std::to_string(capacity_bytes_) + "-byte capacity; raise staging_bytes");
@@ -154,6 +161,7 @@ Result<StagingLease> StagingPool::lease(size_t bytes, std::chrono::nanoseconds t
       lock.lock();
       continue;
     }
+    if (cancelled && cancelled()) return Status::Cancelled("the wait for staging memory was cancelled");
     if (timed_out) {
       ++stats_.timeouts;
       return Status::Timeout("staging pool exhausted: " + std::to_string(stats_.leased_bytes) + " of " +

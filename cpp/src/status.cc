@@ -18,6 +18,7 @@ const char* statusCodeName(StatusCode code) {
     case StatusCode::kLeaseHeld: return "LEASE_HELD";
     case StatusCode::kTooLarge: return "TOO_LARGE";
     case StatusCode::kInternal: return "INTERNAL";
+    case StatusCode::kKeySpaceMismatch: return "KEY_SPACE_MISMATCH";
   }
   return "UNKNOWN";
 }

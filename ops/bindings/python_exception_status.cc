@@ -22,7 +22,7 @@ Status describe(py::handle exception, StatusCode fallback) {
   const bool is_kvdump_error = py::isinstance(value, kvdump_error);
   if (is_kvdump_error) {
     const int raw = value.attr("code").cast<int>();
-    if (raw > static_cast<int>(StatusCode::kOk) && raw <= static_cast<int>(StatusCode::kInternal)) {
+    if (raw > static_cast<int>(StatusCode::kOk) && raw <= static_cast<int>(kLastStatusCode)) {
       code = static_cast<StatusCode>(raw);
     }
     key = py::str(value.attr("key"));

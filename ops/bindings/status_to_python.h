@@ -3,6 +3,9 @@
 
 #include <pybind11/pybind11.h>
 
+#include <string>
+#include <vector>
+
 #include "kvdump/async_writer.h"
 #include "kvdump/status.h"
 
@@ -12,7 +15,9 @@ namespace kvdump::python {
 [[noreturn]] void throwStatus(const Status& status);
 
 /// Raises kvdump.WriteError for a failed cycle, chaining a failed Python task's own exception.
-[[noreturn]] void throwWriteError(const TaskFailure& failure, uint64_t failed, uint64_t submitted);
+/// `failed_requests` lists every request with a failed task, none of whose blocks was published.
+[[noreturn]] void throwWriteError(const TaskFailure& failure, uint64_t failed, uint64_t submitted,
+                                  const std::vector<std::string>& failed_requests);
 
 /// Raises unless `status` is OK.
 inline void check(const Status& status) {

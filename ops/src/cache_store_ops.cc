@@ -45,62 +45,86 @@ std::string describe(uint32_t layer, const std::string& request) {
 void writeCacheStore(int64_t writer, int64_t layer, const at::Tensor& kv_cache, const std::optional<at::Tensor>& v_cache,
                      const at::Tensor& block_ids, const at::Tensor& block_hashes, std::string request) {
   auto ctx = requireWriter(writer);
-  LayerWrite write;
-  write.layer = requireLayer(layer);
-  write.kv = unwrap(describeLayerKv(kv_cache, v_cache));
-  write.ids = unwrap(hostBlockIds(block_ids, write.kv.num_blocks));
-  write.hashes = unwrap(hostBlockHashes(block_hashes, write.ids.size()));
-  if (write.ids.empty()) {
+  auto write = std::make_shared<LayerWrite>();
+  write->layer = requireLayer(layer);
+  const LayerRange& stage = ctx->options().layers;
+  if (!stage.empty() && (write->layer < stage.begin || write->layer >= stage.end)) {
+    throwIfError(Status::InvalidArgument("layer " + std::to_string(write->layer) + " is outside this writer's layers " +
+                                         stage.toString()));
+  }
+  write->kv = unwrap(describeLayerKv(kv_cache, v_cache));
+  write->ids = unwrap(hostBlockIds(block_ids, write->kv.num_blocks));
+  write->hashes = unwrap(hostBlockHashes(block_hashes, write->ids.size()));
+  // Two blocks under one key would leave whichever was put last: refuse rather than guess.
+  throwIfError(checkDistinct(write->hashes, "block_hashes"));
+  if (write->ids.empty()) {
     // Nothing to store, but the lifecycle rule holds for every call, not only for those that queue.
     if (ctx->writer().state() != WriterState::kAccepting) {
       throwIfError(Status::Lifecycle("write_cache_store() with no open cycle: call init() first"));
     }
     return;
   }
-  const c10::Device device = write.kv.k.device();
+  const c10::Device device = write->kv.k.device();
   if (!device.is_cpu()) {
     // Recorded on the producing stream at capture time, so the worker copies exactly what the
     // forward wrote to this layer, and the main thread never waits.
     c10::impl::VirtualGuardImpl impl(device.type());
-    write.ready = std::make_shared<c10::Event>(device.type());
-    write.ready->record(impl.getStream(device));
+    write->ready = std::make_shared<c10::Event>(device.type());
+    write->ready->record(impl.getStream(device));
   }
-  WriterContext* raw = ctx.get();  // the writer joins its tasks before the context is destroyed
-  auto shared = std::make_shared<LayerWrite>(std::move(write));
-  const uint32_t layer_id = shared->layer;
-  Status submitted = ctx->writer().submit([raw, shared] { return runLayerWrite(*raw, *shared); },
-                                          TaskLabel{describe(layer_id, request), layer_id, std::move(request)});
+  write->request = request;
+  const uint32_t layer_id = write->layer;
+  std::shared_ptr<WriteTarget> target = ctx->target();
+  Status submitted = ctx->writer().submit(
+      [target, write](TaskControl& control) { return runLayerWrite(*target, *write, control); },
+      TaskLabel{describe(layer_id, request), layer_id, std::move(request)});
   throwIfError(submitted);
+}
+
+struct LoadArguments {
+  uint32_t layer = 0;
+  LayerKv kv;
+  std::vector<int64_t> ids;
+  std::vector<uint64_t> hashes;
+};
+
+LoadArguments loadArguments(int64_t layer, const at::Tensor& kv_cache, const std::optional<at::Tensor>& v_cache,
+                            const at::Tensor& block_ids, const at::Tensor& block_hashes) {
+  LoadArguments a;
+  a.layer = requireLayer(layer);
+  a.kv = unwrap(describeLayerKv(kv_cache, v_cache));
+  a.ids = unwrap(hostBlockIds(block_ids, a.kv.num_blocks));
+  a.hashes = unwrap(hostBlockHashes(block_hashes, a.ids.size()));
+  // Two records scattered into one block would leave whichever came last.
+  throwIfError(checkDistinct(a.ids, "block_ids"));
+  return a;
 }
 
 void loadCacheStore(int64_t writer, int64_t layer, const at::Tensor& kv_cache, const std::optional<at::Tensor>& v_cache,
                     const at::Tensor& block_ids, const at::Tensor& block_hashes) {
   auto ctx = requireWriter(writer);
-  const uint32_t layer_id = requireLayer(layer);
-  LayerKv kv = unwrap(describeLayerKv(kv_cache, v_cache));
-  auto ids = unwrap(hostBlockIds(block_ids, kv.num_blocks));
-  auto hashes = unwrap(hostBlockHashes(block_hashes, ids.size()));
-  throwIfError(runLayerLoad(*ctx, kv, layer_id, ids, hashes));
+  LoadArguments a = loadArguments(layer, kv_cache, v_cache, block_ids, block_hashes);
+  TaskControl on_this_thread;  // never abandoned: the caller waits for its own load
+  throwIfError(runLayerLoad(*ctx->target(), a.kv, a.layer, a.ids, a.hashes, on_this_thread));
 }
 
 void loadCacheStoreAsync(int64_t writer, int64_t layer, const at::Tensor& kv_cache,
                          const std::optional<at::Tensor>& v_cache, const at::Tensor& block_ids,
                          const at::Tensor& block_hashes) {
   auto ctx = requireWriter(writer);
-  const uint32_t layer_id = requireLayer(layer);
-  auto kv = std::make_shared<LayerKv>(unwrap(describeLayerKv(kv_cache, v_cache)));
-  auto ids = std::make_shared<std::vector<int64_t>>(unwrap(hostBlockIds(block_ids, kv->num_blocks)));
-  auto hashes = std::make_shared<std::vector<uint64_t>>(unwrap(hostBlockHashes(block_hashes, ids->size())));
-  WriterContext* raw = ctx.get();
-  raw->loads().expect(layer_id);
-  Status submitted = raw->writer().submit(
-      [raw, kv, ids, hashes, layer_id] {
-        Status s = runLayerLoad(*raw, *kv, layer_id, *ids, *hashes);
-        raw->loads().complete(layer_id, s);
+  auto a = std::make_shared<LoadArguments>(loadArguments(layer, kv_cache, v_cache, block_ids, block_hashes));
+  const uint32_t layer_id = a->layer;
+  std::shared_ptr<WriteTarget> target = ctx->target();
+  target->loads->expect(layer_id);
+  Status submitted = ctx->writer().submit(
+      [target, a](TaskControl& control) {
+        Status s = runLayerLoad(*target, a->kv, a->layer, a->ids, a->hashes, control);
+        // An abandoned load's waiters were told by abort(); a late outcome must not overwrite that.
+        control.runIfLive([&] { target->loads->complete(a->layer, s); });
         return s;
       },
       TaskLabel{"load layer " + std::to_string(layer_id), layer_id, ""});
-  if (!submitted.ok()) raw->loads().complete(layer_id, submitted);
+  if (!submitted.ok()) target->loads->complete(layer_id, submitted);
   throwIfError(submitted);
 }
 

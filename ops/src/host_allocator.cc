@@ -1,17 +1,36 @@
 #include "kvdump_ops/host_allocator.h"
 
 #include <ATen/core/CachingHostAllocator.h>
+#include <ATen/DeviceAccelerator.h>
 #include <c10/core/DeviceType.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 
 #include <memory>
 #include <stdexcept>
 
 namespace kvdump {
 
-HostAllocator hostAllocatorFor(const std::string& device_type) {
-  const c10::DeviceType type = c10::Device(device_type).type();
+Result<HostAllocator> hostAllocatorFor(const std::string& device_type) {
+  auto refuse = [&](const std::string& why) {
+    return Status::InvalidArgument("staging_device '" + device_type + "' " + why +
+                                   "; use 'cpu' or the accelerator this process has");
+  };
+  c10::DeviceType type;
+  try {
+    type = c10::Device(device_type).type();
+  } catch (const std::exception&) {
+    return refuse("is not a device type");
+  }
   if (type == c10::DeviceType::CPU) return pageableHostAllocator();
-  return [type](size_t bytes) -> Result<HostAllocation> {
+  // Asking a missing backend for its host allocator crashes later, on a worker: check up front.
+  const std::optional<c10::DeviceType> accelerator = at::getAccelerator(/*checked=*/false);
+  if (!accelerator || *accelerator != type) return refuse("is not this process's accelerator");
+  try {
+    if (c10::impl::VirtualGuardImpl(type).deviceCount() < 1) return refuse("has no device available");
+  } catch (const std::exception& e) {
+    return refuse(std::string("is not usable: ") + e.what());
+  }
+  return HostAllocator([type](size_t bytes) -> Result<HostAllocation> {
     try {
       at::HostAllocator* allocator = at::getHostAllocator(type);
       auto data_ptr = std::make_shared<c10::DataPtr>(allocator->allocate(bytes));
@@ -23,7 +42,7 @@ HostAllocator hostAllocatorFor(const std::string& device_type) {
       return Status::IoError(std::string("pinned host allocation of ") + std::to_string(bytes) +
                              " bytes failed: " + e.what());
     }
-  };
+  });
 }
 
 }  // namespace kvdump

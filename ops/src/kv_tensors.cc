@@ -39,15 +39,17 @@ bool LayerKv::blocksAreDense() const {
   return dense(k) && dense(v);
 }
 
-BlockHeader LayerKv::headerFor(uint32_t layer, uint64_t hash, uint16_t tp_rank, uint16_t tp_size) const {
+BlockHeader LayerKv::headerFor(uint32_t layer, uint64_t hash, const KeySpace& space, uint64_t fingerprint) const {
   BlockHeader h;
   h.dtype = dtype;
   h.layer = layer;
   h.block_size = static_cast<uint32_t>(block_size);
   h.num_kv_heads = static_cast<uint32_t>(num_kv_heads);
   h.head_dim = static_cast<uint32_t>(head_dim);
-  h.tp_rank = tp_rank;
-  h.tp_size = tp_size;
+  // validateKeySpace keeps both within the 16-bit fields.
+  h.tp_rank = static_cast<uint16_t>(space.tp_rank);
+  h.tp_size = static_cast<uint16_t>(space.tp_size);
+  h.key_space = fingerprint;
   h.block_hash = hash;
   h.payload_bytes = 2 * halfBytes();
   return h;

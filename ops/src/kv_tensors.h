@@ -3,10 +3,14 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <optional>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "kvdump/block_format.h"
+#include "kvdump/block_key.h"
 #include "kvdump/status.h"
 
 namespace kvdump {
@@ -29,7 +33,7 @@ struct LayerKv {
   /// True when every block of K and of V is one dense run of bytes (the memcpy fast path).
   bool blocksAreDense() const;
   /// The header a block of this layer is stored with (checksum left 0).
-  BlockHeader headerFor(uint32_t layer, uint64_t hash, uint16_t tp_rank, uint16_t tp_size) const;
+  BlockHeader headerFor(uint32_t layer, uint64_t hash, const KeySpace& space, uint64_t fingerprint) const;
 };
 
 /// Accepts either one [2, num_blocks, block_size, heads, head_dim] tensor (K then V) or separate K
@@ -41,5 +45,22 @@ Result<std::vector<int64_t>> hostBlockIds(const at::Tensor& ids, int64_t num_blo
 
 /// Block hashes as host uint64s: a 1-D CPU int64 tensor of `expected` entries.
 Result<std::vector<uint64_t>> hostBlockHashes(const at::Tensor& hashes, size_t expected);
+
+/// INVALID_ARGUMENT naming `what` and both positions when two entries of `values` are equal. Pure.
+template <typename T>
+Status checkDistinct(const std::vector<T>& values, const char* what) {
+  if (values.size() < 2) return Status::Ok();
+  std::vector<std::pair<T, size_t>> sorted(values.size());
+  for (size_t i = 0; i < values.size(); ++i) sorted[i] = {values[i], i};
+  std::sort(sorted.begin(), sorted.end());
+  for (size_t i = 1; i < sorted.size(); ++i) {
+    if (sorted[i].first != sorted[i - 1].first) continue;
+    const auto [a, b] = std::minmax(sorted[i - 1].second, sorted[i].second);
+    return Status::InvalidArgument(std::string(what) + "[" + std::to_string(b) + "] repeats " + what + "[" +
+                                   std::to_string(a) + "] (" + std::to_string(static_cast<int64_t>(sorted[i].first)) +
+                                   "): each block may appear once per call");
+  }
+  return Status::Ok();
+}
 
 }  // namespace kvdump

@@ -1,34 +1,41 @@
-// One layer's write task: gather its blocks into staging records, checksum, and put them in one batch.
+// One layer's write task (gather its blocks into staging records, checksum, put them in one batch)
+// and one layer's load (read records, check them, scatter them into the caller's blocks).
 #pragma once
 
 #include <c10/core/Event.h>
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "kv_tensors.h"
+#include "kvdump/task_control.h"
 #include "kvdump_ops/writer_context.h"
 
 namespace kvdump {
 
 /// Everything a write task captured on the calling thread: tensor references (no copy), the host
-/// copies of ids and hashes, and the event recorded after the layer's KV was produced. A value;
-/// the task owns it until it finishes, which is what keeps the tensors alive.
+/// copies of ids and hashes, and the event recorded after the layer's KV was produced. The task
+/// owns it; the tensors and the event are dropped as soon as the last block is gathered.
 struct LayerWrite {
   LayerKv kv;
   std::vector<int64_t> ids;
   std::vector<uint64_t> hashes;
   uint32_t layer = 0;
+  std::string request;
   std::shared_ptr<c10::Event> ready;  // null for CPU tensors
 };
 
-/// Runs on a worker: stages the blocks in bounded chunks, puts them, returns the first failure
-/// (with its key) after trying every block. Thread-safe for distinct LayerWrites.
-Status runLayerWrite(WriterContext& ctx, const LayerWrite& write);
+/// Runs on a worker: stages the blocks in bounded chunks, puts them, records in the ledger which
+/// stored, and returns the first failure (with its key) after trying every block. Gathers only
+/// inside caller-memory sections of `control`, so once abandoned it never reads the KV cache again,
+/// and records nothing. Thread-safe for distinct LayerWrites.
+Status runLayerWrite(const WriteTarget& target, LayerWrite& write, TaskControl& control);
 
-/// Runs on the calling thread or a worker: reads blocks `ids` of `layer` (named by `hashes`), checks
-/// each record's header and checksum, and scatters them into `kv`. The first failure names its key.
-Status runLayerLoad(WriterContext& ctx, const LayerKv& kv, uint32_t layer, const std::vector<int64_t>& ids,
-                    const std::vector<uint64_t>& hashes);
+/// Reads blocks `ids` of `layer` (named by `hashes`), checks each record's header, key space and
+/// checksum, and scatters them into `kv` inside a caller-memory section of `control` (a fresh
+/// control when run on the calling thread). The first failure names its key.
+Status runLayerLoad(const WriteTarget& target, const LayerKv& kv, uint32_t layer, const std::vector<int64_t>& ids,
+                    const std::vector<uint64_t>& hashes, TaskControl& control);
 
 }  // namespace kvdump

@@ -2,7 +2,10 @@
 
 #include <atomic>
 #include <mutex>
+#include <set>
 #include <unordered_map>
+
+#include "kvdump/commit_record.h"
 
 namespace kvdump {
 namespace {
@@ -44,23 +47,71 @@ HostAllocator registeringAllocator(HostAllocator base, std::shared_ptr<CacheStor
   };
 }
 
+// The cycle's last task: publish what the ledger says stored, for requests that neither failed nor
+// were cancelled. Runs on a worker under the barrier's deadline.
+ControlledTask commitFinisher(const std::shared_ptr<WriteTarget>& target, const CycleReport& outcome) {
+  LedgerSnapshot snapshot = target->ledger.take();
+  if (snapshot.empty()) return nullptr;
+  const LayerRange expected = target->layers.empty() ? observedLayers(snapshot) : target->layers;
+  std::set<std::string> excluded = outcome.failed_requests;
+  excluded.insert(outcome.cancelled_requests.begin(), outcome.cancelled_requests.end());
+  if (outcome.empty_request_failed) excluded.insert("");
+  std::vector<uint64_t> hashes = publishableBlocks(snapshot, expected, excluded);
+  if (hashes.empty()) return nullptr;
+  return [target, hashes = std::move(hashes), expected](TaskControl& control) {
+    control.setActivity(commitKey(target->keys, hashes.front(), expected));
+    return publishCommits(*target->store, target->keys, hashes, expected);
+  };
+}
+
 }  // namespace
 
 WriterContext::WriterContext(std::shared_ptr<CacheStore> store, WriterContextOptions options)
-    : options_(std::move(options)),
-      store_(std::move(store)),
-      staging_(std::make_unique<StagingPool>(
-          options_.staging_bytes,
-          registeringAllocator(options_.staging_allocator ? options_.staging_allocator : pageableHostAllocator(),
-                               store_))),
-      writer_(std::make_unique<AsyncWriter>(options_.writer)) {}
+    : options_(std::move(options)), target_(std::make_shared<WriteTarget>()) {
+  target_->store = std::move(store);
+  target_->staging = std::make_shared<StagingPool>(
+      options_.staging_bytes,
+      registeringAllocator(options_.staging_allocator ? options_.staging_allocator : pageableHostAllocator(),
+                           target_->store));
+  target_->keys = options_.keys;
+  target_->key_space_fingerprint = keySpaceFingerprint(options_.keys);
+  target_->staging_timeout = options_.staging_timeout;
+  target_->layers = options_.layers;
+  target_->loads = std::make_shared<CompletionBoard>();
+  WriterOptions writer_options = options_.writer;
+  std::weak_ptr<WriteTarget> weak = target_;
+  writer_options.cycle_finisher = [weak](const CycleReport& outcome) -> ControlledTask {
+    auto target = weak.lock();
+    return target ? commitFinisher(target, outcome) : nullptr;
+  };
+  writer_ = std::make_unique<AsyncWriter>(std::move(writer_options));
+}
 
 WriterContext::~WriterContext() {
   if (handle_ != 0) {
     std::lock_guard<std::mutex> lock(registry().mu);
     registry().contexts.erase(handle_);
   }
-  writer_.reset();  // joins the workers before the staging pool and the store go away
+  writer_.reset();  // aborts within abort_timeout; tasks left in abandoned calls keep the target alive
+  target_->loads->close("the loader was closed");
+}
+
+Status WriterContext::init() {
+  target_->ledger.clear();
+  return writer_->init();
+}
+
+Status WriterContext::abort(AbortReport* report, std::optional<std::chrono::nanoseconds> timeout) {
+  Status status = writer_->abort(report, timeout);
+  target_->ledger.clear();
+  target_->loads->cancelPending("the load was cancelled by abort()");
+  return status;
+}
+
+void WriterContext::shutdown(std::optional<std::chrono::nanoseconds> timeout) {
+  writer_->close(timeout);
+  target_->ledger.clear();
+  target_->loads->close("the loader was closed");
 }
 
 std::shared_ptr<WriterContext> WriterContext::create(std::shared_ptr<CacheStore> store, WriterContextOptions options) {

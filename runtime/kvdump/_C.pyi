@@ -15,8 +15,22 @@ def default_num_threads() -> int:
 def block_key(namespace: str, tp_rank: int, tp_size: int, block_hash: int, layer: int) -> str:
     """The store key of one block of one layer (DESIGN.md section 5)."""
 
-def commit_key(namespace: str, tp_rank: int, tp_size: int, block_hash: int) -> str:
-    """The store key of a block's commit record."""
+def commit_key(
+    namespace: str, tp_rank: int, tp_size: int, block_hash: int, layer_begin: int = 0, layer_end: int = 0
+) -> str:
+    """The store key of a block's commit record for layers [layer_begin, layer_end)."""
+
+def lookup(
+    store: CacheStore,
+    namespace: str,
+    tp_rank: int,
+    tp_size: int,
+    block_hashes: list[int],
+    layer_begin: int,
+    layer_end: int,
+) -> int:
+    """How many leading blocks have a commit record covering [layer_begin, layer_end) ((0, 0): any
+    whole-model record); one batched read, every record checked."""
 
 class CacheStore:
     """The interface every kvdump store implements (thread-safe). Calling these methods on the class
@@ -88,8 +102,13 @@ class Writer:
         tp_rank: int,
         tp_size: int,
         staging_device: str,
+        abort_timeout: float,
+        max_abandoned_threads: int,
+        layer_begin: int,
+        layer_end: int,
     ) -> None:
-        """``num_threads=0`` picks default_num_threads(); timeouts are seconds."""
+        """``num_threads=0`` picks default_num_threads(); ``max_abandoned_threads=0`` means
+        num_threads; ``layer_begin == layer_end == 0`` means every layer; timeouts are seconds."""
     def init(self) -> None: ...
     def submit(
         self,
@@ -102,11 +121,12 @@ class Writer:
         """``layer=-1`` when not layer-bound; ``timeout=None`` uses the writer's submit_timeout."""
     def wait_all_done(self, timeout: float | None) -> dict[str, int]:
         """submitted, completed, failed, cancelled; raises WriteError / WriteTimeout / AbortedError."""
-    def abort(self) -> dict[str, Any]:
-        """cancelled, finished_running, failed (ints) and first_failure (str | None)."""
+    def abort(self, timeout: float | None) -> dict[str, Any]:
+        """cancelled, finished_running, abandoned, failed (ints), first_failure and first_abandoned
+        (str | None)."""
     def cancel_request(self, request: str) -> int: ...
     def wait_layer_loaded(self, layer: int, timeout: float | None) -> None: ...
-    def close(self) -> None: ...
+    def close(self, timeout: float | None) -> None: ...
     @property
     def state(self) -> str:
         """One of "idle", "accepting", "draining", "aborting"."""

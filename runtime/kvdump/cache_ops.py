@@ -4,13 +4,14 @@ asynchronous per-layer loader. All the work happens in C++ (``torch.ops.kvdump.*
 from __future__ import annotations
 
 import operator
-import weakref
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
-from kvdump import _C
+from kvdump import _C, _arguments
 from kvdump._torch_errors import call_op
+from kvdump.errors import KvdumpTypeError
 from kvdump.writer import AsyncWriter, CycleReport
 
 IntsLike = torch.Tensor | Sequence[int]
@@ -24,7 +25,11 @@ def as_int64(values: IntsLike, what: str) -> torch.Tensor:
         # operator.index: a float (or a str) is refused, not truncated to a block id.
         return torch.tensor([operator.index(v) for v in values], dtype=torch.int64)
     except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
-        raise TypeError(f"{what} must be a tensor or a sequence of ints: {exc}") from None
+        raise KvdumpTypeError(f"{what} must be a tensor or a sequence of ints: {exc}") from None
+
+
+def _layer(layer: Any) -> int:
+    return _arguments.integer("layer", layer, minimum=0, maximum=2**31 - 1)
 
 
 def write_cache_store(
@@ -46,18 +51,16 @@ def write_cache_store(
     :class:`kvdump.KvdumpValueError` before anything is queued."""
     if not isinstance(writer, AsyncWriter):
         raise TypeError(f"writer must be a kvdump.AsyncWriter, got {type(writer).__name__}")
-    hashes = as_int64(block_hashes, "block_hashes")
     call_op(
         torch.ops.kvdump.write_cache_store,
         writer.handle,
-        layer,
+        _layer(layer),
         kv_cache,
         v_cache,
         as_int64(block_ids, "block_ids"),
-        hashes,
-        request,
+        as_int64(block_hashes, "block_hashes"),
+        _arguments.text("request", request),
     )
-    writer._note_written(layer, hashes)
 
 
 class KVLoader:
@@ -76,6 +79,7 @@ class KVLoader:
         tp_size: int = 1,
         num_threads: int | None = None,
         staging_bytes: int = 256 << 20,
+        abort_timeout: float = 5.0,
     ) -> None:
         self._writer = AsyncWriter(
             store,
@@ -84,6 +88,7 @@ class KVLoader:
             tp_rank=tp_rank,
             tp_size=tp_size,
             staging_bytes=staging_bytes,
+            abort_timeout=abort_timeout,
         )
 
     @property
@@ -131,7 +136,7 @@ class KVLoader:
         call_op(
             op,  # type: ignore[arg-type]
             self._writer.handle,
-            layer,
+            _layer(layer),
             kv_cache,
             v_cache,
             as_int64(block_ids, "block_ids"),
@@ -139,24 +144,30 @@ class KVLoader:
         )
 
     def wait_layer(self, layer: int, timeout: float | None = None) -> None:
-        """Block (GIL released) until ``layer`` is loaded; raises its error if it failed."""
-        self._writer._impl.wait_layer_loaded(layer, timeout)
+        """Block (GIL released) until ``layer`` is loaded; raises its error if it failed,
+        :class:`WriteTimeout` when ``timeout`` passes, :class:`AbortedError` after ``abort()`` and
+        :class:`LifecycleError` once the loader is closed (also for a thread already waiting)."""
+        self._writer._impl.wait_layer_loaded(_layer(layer), _arguments.seconds("timeout", timeout, optional=True))
 
     def finish(self, timeout: float | None = None) -> CycleReport:
         """Close the session: wait for every queued load, raising the first failure."""
         return self._writer.wait_all_done(timeout)
 
-    def abort(self) -> None:
-        """Cancel queued loads; waiters get :class:`AbortedError`."""
-        self._writer.abort()
+    def abort(self, timeout: float | None = None) -> None:
+        """Cancel queued loads and abandon running ones after ``timeout`` (default: the loader's
+        ``abort_timeout``); waiters get :class:`AbortedError`. An abandoned load never writes into
+        the destination cache afterwards."""
+        self._writer.abort(timeout)
 
-    def close(self) -> None:
-        self._writer.close()
+    def close(self, timeout: float | None = None) -> None:
+        """Abort within ``timeout`` and stop the threads; waiters get :class:`LifecycleError`."""
+        self._writer.close(timeout)
 
+    def __enter__(self) -> KVLoader:
+        return self
 
-_default_loaders: weakref.WeakKeyDictionary[_C.CacheStore, dict[tuple[str, int, int], KVLoader]] = (
-    weakref.WeakKeyDictionary()
-)
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def load_cache_store(
@@ -172,10 +183,7 @@ def load_cache_store(
     tp_size: int = 1,
 ) -> None:
     """Synchronously load one layer's blocks from ``store`` into ``kv_cache`` at ``block_ids``
-    (the decode side's own ids). See :class:`KVLoader` for the asynchronous per-layer form."""
-    per_store = _default_loaders.setdefault(store, {})
-    key = (namespace, tp_rank, tp_size)
-    loader = per_store.get(key)
-    if loader is None:
-        loader = per_store[key] = KVLoader(store, namespace=namespace, tp_rank=tp_rank, tp_size=tp_size, num_threads=1)
-    loader.load(layer, kv_cache, block_ids, block_hashes, v_cache=v_cache)
+    (the decode side's own ids), on the calling thread. Keeps nothing once it returns; to load many
+    layers, a :class:`KVLoader` reuses its staging memory (and offers the asynchronous form)."""
+    with KVLoader(store, namespace=namespace, tp_rank=tp_rank, tp_size=tp_size, num_threads=1) as loader:
+        loader.load(layer, kv_cache, block_ids, block_hashes, v_cache=v_cache)

@@ -1,71 +1,71 @@
-"""Commit records: a request's blocks are published only after every layer of them is stored.
+"""Commit records: a block is published only after every layer of it is stored.
 
-The writer puts one small commit record per block hash after a cycle's barrier succeeds, so a
-reader that finds the commit knows all layers are there; a prefill that fails or dies mid-write
-leaves blocks without commits, which ``lookup`` reports as missing (DESIGN.md §5)."""
+The writer decides in C++, per request and per block, from the layers that actually stored, and
+writes one small checksummed record per block as the cycle's last task; a prefill that fails, is
+cancelled or dies mid-write leaves blocks without records, which :func:`lookup` reports as missing.
+A record names the layers it covers and the key space (namespace and TP layout) it belongs to."""
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Iterable, Sequence
+import operator
+from collections.abc import Sequence
 
-from kvdump import _C
+import torch
 
-_MAGIC = b"KVDC"
-_VERSION = 1
-_LAYOUT = struct.Struct("<4sHHI")  # magic, version, reserved, num_layers
-
-
-def encode_commit(num_layers: int) -> bytes:
-    """The value of a commit record for a block stored in ``num_layers`` layers."""
-    return _LAYOUT.pack(_MAGIC, _VERSION, 0, num_layers)
+from kvdump import _C, _arguments
+from kvdump.errors import KvdumpTypeError, KvdumpValueError
 
 
-def decode_commit(value: bytes) -> int | None:
-    """The layer count of a commit record, or None if ``value`` is not one."""
-    if len(value) != _LAYOUT.size:
-        return None
-    magic, version, _, num_layers = _LAYOUT.unpack(value)
-    if magic != _MAGIC or version != _VERSION:
-        return None
-    return num_layers
-
-
-def publish(
-    store: _C.CacheStore,
-    block_hashes: Iterable[int],
-    num_layers: int,
-    *,
-    namespace: str,
-    tp_rank: int = 0,
-    tp_size: int = 1,
-) -> int:
-    """Write the commit records of ``block_hashes``; returns how many. Call only after every layer
-    of those blocks is stored."""
-    value = encode_commit(num_layers)
-    unique = list(dict.fromkeys(int(h) for h in block_hashes))  # order kept
-    if unique:
-        # One batched put: a remote store pays one round trip for the whole commit, not one per block.
-        store.batch_put([_C.commit_key(namespace, tp_rank, tp_size, h) for h in unique], [value] * len(unique))
-    return len(unique)
+def _hash_list(block_hashes: Sequence[int] | torch.Tensor) -> list[int]:
+    if isinstance(block_hashes, torch.Tensor):
+        if block_hashes.dtype != torch.int64 or block_hashes.dim() != 1:
+            raise KvdumpValueError(
+                f"block_hashes must be a 1-D int64 tensor, got {block_hashes.dtype} of shape {tuple(block_hashes.shape)}"
+            )
+        return block_hashes.tolist()
+    out = []
+    for i, h in enumerate(block_hashes):
+        if isinstance(h, bool):
+            raise KvdumpTypeError(f"block_hashes[{i}] must be an int, got bool")
+        try:
+            value = operator.index(h)  # 1001.5 is refused, not read as 1001
+        except TypeError:
+            raise KvdumpTypeError(f"block_hashes[{i}] must be an int, got {type(h).__name__} {h!r}") from None
+        if not -(2**63) <= value < 2**63:
+            raise KvdumpValueError(f"block_hashes[{i}] = {value} does not fit a signed 64-bit hash")
+        out.append(value)
+    return out
 
 
 def lookup(
     store: _C.CacheStore,
-    block_hashes: Sequence[int],
+    block_hashes: Sequence[int] | torch.Tensor,
     *,
     namespace: str = "kvdump",
     tp_rank: int = 0,
     tp_size: int = 1,
     num_layers: int | None = None,
+    layers: tuple[int, int] | range | None = None,
 ) -> int:
-    """How many leading blocks of ``block_hashes`` are fully available (committed, and with at least
-    ``num_layers`` layers when given). Stops at the first miss: a prefix is only useful whole."""
-    found = 0
-    for h in block_hashes:
-        value = store.get(_C.commit_key(namespace, tp_rank, tp_size, int(h)))
-        layers = None if value is None else decode_commit(value)
-        if layers is None or (num_layers is not None and layers < num_layers):
-            break
-        found += 1
-    return found
+    """How many leading blocks of ``block_hashes`` are published: each has a commit record of this
+    key space covering layers ``[0, num_layers)`` (or ``layers=(begin, end)`` for a pipeline stage;
+    with neither, any whole-model record). One batched read; stops at the first miss, since a prefix
+    is only useful whole. A record that is corrupt (:class:`ChecksumError`) or from another key
+    space (:class:`KeySpaceMismatchError`) raises, naming its key."""
+    if not isinstance(store, _C.CacheStore):
+        raise KvdumpValueError(f"store must be a kvdump store, got {type(store).__name__}")
+    if num_layers is not None and layers is not None:
+        raise KvdumpValueError("give num_layers or layers, not both")
+    if num_layers is not None:
+        span = (0, _arguments.integer("num_layers", num_layers, minimum=1, maximum=2**31 - 1))
+    else:
+        span = _arguments.layer_range("layers", layers) or (0, 0)
+    hashes = _hash_list(block_hashes)
+    return _C.lookup(
+        store,
+        _arguments.text("namespace", namespace),
+        _arguments.integer("tp_rank", tp_rank, minimum=0, maximum=2**31 - 1),
+        _arguments.integer("tp_size", tp_size, minimum=1, maximum=2**31 - 1),
+        hashes,
+        *span,
+    )

@@ -23,6 +23,7 @@ class StatusCode(enum.IntEnum):
     LEASE_HELD = 11
     TOO_LARGE = 12
     INTERNAL = 13
+    KEY_SPACE_MISMATCH = 14
 
 
 class KvdumpError(Exception):
@@ -93,10 +94,21 @@ class LeaseHeldError(StoreError):
     default_code = StatusCode.LEASE_HELD
 
 
+class KeySpaceMismatchError(StoreError):
+    """A stored record belongs to another key space (namespace or TP layout) than the reader's: it
+    was copied or renamed from elsewhere, and is refused rather than loaded as data."""
+
+    default_code = StatusCode.KEY_SPACE_MISMATCH
+
+
 class KvdumpValueError(KvdumpError, ValueError):
     """An argument is invalid: wrong dtype, rank, device, length or range."""
 
     default_code = StatusCode.INVALID_ARGUMENT
+
+
+class KvdumpTypeError(KvdumpValueError, TypeError):
+    """An argument has the wrong type (a float layer, an int request, ...); also a ``TypeError``."""
 
 
 class UnsupportedError(KvdumpError, NotImplementedError):
@@ -123,6 +135,7 @@ class WriteError(KvdumpError):
         request: str = "",
         failed: int = 1,
         submitted: int = 0,
+        failed_requests: tuple[str, ...] = (),
     ) -> None:
         super().__init__(message, code=code, key=key)
         self.label = label
@@ -130,6 +143,8 @@ class WriteError(KvdumpError):
         self.request = request
         self.failed = failed
         self.submitted = submitted
+        #: Every request with a failed task in the cycle; none of their blocks was published.
+        self.failed_requests = tuple(failed_requests)
 
     def __str__(self) -> str:
         where = [f"label={self.label!r}"]
@@ -139,9 +154,10 @@ class WriteError(KvdumpError):
             where.append(f"request={self.request!r}")
         if self.key:
             where.append(f"key={self.key!r}")
+        failed_requests = f"; failed requests: {', '.join(self.failed_requests)}" if self.failed_requests else ""
         return (
             f"{self.failed} of {self.submitted} task(s) failed; first: {self.code.name}: "
-            f"{self.message} ({', '.join(where)})"
+            f"{self.message} ({', '.join(where)}){failed_requests}"
         )
 
 
@@ -160,6 +176,7 @@ _BY_CODE: dict[int, type[KvdumpError]] = {
         ChecksumError,
         UnsupportedError,
         LeaseHeldError,
+        KeySpaceMismatchError,
     )
 }
 _BY_CODE[StatusCode.TOO_LARGE] = KvdumpValueError

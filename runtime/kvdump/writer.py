@@ -5,14 +5,14 @@ from __future__ import annotations
 import atexit
 import contextlib
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import torch
 
-from kvdump import _C
-from kvdump.commit import publish
+from kvdump import _C, _arguments
 from kvdump.errors import WriteTimeout
 
 
@@ -54,9 +54,16 @@ class AsyncWriter:
     """A C++ thread pool with a per-forward lifecycle.
 
     ``init()`` opens a cycle, ``submit()`` queues work (blocking up to ``submit_timeout`` seconds
-    while the queue is full), ``wait_all_done()`` closes the cycle and raises :class:`WriteError` for
-    the first failure, ``abort()`` cancels queued work and returns to idle. Thread-safe. Every
-    blocking call releases the GIL; a worker takes the GIL only to run a Python callable.
+    while the queue is full), ``wait_all_done()`` closes the cycle, publishes the commit records of
+    every request whose blocks all stored, and raises :class:`WriteError` for the first failure;
+    ``abort()`` cancels queued work and returns to idle. Thread-safe. Every blocking call releases
+    the GIL and returns by its deadline whatever the store does: a task still running when
+    ``abort()``'s deadline passes is abandoned (it never touches the caller's blocks again, and
+    nothing it finishes later is published), and its thread is replaced, up to
+    ``max_abandoned_threads`` threads left in abandoned calls.
+
+    ``layers=(begin, end)`` declares the layers this writer stores (a pipeline stage); by default a
+    block is published when every layer from 0 to the highest written in the cycle stored.
     """
 
     def __init__(
@@ -72,30 +79,36 @@ class AsyncWriter:
         tp_rank: int = 0,
         tp_size: int = 1,
         staging_device: str | None = None,
+        abort_timeout: float = 5.0,
+        max_abandoned_threads: int | None = None,
+        layers: tuple[int, int] | range | None = None,
     ) -> None:
         if not isinstance(store, _C.CacheStore):
             raise TypeError(f"store must be a kvdump store (e.g. kvdump.MemoryStore), got {type(store).__name__}")
-        if num_threads is not None and num_threads < 1:
-            raise ValueError(f"num_threads must be >= 1 (or None for the default), got {num_threads}")
+        threads = None if num_threads is None else _arguments.integer("num_threads", num_threads, minimum=1, maximum=1024)
+        layer_range = _arguments.layer_range("layers", layers)
         self._store = store
         self._impl = _C.Writer(
             store,
-            0 if num_threads is None else num_threads,
-            queue_capacity,
-            submit_timeout,
-            staging_bytes,
-            staging_timeout,
-            namespace,
-            tp_rank,
-            tp_size,
-            staging_device or default_staging_device(),
+            0 if threads is None else threads,
+            _arguments.integer("queue_capacity", queue_capacity, minimum=1, maximum=2**32),
+            _arguments.seconds("submit_timeout", submit_timeout),
+            _arguments.integer("staging_bytes", staging_bytes, minimum=1, maximum=2**62),
+            _arguments.seconds("staging_timeout", staging_timeout),
+            _arguments.text("namespace", namespace),
+            _arguments.integer("tp_rank", tp_rank, minimum=0, maximum=2**31 - 1),
+            _arguments.integer("tp_size", tp_size, minimum=1, maximum=2**31 - 1),
+            _arguments.text("staging_device", staging_device or default_staging_device()),
+            _arguments.seconds("abort_timeout", abort_timeout),
+            0
+            if max_abandoned_threads is None
+            else _arguments.integer("max_abandoned_threads", max_abandoned_threads, minimum=1, maximum=1024),
+            *(layer_range or (0, 0)),
         )
         self.namespace = namespace
         self.tp_rank = tp_rank
         self.tp_size = tp_size
-        # Blocks written in the open cycle, published (commit records) only when it succeeds.
-        self._cycle_hashes: list[torch.Tensor] = []
-        self._cycle_layers: set[int] = set()
+        self.layers = layer_range
         with _live_lock:
             _live_writers.add(self)
 
@@ -117,7 +130,6 @@ class AsyncWriter:
     def init(self) -> None:
         """Open a cycle (idle -> accepting). :class:`LifecycleError` if one is open."""
         self._impl.init()
-        self._forget_cycle()
 
     def submit(
         self,
@@ -133,84 +145,66 @@ class AsyncWriter:
         when the queue stays full past ``timeout`` (default: the writer's ``submit_timeout``)."""
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-        self._impl.submit(fn, label, -1 if layer is None else layer, request, timeout)
+        self._impl.submit(
+            fn,
+            _arguments.text("label", label),
+            -1 if layer is None else _arguments.integer("layer", layer, minimum=0, maximum=2**31 - 1),
+            _arguments.text("request", request),
+            _arguments.seconds("timeout", timeout, optional=True),
+        )
 
     def wait_all_done(self, timeout: float | None = None) -> CycleReport:
-        """Close the cycle and wait for every task. Raises :class:`WriteError` (first failure, with
-        ``.failed`` counting all) after returning to idle; :class:`WriteTimeout` when ``timeout``
-        seconds pass first, leaving the cycle open (wait again or ``abort()``)."""
-        try:
-            report = CycleReport(**self._impl.wait_all_done(timeout))
-        except WriteTimeout:
-            raise  # the cycle stays open; its blocks may still be published by a later wait
-        except BaseException:
-            self._forget_cycle()
-            raise
-        self._publish_cycle()
-        return report
+        """Close the cycle, wait for every task, then publish the commit records (the cycle's last
+        task). Raises :class:`WriteError` (first failure, with ``.failed`` counting all and
+        ``.failed_requests`` naming every failed request, none of which is published) after
+        returning to idle; requests that succeeded are published all the same.
+        :class:`WriteTimeout` when ``timeout`` seconds pass first, naming the oldest running task and
+        the store key it waits on; the cycle stays open (wait again or ``abort()``)."""
+        return CycleReport(**self._impl.wait_all_done(_arguments.seconds("timeout", timeout, optional=True)))
 
-    def abort(self) -> dict[str, Any]:
-        """Cancel queued tasks, wait for running ones, release everything, return to idle. Returns
-        what it did: ``cancelled``, ``finished_running``, ``failed``, ``first_failure``. Nothing
-        written in the aborted cycle is published."""
-        self._forget_cycle()
-        return self._impl.abort()
+    def abort(self, timeout: float | None = None) -> dict[str, Any]:
+        """Cancel queued tasks, let running ones finish until ``timeout`` seconds (default: the
+        writer's ``abort_timeout``) pass, then abandon the rest; return to idle. Returns what it
+        did: ``cancelled``, ``finished_running``, ``abandoned``, ``failed``, ``first_failure``,
+        ``first_abandoned``. Nothing written in the aborted cycle is published."""
+        return self._impl.abort(_arguments.seconds("timeout", timeout, optional=True))
 
     def cancel_request(self, request: str) -> int:
-        """Cancel the queued tasks submitted with ``request=request``; returns how many."""
-        return self._impl.cancel_request(request)
-
-    def _note_written(self, layer: int, block_hashes: torch.Tensor) -> None:
-        self._cycle_layers.add(layer)
-        self._cycle_hashes.append(block_hashes)
-
-    def _forget_cycle(self) -> None:
-        self._cycle_hashes = []
-        self._cycle_layers = set()
-
-    def _publish_cycle(self) -> None:
-        hashes, layers = self._cycle_hashes, self._cycle_layers
-        self._forget_cycle()
-        if not hashes:
-            return
-        if layers != set(range(len(layers))):
-            # Layers 0..n-1 must all be present for a block to read as complete; a partial set is
-            # stored but deliberately left unpublished.
-            return
-        unique = torch.cat([h.reshape(-1) for h in hashes]).tolist()
-        publish(
-            self._store,
-            unique,
-            len(layers),
-            namespace=self.namespace,
-            tp_rank=self.tp_rank,
-            tp_size=self.tp_size,
-        )
+        """Cancel the queued tasks submitted with ``request=request``; returns how many. Nothing of
+        the request is published in this cycle, even what already stored."""
+        return self._impl.cancel_request(_arguments.text("request", request))
 
     @contextlib.contextmanager
     def cycle(self, timeout: float | None = None) -> Iterator[AsyncWriter]:
         """``init()``; on leaving, ``wait_all_done(timeout)``. If the body raises, or the barrier
-        times out, ``abort()`` and re-raise, so the writer is idle and reusable either way."""
+        times out, ``abort()`` and re-raise, so the writer is idle and reusable either way. The
+        barrier and the abort share ``timeout``: leaving takes at most ``timeout`` seconds (plus
+        the end of a gather in progress), whatever the store does."""
+        deadline_s = _arguments.seconds("timeout", timeout, optional=True)
         self.init()
         try:
             yield self
         except BaseException:
-            self.abort()
+            self.abort(deadline_s)
             raise
+        start = time.monotonic()
         try:
-            self.wait_all_done(timeout)
+            self.wait_all_done(deadline_s)
         except WriteTimeout:
-            self.abort()
+            remaining = None if deadline_s is None else max(0.0, deadline_s - (time.monotonic() - start))
+            self.abort(remaining)
             raise
 
     def stats(self) -> dict[str, Any]:
-        """Cumulative counters: submitted, completed, failed, cancelled, rejected, cycles, aborts,
-        queue_high_water, and latency summaries (submit, queue_wait, task, barrier_wait) in µs."""
+        """Cumulative counters: submitted, completed, failed, cancelled, rejected, abandoned, cycles,
+        aborts, queue_high_water, threads_in_abandoned_calls, threads_started, and latency summaries
+        (submit, queue_wait, task, barrier_wait) in µs."""
         return self._impl.stats()
 
-    def close(self) -> None:
-        """Abort any open cycle (reporting what it cancelled on stderr) and stop the threads."""
-        self._impl.close()
+    def close(self, timeout: float | None = None) -> None:
+        """Abort any open cycle within ``timeout`` seconds (default: ``abort_timeout``), wake every
+        waiter with :class:`LifecycleError`, and stop the threads. Idempotent."""
+        self._impl.close(_arguments.seconds("timeout", timeout, optional=True))
 
     @property
     def closed(self) -> bool:

@@ -2,15 +2,13 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
+#include <memory>
+#include <set>
 #include <functional>
-#include <mutex>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "kvdump/latency_histogram.h"
@@ -28,9 +26,11 @@ const char* writerStateName(WriterState state);
 /// What an abort (or the destructor) cancelled and observed; a plain value.
 struct AbortReport {
   uint64_t cancelled = 0;         // queued tasks dropped without running
-  uint64_t finished_running = 0;  // tasks that were running and were waited for
+  uint64_t finished_running = 0;  // tasks that were running and finished within the abort's deadline
+  uint64_t abandoned = 0;         // running tasks given up at the deadline (they never touch caller memory again)
   uint64_t failed = 0;            // tasks of the aborted cycle that had failed
   std::optional<TaskFailure> first_failure;
+  std::optional<TaskFailure> first_abandoned;  // TIMEOUT naming the task and what it was doing
 };
 
 /// Outcome of one barrier; a plain value filled by waitAllDone.
@@ -40,6 +40,9 @@ struct CycleReport {
   uint64_t failed = 0;     // ran and returned an error or threw
   uint64_t cancelled = 0;  // cancelled per request during the cycle
   std::optional<TaskFailure> first_failure;
+  std::set<std::string> failed_requests;     // label.request of every failed task (non-empty ids only)
+  std::set<std::string> cancelled_requests;  // requests named to cancelRequest() during the cycle
+  bool empty_request_failed = false;         // a task labelled with no request failed
 };
 
 /// Cumulative counters since construction; a plain value snapshot.
@@ -49,11 +52,14 @@ struct WriterStats {
   uint64_t failed = 0;
   uint64_t cancelled = 0;
   uint64_t rejected = 0;  // submits refused (lifecycle misuse or queue deadline)
+  uint64_t abandoned = 0;  // running tasks given up by abort() at its deadline
   uint64_t cycles = 0;
   uint64_t aborts = 0;
   uint64_t queue_high_water = 0;
   uint64_t queue_depth = 0;
   uint64_t running = 0;
+  uint64_t threads_in_abandoned_calls = 0;  // threads still inside a call whose task was abandoned
+  uint64_t threads_started = 0;             // including replacements of threads left in abandoned calls
   size_t num_threads = 0;
   size_t queue_capacity = 0;
   LatencySummary submit_latency;   // calling-thread cost of submit()
@@ -67,8 +73,18 @@ struct WriterOptions {
   size_t num_threads = 0;  // 0 picks defaultNumThreads()
   size_t queue_capacity = 1024;
   std::chrono::milliseconds submit_timeout{30000};  // how long submit may block on a full queue
+  /// How long abort() without an explicit deadline (and the destructor) lets running tasks finish
+  /// before abandoning them.
+  std::chrono::milliseconds abort_timeout{5000};
+  /// Threads that may be left inside abandoned calls while the pool still starts replacements;
+  /// 0 means num_threads. Past the bound the pool runs with fewer threads until calls return.
+  size_t max_abandoned_threads = 0;
   /// Called by the destructor when it had to cancel or wait for work; default logs to stderr.
   std::function<void(const AbortReport&)> on_destroy_report;
+  /// Called by waitAllDone once every task of the cycle has finished, without the writer's lock
+  /// held; a non-empty result runs last in the cycle, under the barrier's deadline, and its failure
+  /// is the cycle's (used to publish commit records).
+  std::function<ControlledTask(const CycleReport&)> cycle_finisher;
 };
 
 /// INVALID_ARGUMENT when options cannot work (e.g. a zero queue capacity); pure function.
@@ -77,10 +93,13 @@ Status validateWriterOptions(const WriterOptions& options);
 /// Threads to use when the caller does not say: the hardware concurrency capped at 8, at least 1.
 size_t defaultNumThreads();
 
-/// A lifecycle thread pool. All methods are thread-safe; waitAllDone and abort must not be called
+/// A lifecycle thread pool; its threads start with the first init(). All methods are thread-safe; waitAllDone and abort must not be called
 /// from one of this writer's own tasks (they return LIFECYCLE instead of deadlocking). The writer
-/// owns queued tasks until they run or are cancelled; the destructor cancels queued work, waits for
-/// running work, reports what it did through WriterOptions::on_destroy_report, and joins.
+/// owns queued tasks until they run or are cancelled. No method blocks past its deadline whatever a
+/// task does: abort() abandons tasks still running at its deadline (waiting only for a
+/// caller-memory section in progress, see TaskControl) and starts replacement threads, up to
+/// max_abandoned_threads; a thread left in an abandoned call exits or rejoins when the call returns.
+/// The destructor aborts with abort_timeout and reports through WriterOptions::on_destroy_report.
 class AsyncWriter {
  public:
   /// Options must pass validateWriterOptions; a zero capacity is raised to 1 rather than deadlock.
@@ -95,68 +114,42 @@ class AsyncWriter {
   /// Queues a task. Blocks while the queue is full, up to `timeout` (default: options'
   /// submit_timeout), then returns TIMEOUT. LIFECYCLE unless ACCEPTING. Never drops silently: a
   /// task is either queued (and later run or reported cancelled) or the call returns an error.
-  Status submit(Task task, TaskLabel label,
+  Status submit(ControlledTask task, TaskLabel label,
                 std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
+  /// As above, for a task that touches no caller memory (it may still be abandoned while it runs).
+  Status submit(Task task, TaskLabel label, std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
 
-  /// Closes the cycle and waits for every queued and running task. On success the writer is IDLE and
-  /// the result is OK or the first failure (with `report` naming its task and the failure count).
-  /// With a deadline that passes, returns TIMEOUT and the cycle stays open (ACCEPTING): wait again
-  /// or abort. CANCELLED if another thread aborted the cycle meanwhile.
+  /// Closes the cycle and waits for every queued and running task, then for the cycle finisher. On
+  /// success the writer is IDLE and the result is OK or the first failure (with `report` naming its
+  /// task, the failure count and the failed requests). With a deadline that passes, returns TIMEOUT
+  /// naming the oldest running task and what it is doing; the cycle stays open (wait again or
+  /// abort), and accepts tasks again unless the finisher already started. CANCELLED if another
+  /// thread aborted the cycle meanwhile; LIFECYCLE if another thread is already waiting.
   Status waitAllDone(std::optional<std::chrono::nanoseconds> timeout = std::nullopt,
                      CycleReport* report = nullptr);
 
-  /// Cancels queued tasks, waits for running ones, releases all captured state, returns to IDLE.
-  /// A no-op (empty report) when IDLE with nothing pending.
-  Status abort(AbortReport* report = nullptr);
+  /// Cancels queued tasks, lets running ones finish until `timeout` (default: abort_timeout), then
+  /// abandons the rest; returns to IDLE. A no-op (empty report) when IDLE with nothing pending.
+  Status abort(AbortReport* report = nullptr, std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
 
-  /// Cancels queued tasks whose label.request equals `request`; returns how many were cancelled.
+  /// Ends the writer: aborts an open cycle within `timeout` (default: abort_timeout), reports what
+  /// it cancelled or abandoned through on_destroy_report, and stops the idle threads. Later calls
+  /// of init() return LIFECYCLE. Idempotent; the destructor calls it.
+  void close(std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
+
+  /// Cancels queued tasks whose label.request equals `request` and marks the request cancelled for
+  /// the open cycle (a running task of it finishes, but its request is reported cancelled); returns
+  /// how many queued tasks were cancelled.
   uint64_t cancelRequest(const std::string& request);
 
   WriterState state() const;
   WriterStats stats() const;
-  size_t numThreads() const { return threads_.size(); }
+  size_t numThreads() const;
+
+  struct Core;  // shared with the worker threads, so a thread left in an abandoned call outlives the writer safely
 
  private:
-  struct QueuedTask {
-    Task fn;
-    TaskLabel label;
-    std::chrono::steady_clock::time_point enqueued;
-  };
-
-  void workerLoop();
-  void recordOutcomeLocked(const TaskLabel& label, Status status);
-  void resetCycleLocked();
-  bool onWorkerThread() const;
-
-  const WriterOptions options_;
-  mutable std::mutex mu_;
-  std::condition_variable work_cv_;   // workers: queue non-empty or shutdown
-  std::condition_variable space_cv_;  // submitters: queue has room or state changed
-  std::condition_variable idle_cv_;   // barrier/abort: queue empty and nothing running
-  std::deque<QueuedTask> queue_;
-  size_t running_ = 0;
-  WriterState state_ = WriterState::kIdle;
-  bool last_cycle_aborted_ = false;
-  bool shutting_down_ = false;
-  uint64_t generation_ = 0;  // bumps whenever a cycle ends, so a waiter can tell it was aborted
-
-  CycleReport cycle_;
-
-  uint64_t total_submitted_ = 0;
-  uint64_t total_completed_ = 0;
-  uint64_t total_failed_ = 0;
-  uint64_t total_cancelled_ = 0;
-  uint64_t total_rejected_ = 0;
-  uint64_t total_cycles_ = 0;
-  uint64_t total_aborts_ = 0;
-  uint64_t queue_high_water_ = 0;
-
-  LatencyHistogram submit_latency_;
-  LatencyHistogram queue_wait_;
-  LatencyHistogram task_latency_;
-  LatencyHistogram barrier_wait_;
-
-  std::vector<std::thread> threads_;
+  std::shared_ptr<Core> core_;
 };
 
 }  // namespace kvdump

@@ -28,7 +28,7 @@ const char* blockDtypeName(BlockDtype dtype);
 /// The decoded header of a stored block; a plain value.
 ///   offset size field
 ///        0    4 magic "KVDB"
-///        4    2 format version (1)
+///        4    2 format version (2; version 1 had no key-space fingerprint and is refused)
 ///        6    2 header bytes (64)
 ///        8    1 dtype (BlockDtype)
 ///        9    1 element bytes
@@ -42,10 +42,10 @@ const char* blockDtypeName(BlockDtype dtype);
 ///       32    8 block hash
 ///       40    8 payload bytes (= 2 * block_size * num_kv_heads * head_dim * element bytes)
 ///       48    8 XXH3-64 checksum of the payload
-///       56    8 reserved (0)
+///       56    8 key-space fingerprint (keySpaceFingerprint of the writer's namespace and TP layout)
 struct BlockHeader {
   static constexpr size_t kBytes = 64;
-  static constexpr uint16_t kVersion = 1;
+  static constexpr uint16_t kVersion = 2;
 
   BlockDtype dtype = BlockDtype::kFloat32;
   uint32_t layer = 0;
@@ -57,6 +57,7 @@ struct BlockHeader {
   uint64_t block_hash = 0;
   uint64_t payload_bytes = 0;
   uint64_t checksum = 0;
+  uint64_t key_space = 0;
 
   /// Bytes of K (or of V) alone.
   uint64_t halfBytes() const { return payload_bytes / 2; }
@@ -72,8 +73,9 @@ void encodeBlockHeader(const BlockHeader& header, uint8_t* out);
 /// INVALID_ARGUMENT for a malformed record, CHECKSUM_MISMATCH when the payload is corrupt. Pure.
 Result<BlockHeader> decodeBlockRecord(const uint8_t* record, size_t record_bytes);
 
-/// INVALID_ARGUMENT naming the first field where `found` differs from `expected` (dtype, shape,
-/// layer, hash, TP); the checksum and payload size are not compared. Pure.
+/// KEY_SPACE_MISMATCH when `found` was written under another key space; otherwise INVALID_ARGUMENT
+/// naming the first field where it differs from `expected` (dtype, shape, layer, hash, TP); the
+/// checksum and payload size are not compared. Pure.
 Status checkBlockMatches(const BlockHeader& found, const BlockHeader& expected);
 
 }  // namespace kvdump

@@ -6,13 +6,15 @@
 #include <cstdint>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <unordered_map>
 
 #include "kvdump/status.h"
 
 namespace kvdump {
 
-/// Tracks pending/completed ids and their outcome. All methods are thread-safe.
+/// Tracks pending/completed ids and their outcome. All methods are thread-safe; share it (e.g. by
+/// shared_ptr) with every waiter so that closing it never frees memory a waiter still uses.
 class CompletionBoard {
  public:
   /// Marks `id` pending, forgetting an earlier outcome for it.
@@ -24,6 +26,9 @@ class CompletionBoard {
   Status wait(int64_t id, std::optional<std::chrono::nanoseconds> timeout);
   /// Marks every pending id CANCELLED (used when the work behind them is aborted).
   void cancelPending(const std::string& why);
+  /// Ends the board: every waiter, present and future, gets LIFECYCLE with `why`; later
+  /// completions are ignored. Idempotent.
+  void close(const std::string& why);
 
  private:
   struct Entry {
@@ -33,6 +38,7 @@ class CompletionBoard {
   std::mutex mu_;
   std::condition_variable cv_;
   std::unordered_map<int64_t, Entry> entries_;
+  std::optional<std::string> closed_;
 };
 
 }  // namespace kvdump

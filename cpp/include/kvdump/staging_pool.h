@@ -83,7 +83,12 @@ class StagingPool {
   StagingPool(const StagingPool&) = delete;
   StagingPool& operator=(const StagingPool&) = delete;
 
-  Result<StagingLease> lease(size_t bytes, std::chrono::nanoseconds timeout);
+  /// `cancelled`, when given, is polled at every wake-up: once it returns true the wait ends with
+  /// CANCELLED. Call wakeWaiters() after making it true so the wait notices at once.
+  Result<StagingLease> lease(size_t bytes, std::chrono::nanoseconds timeout,
+                             const std::function<bool()>& cancelled = nullptr);
+  /// Wakes every lease() waiting for bytes, so each re-checks its `cancelled`.
+  void wakeWaiters();
   StagingStats stats() const;
   size_t capacityBytes() const { return capacity_bytes_; }
   /// Frees every buffer not currently leased.

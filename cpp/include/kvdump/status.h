@@ -24,7 +24,11 @@ enum class StatusCode : int {
   kLeaseHeld = 11,
   kTooLarge = 12,
   kInternal = 13,
+  kKeySpaceMismatch = 14,
 };
+
+/// The highest code in use; codes above it come from a newer peer and read as INTERNAL.
+constexpr StatusCode kLastStatusCode = StatusCode::kKeySpaceMismatch;
 
 /// Upper-case name of a code ("STORE_FULL"); returns a static string, thread-safe.
 const char* statusCodeName(StatusCode code);
@@ -49,6 +53,7 @@ class Status {
   static Status LeaseHeld(std::string m) { return {StatusCode::kLeaseHeld, std::move(m)}; }
   static Status TooLarge(std::string m) { return {StatusCode::kTooLarge, std::move(m)}; }
   static Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
+  static Status KeySpaceMismatch(std::string m) { return {StatusCode::kKeySpaceMismatch, std::move(m)}; }
 
   bool ok() const { return code_ == StatusCode::kOk; }
   StatusCode code() const { return code_; }

@@ -6,12 +6,18 @@
 #include <string>
 
 #include "kvdump/status.h"
+#include "kvdump/task_control.h"
 
 namespace kvdump {
 
 /// A unit of work run on a worker thread; it owns everything it captured until it is destroyed,
 /// which the writer does on the worker (after running) or on the cancelling thread (when cancelled).
 using Task = std::function<Status()>;
+
+/// A task that cooperates with deadlines: it brackets its use of caller memory through the
+/// TaskControl, so the writer can abandon it while it waits on a store and still guarantee that
+/// it never touches that memory afterwards. Ownership as for Task.
+using ControlledTask = std::function<Status(TaskControl&)>;
 
 /// Names a task in errors and in per-request cancellation; a plain value, copied once per submit.
 struct TaskLabel {

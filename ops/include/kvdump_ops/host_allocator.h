@@ -8,7 +8,8 @@
 namespace kvdump {
 
 /// Pinned host memory from torch's host allocator for `device_type` ("cuda", "npu", ...), which the
-/// device can DMA from; pageable memory for "cpu". Throws std::invalid_argument for an unknown type.
-HostAllocator hostAllocatorFor(const std::string& device_type);
+/// device can DMA from; pageable memory for "cpu". INVALID_ARGUMENT naming `staging_device` for a
+/// type that is unknown, not an accelerator, or has no device in this process. Thread-safe.
+Result<HostAllocator> hostAllocatorFor(const std::string& device_type);
 
 }  // namespace kvdump

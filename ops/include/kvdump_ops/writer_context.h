@@ -1,15 +1,19 @@
 // WriterContext: one user-facing writer = the lifecycle pool + the store it writes to + the staging
-// pool + key settings. Torch-free header so the pybind11 binding never sees libtorch headers.
+// pool + key settings + what the open cycle stored. Torch-free header so the pybind11 binding never
+// sees libtorch headers.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "kvdump/async_writer.h"
 #include "kvdump/block_key.h"
-#include "kvdump/completion_board.h"
 #include "kvdump/cache_store.h"
+#include "kvdump/commit_ledger.h"
+#include "kvdump/completion_board.h"
 #include "kvdump/staging_pool.h"
 
 namespace kvdump {
@@ -21,11 +25,28 @@ struct WriterContextOptions {
   std::chrono::milliseconds staging_timeout{30000};  // how long a task waits for staging bytes
   HostAllocator staging_allocator;                   // empty: pageable host memory
   KeySpace keys;
+  /// The layers this writer stores (a pipeline stage); empty: every layer written in a cycle, from 0.
+  LayerRange layers;
 };
 
-/// Owns an AsyncWriter, shares ownership of its CacheStore, owns the staging pool. Thread-safe as its
-/// parts are. Registered under an integer handle so that torch ops (which cannot take arbitrary
-/// C++ objects as arguments) can find it; the handle is dropped when the context is destroyed.
+/// What a task needs from its writer. Shared by the context and every task, so that a task left
+/// in an abandoned store call can finish safely after its writer closed. Thread-safe as its parts are.
+struct WriteTarget {
+  std::shared_ptr<CacheStore> store;
+  std::shared_ptr<StagingPool> staging;
+  KeySpace keys;
+  uint64_t key_space_fingerprint = 0;
+  std::chrono::milliseconds staging_timeout{30000};
+  LayerRange layers;
+  mutable CommitLedger ledger;  // what the open cycle stored, per request and block (thread-safe)
+  std::shared_ptr<CompletionBoard> loads;   // per-layer completion of asynchronous loads (decode side)
+};
+
+/// Owns an AsyncWriter and shares the WriteTarget with its tasks. After a successful barrier it
+/// publishes, for every request that neither failed nor was cancelled, the longest prefix of its
+/// blocks whose every expected layer stored (the cycle's last task, under the barrier's deadline).
+/// Thread-safe as its parts are. Registered under an integer handle so that torch ops (which cannot
+/// take arbitrary C++ objects as arguments) can find it; the handle is dropped on destruction.
 class WriterContext {
  public:
   WriterContext(std::shared_ptr<CacheStore> store, WriterContextOptions options);
@@ -34,14 +55,23 @@ class WriterContext {
   WriterContext& operator=(const WriterContext&) = delete;
 
   AsyncWriter& writer() { return *writer_; }
-  CacheStore& store() { return *store_; }
-  const std::shared_ptr<CacheStore>& storePtr() const { return store_; }
-  StagingPool& staging() { return *staging_; }
-  /// Per-layer completion of asynchronous loads (decode side).
-  CompletionBoard& loads() { return loads_; }
-  const KeySpace& keys() const { return options_.keys; }
+  CacheStore& store() { return *target_->store; }
+  const std::shared_ptr<CacheStore>& storePtr() const { return target_->store; }
+  StagingPool& staging() { return *target_->staging; }
+  const std::shared_ptr<WriteTarget>& target() const { return target_; }
+  /// Per-layer completion of asynchronous loads (decode side); shared so a waiter outlives close.
+  const std::shared_ptr<CompletionBoard>& loads() const { return target_->loads; }
+  const KeySpace& keys() const { return target_->keys; }
   const WriterContextOptions& options() const { return options_; }
   int64_t handle() const { return handle_; }
+
+  /// Opens a cycle with an empty ledger.
+  Status init();
+  /// Aborts the open cycle (see AsyncWriter::abort), forgets what it stored, and cancels pending loads.
+  Status abort(AbortReport* report, std::optional<std::chrono::nanoseconds> timeout);
+  /// Closes the context's cycle for good: aborts within `timeout`, then wakes every load waiter
+  /// with LIFECYCLE. The context stays valid but refuses work.
+  void shutdown(std::optional<std::chrono::nanoseconds> timeout);
 
   /// The live context registered under `handle`, or nullptr. Thread-safe.
   static std::shared_ptr<WriterContext> lookup(int64_t handle);
@@ -50,11 +80,7 @@ class WriterContext {
 
  private:
   const WriterContextOptions options_;
-  std::shared_ptr<CacheStore> store_;
-  std::unique_ptr<StagingPool> staging_;
-  CompletionBoard loads_;
-  // Declared last so it is destroyed first: its destructor joins the workers, whose tasks may
-  // still touch the store and the staging pool.
+  std::shared_ptr<WriteTarget> target_;
   std::unique_ptr<AsyncWriter> writer_;
   int64_t handle_ = 0;
 };

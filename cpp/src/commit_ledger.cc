@@ -1,0 +1,64 @@
+#include "kvdump/commit_ledger.h"
+
+#include <algorithm>
+#include <unordered_set>
+#include <utility>
+
+namespace kvdump {
+
+void CommitLedger::record(const std::string& request, uint32_t layer, const uint64_t* hashes, const Status* results,
+                          size_t n) {
+  std::lock_guard<std::mutex> lock(mu_);
+  RequestBlocks& blocks = requests_[request];
+  for (size_t i = 0; i < n; ++i) {
+    auto [it, inserted] = blocks.stored_layers.try_emplace(hashes[i]);
+    if (inserted) blocks.order.push_back(hashes[i]);
+    if (!results[i].ok()) continue;
+    std::vector<bool>& layers = it->second;
+    if (layers.size() <= layer) layers.resize(layer + 1, false);
+    layers[layer] = true;
+  }
+}
+
+LedgerSnapshot CommitLedger::take() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return std::exchange(requests_, {});
+}
+
+void CommitLedger::clear() {
+  LedgerSnapshot dropped;
+  std::lock_guard<std::mutex> lock(mu_);
+  dropped.swap(requests_);
+}
+
+LayerRange observedLayers(const LedgerSnapshot& snapshot) {
+  uint32_t end = 0;
+  for (const auto& [request, blocks] : snapshot) {
+    for (const auto& [hash, layers] : blocks.stored_layers) {
+      // The vector grows to the highest layer stored; a failed layer alone does not extend it.
+      auto last = std::find(layers.rbegin(), layers.rend(), true);
+      if (last != layers.rend()) end = std::max<uint32_t>(end, static_cast<uint32_t>(layers.rend() - last));
+    }
+  }
+  return LayerRange{0, end};
+}
+
+std::vector<uint64_t> publishableBlocks(const LedgerSnapshot& snapshot, LayerRange expected,
+                                        const std::set<std::string>& excluded) {
+  std::vector<uint64_t> out;
+  if (expected.empty()) return out;
+  std::unordered_set<uint64_t> seen;
+  for (const auto& [request, blocks] : snapshot) {
+    if (excluded.count(request) != 0) continue;
+    for (uint64_t hash : blocks.order) {
+      const std::vector<bool>& layers = blocks.stored_layers.at(hash);
+      bool complete = layers.size() >= expected.end;
+      for (uint32_t l = expected.begin; complete && l < expected.end; ++l) complete = layers[l];
+      if (!complete) break;  // a prefix is only useful whole: nothing after a gap
+      if (seen.insert(hash).second) out.push_back(hash);
+    }
+  }
+  return out;
+}
+
+}  // namespace kvdump
