@@ -173,7 +173,19 @@ void bindStores(py::module_& m) {
              return store.value();
            }),
            py::arg("root"), py::arg("fsync") = false)
-      .def_property_readonly("root", &FileStore::root);
+      .def_property_readonly("root", &FileStore::root)
+      .def(
+          "remove_orphan_temporaries",
+          [](FileStore& store) {
+            Result<size_t> removed = Status::Internal("unset");
+            {
+              py::gil_scoped_release release;
+              removed = store.removeOrphanTemporaries();
+            }
+            check(removed.status());
+            return removed.value();
+          },
+          "Delete temporaries left by dead writers (also done when the store is opened); returns how many.");
 
   py::classh<DelayedStore, CacheStore>(
       m, "DelayedStore",

@@ -79,6 +79,8 @@ class FileStore(CacheStore):
     def __init__(self, root: str, fsync: bool = False) -> None: ...
     @property
     def root(self) -> str: ...
+    def remove_orphan_temporaries(self) -> int:
+        """Delete temporaries left by dead writers (also done when the store is opened); returns how many."""
 
 class DelayedStore(CacheStore):
     """Wraps a native store and sleeps put_delay seconds per put call and get_delay per get call: a
