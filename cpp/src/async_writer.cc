@@ -155,6 +155,8 @@ Status validateWriterOptions(const WriterOptions& options) {
 }
 
 void AsyncWriter::Core::startThreadsLocked() {
+  // Past the bound, threads stuck in a store are not replaced: the pool waits for calls to return.
+  if (abandoned_threads > max_abandoned_threads) return;
   while (live_threads < target_threads && !shutting_down) {
     try {
       std::thread(workerMain, shared_from_this()).detach();
@@ -469,8 +471,7 @@ Status AsyncWriter::abort(AbortReport* report, std::optional<std::chrono::nanose
       if (!activity.empty()) timed_out.withKey(std::move(activity));
       local.first_abandoned = TaskFailure{first.label, std::move(timed_out)};
     }
-    // Replace the threads left in abandoned calls, up to the bound on how many may be stuck.
-    if (c.abandoned_threads <= c.max_abandoned_threads) c.startThreadsLocked();
+    c.startThreadsLocked();  // replaces the threads left in abandoned calls, up to the bound
   }
   // A task abandoned inside a gather or scatter finishes that section first: after this, none of
   // them touches the caller's memory again.

@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <thread>
+#include <vector>
 
 namespace kvdump {
 namespace {
@@ -41,6 +43,33 @@ TEST(CompletionBoard, CancelPendingWakesWaiters) {
   EXPECT_EQ(board.wait(5, 10s).code(), StatusCode::kCancelled);
   t.join();
   EXPECT_TRUE(board.wait(6, 10ms).ok());  // finished work keeps its outcome
+}
+
+TEST(CompletionBoard, ClosingWakesEveryWaiterWithLifecycleAndOutlivesNoOne) {
+  auto board = std::make_shared<CompletionBoard>();
+  board->expect(1);
+  std::vector<std::thread> waiters;
+  std::vector<Status> seen(4);
+  for (int i = 0; i < 4; ++i) {
+    waiters.emplace_back([board, &seen, i] {
+      // Half wait without a deadline: closing must wake them too.
+      seen[i] = board->wait(1, i % 2 ? std::optional<std::chrono::nanoseconds>() : std::optional(std::chrono::nanoseconds(10s)));
+    });
+  }
+  std::weak_ptr<CompletionBoard> weak = board;
+  board->close("the loader was closed");
+  board.reset();  // the waiters' own references keep it alive until they return
+  for (auto& t : waiters) t.join();
+  for (const Status& s : seen) EXPECT_EQ(s.code(), StatusCode::kLifecycle) << s.toString();
+  EXPECT_TRUE(weak.expired());
+}
+
+TEST(CompletionBoard, AfterCloseWaitsFailAtOnceAndCompletionsAreIgnored) {
+  CompletionBoard board;
+  board.expect(2);
+  board.close("closed");
+  board.complete(2, Status::Ok());
+  EXPECT_EQ(board.wait(2, std::nullopt).code(), StatusCode::kLifecycle);
 }
 
 }  // namespace
