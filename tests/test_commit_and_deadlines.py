@@ -1,0 +1,482 @@
+"""Commit that never lies and deadlines that hold whatever the store does.
+
+Commit: published blocks are exactly the longest fully stored prefix of each request that neither
+failed nor was cancelled, decided in C++ from what stored. Deadlines: every waiting call returns by
+its deadline while a store call is still stuck, and nothing an abandoned task finishes is published.
+
+Stalls are made with events, never with sleeps: a call that returns "by its deadline" is checked by
+observing that the store call it would otherwise have waited for is still inside the store."""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+
+import pytest
+import torch
+
+import kvdump
+from writer_support import LIMIT, Gate, wait_until
+
+SHAPE = (2, 8, 4, 2, 8)  # [K/V, blocks, block_size, heads, head_dim]
+STALL = 30.0  # how long a stalled store call blocks unless released
+
+
+class StallingStore(kvdump.PythonStore):
+    """An in-memory Python store whose puts (or reads) of matching keys block until ``release`` is
+    set (at most STALL seconds); ``inside`` counts calls blocked right now."""
+
+    def __init__(self, stall_puts: bool = True, stall_reads: bool = False, match: str = "") -> None:
+        super().__init__("stalling")
+        self.values: dict[str, bytes] = {}
+        self.lock = threading.Lock()
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.inside = 0
+        self.stall_puts, self.stall_reads, self.match = stall_puts, stall_reads, match
+        self.stalling = True
+
+    def _maybe_stall(self, key: str, enabled: bool) -> None:
+        if not (enabled and self.stalling and self.match in key):
+            return
+        with self.lock:
+            self.inside += 1
+        self.entered.set()
+        try:
+            self.release.wait(STALL)
+        finally:
+            with self.lock:
+                self.inside -= 1
+
+    def put(self, key: str, value: memoryview) -> None:
+        data = bytes(value)
+        self._maybe_stall(key, self.stall_puts)
+        with self.lock:
+            self.values[key] = data
+
+    def get(self, key: str) -> bytes | None:
+        self._maybe_stall(key, self.stall_reads)
+        with self.lock:
+            return self.values.get(key)
+
+    def exists(self, key: str) -> bool:
+        with self.lock:
+            return key in self.values
+
+    def remove(self, key: str) -> bool:
+        with self.lock:
+            return self.values.pop(key, None) is not None
+
+
+@pytest.fixture
+def stalling(make_writer):
+    stores: list[StallingStore] = []
+
+    def make(**kwargs: object) -> StallingStore:
+        store = StallingStore(**kwargs)  # type: ignore[arg-type]
+        stores.append(store)
+        make_writer.events.append(store.release)  # type: ignore[attr-defined]
+        return store
+
+    yield make
+    for store in stores:
+        store.release.set()
+
+
+def write_layers(writer: kvdump.AsyncWriter, kv: torch.Tensor, layers: range, ids: list[int], hashes: list[int],
+                 request: str) -> None:
+    for layer in layers:
+        kvdump.write_cache_store(writer, layer, kv, ids, hashes, request=request)
+
+
+def settle(writer: kvdump.AsyncWriter) -> None:
+    """Waits until no thread of ``writer`` is still inside an abandoned store call."""
+    assert wait_until(lambda: writer.stats()["threads_in_abandoned_calls"] == 0)
+
+
+# --- commit ---------------------------------------------------------------------------------------
+
+
+def test_a_cancelled_request_is_never_published(make_writer) -> None:
+    store = kvdump.MemoryStore(capacity_bytes=16 << 20)
+    writer = make_writer(store, num_threads=1)
+    kv = torch.randn(SHAPE)
+    gate = Gate()
+    writer.init()
+    writer.submit(gate, label="hold the worker")
+    assert gate.started.wait(LIMIT)
+    write_layers(writer, kv, range(2), [0, 1], [101, 102], "A")
+    write_layers(writer, kv, range(2), [2, 3], [201, 202], "B")
+    assert writer.cancel_request("B") == 2
+    gate.release.set()
+    writer.wait_all_done(timeout=LIMIT)
+    assert kvdump.lookup(store, [101, 102], num_layers=2) == 2
+    assert kvdump.lookup(store, [201, 202], num_layers=2) == 0
+
+
+def test_cancelling_a_request_whose_tasks_already_ran_still_withholds_it(make_writer) -> None:
+    store = kvdump.MemoryStore(capacity_bytes=16 << 20)
+    writer = make_writer(store, num_threads=1)
+    kv = torch.randn(SHAPE)
+    writer.init()
+    write_layers(writer, kv, range(2), [2, 3], [201, 202], "B")
+    assert wait_until(lambda: writer.stats()["completed"] >= 2)
+    writer.cancel_request("B")
+    writer.wait_all_done(timeout=LIMIT)
+    assert kvdump.lookup(store, [201, 202]) == 0
+
+
+def test_a_request_missing_layers_is_not_published_beside_a_complete_one(make_writer) -> None:
+    store = kvdump.MemoryStore(capacity_bytes=16 << 20)
+    writer = make_writer(store)
+    kv = torch.randn(SHAPE)
+    writer.init()
+    write_layers(writer, kv, range(4), [0], [400], "D")
+    write_layers(writer, kv, range(2), [1], [300], "C")
+    writer.wait_all_done(timeout=LIMIT)
+    assert kvdump.lookup(store, [400], num_layers=4) == 1
+    assert kvdump.lookup(store, [300], num_layers=2) == 0
+    assert kvdump.lookup(store, [300]) == 0
+
+
+def test_a_declared_stage_publishes_its_range_and_lookup_asks_for_it(make_writer) -> None:
+    store = kvdump.MemoryStore(capacity_bytes=16 << 20)
+    writer = make_writer(store, layers=(2, 4))
+    kv = torch.randn(SHAPE)
+    writer.init()
+    write_layers(writer, kv, range(2, 4), [0, 1], [7, 8], "r")
+    writer.wait_all_done(timeout=LIMIT)
+    assert kvdump.lookup(store, [7, 8], layers=(2, 4)) == 2
+    assert kvdump.lookup(store, [7, 8], num_layers=4) == 0  # layers 0-1 were never written
+    writer.init()
+    with pytest.raises(kvdump.KvdumpValueError, match="layer"):
+        kvdump.write_cache_store(writer, 5, kv, [0], [9])
+    writer.abort()
+
+
+def test_a_failed_request_is_withheld_and_named_while_others_are_published(make_writer) -> None:
+    class FailingForOne(StallingStore):
+        def put(self, key: str, value: memoryview) -> None:
+            if f"{0x5EED:016x}" in key:
+                raise kvdump.StoreFullError("no room for this one", key=key)
+            super().put(key, value)
+
+    store = FailingForOne(stall_puts=False)
+    writer = make_writer(store)
+    kv = torch.randn(SHAPE)
+    writer.init()
+    write_layers(writer, kv, range(2), [0, 1], [0x5EED, 0x5EEE], "X")
+    write_layers(writer, kv, range(2), [2], [0x600D], "Y")
+    with pytest.raises(kvdump.WriteError) as err:
+        writer.wait_all_done(timeout=LIMIT)
+    assert err.value.failed_requests == ("X",)
+    assert "X" in str(err.value)
+    assert kvdump.lookup(store, [0x600D], num_layers=2) == 1
+    assert kvdump.lookup(store, [0x5EED, 0x5EEE], num_layers=2) == 0
+
+
+@pytest.mark.parametrize("cycles", [20])
+def test_commit_records_a_batch_store_fails_per_item_fail_the_barrier(make_writer, cycles: int) -> None:
+    class CommitRefusingStore(StallingStore):
+        def batch_put(self, keys: list[str], values: list[memoryview]) -> list[object]:
+            results: list[object] = []
+            for key, value in zip(keys, values):
+                if key.endswith("/commit"):
+                    results.append(kvdump.StoreError("commit refused", key=key))
+                else:
+                    self.put(key, value)
+                    results.append(None)
+            return results
+
+    store = CommitRefusingStore(stall_puts=False)
+    writer = make_writer(store)
+    kv = torch.randn(SHAPE)
+    for cycle in range(cycles):
+        writer.init()
+        write_layers(writer, kv, range(2), [0], [1000 + cycle], f"r{cycle}")
+        with pytest.raises(kvdump.WriteError) as err:
+            writer.wait_all_done(timeout=LIMIT)
+        assert err.value.key.endswith("/commit")
+        assert writer.state == "idle"
+        assert kvdump.lookup(store, [1000 + cycle]) == 0
+
+
+def test_two_waiters_lose_no_commit(make_writer) -> None:
+    store = kvdump.MemoryStore(capacity_bytes=16 << 20)
+    writer = make_writer(store, num_threads=1)
+    kv = torch.randn(SHAPE)
+    for cycle in range(30):
+        gate = Gate()
+        writer.init()
+        writer.submit(gate, label="hold")
+        write_layers(writer, kv, range(2), [0], [5000 + cycle], "r")
+        outcomes: list[object] = []
+
+        def wait() -> None:
+            try:
+                outcomes.append(writer.wait_all_done(timeout=LIMIT))
+            except kvdump.LifecycleError as exc:
+                outcomes.append(exc)
+
+        threads = [threading.Thread(target=wait) for _ in range(2)]
+        for t in threads:
+            t.start()
+        assert wait_until(lambda: len(outcomes) >= 1 or writer.state == "draining")
+        gate.release.set()
+        for t in threads:
+            t.join(LIMIT)
+        assert sorted(type(o).__name__ for o in outcomes) == ["CycleReport", "LifecycleError"]
+        assert kvdump.lookup(store, [5000 + cycle], num_layers=2) == 1
+
+
+def test_an_invalid_timeout_loses_nothing(make_writer) -> None:
+    store = kvdump.MemoryStore(capacity_bytes=16 << 20)
+    writer = make_writer(store)
+    writer.init()
+    write_layers(writer, torch.randn(SHAPE), range(2), [0], [77], "r")
+    with pytest.raises(kvdump.KvdumpValueError, match="timeout"):
+        writer.wait_all_done(float("nan"))
+    assert writer.state == "accepting"
+    writer.wait_all_done(timeout=LIMIT)
+    assert kvdump.lookup(store, [77], num_layers=2) == 1
+
+
+def test_a_write_timeout_followed_by_a_good_wait_publishes(make_writer, stalling) -> None:
+    store = stalling()
+    writer = make_writer(store, num_threads=1)
+    writer.init()
+    write_layers(writer, torch.randn(SHAPE), range(1), [0], [88], "r")
+    assert store.entered.wait(LIMIT)
+    with pytest.raises(kvdump.WriteTimeout) as err:
+        writer.wait_all_done(timeout=0)
+    assert "write layer 0 of request r" in str(err.value)
+    assert err.value.key.endswith("/L0")
+    store.release.set()
+    writer.wait_all_done(timeout=LIMIT)
+    assert kvdump.lookup(store, [88], num_layers=1) == 1
+
+
+def test_a_forged_commit_record_is_refused(make_writer) -> None:
+    store = kvdump.MemoryStore(capacity_bytes=16 << 20)
+    writer = make_writer(store)
+    writer.init()
+    write_layers(writer, torch.randn(SHAPE), range(2), [0], [99], "r")
+    writer.wait_all_done(timeout=LIMIT)
+    key = kvdump._C.commit_key("kvdump", 0, 1, 99)
+    forged = bytearray(store.get(key))
+    forged[12] = 5  # claims five layers
+    store.put(key, bytes(forged))
+    with pytest.raises(kvdump.ChecksumError) as err:
+        kvdump.lookup(store, [99], num_layers=5)
+    assert err.value.key == key
+
+
+def test_a_block_copied_from_another_namespace_is_refused_naming_its_key(make_writer) -> None:
+    store = kvdump.MemoryStore(capacity_bytes=16 << 20)
+    writer = make_writer(store, namespace="model-b")
+    kv = torch.randn(SHAPE)
+    writer.init()
+    kvdump.write_cache_store(writer, 0, kv, [0], [123])
+    writer.wait_all_done(timeout=LIMIT)
+    theirs = kvdump._C.block_key("model-b", 0, 1, 123, 0)
+    ours = kvdump._C.block_key("model-a", 0, 1, 123, 0)
+    store.put(ours, store.get(theirs))
+    with kvdump.KVLoader(store, namespace="model-a", num_threads=1) as loader:
+        with pytest.raises(kvdump.KeySpaceMismatchError) as err:
+            loader.load(0, torch.zeros(SHAPE), [0], [123])
+    assert err.value.key == ours
+
+
+# --- deadlines --------------------------------------------------------------------------------------
+
+
+def test_cycle_returns_by_its_deadline_while_the_store_is_stuck(make_writer, stalling) -> None:
+    store = stalling()
+    writer = make_writer(store, num_threads=1)
+    kv = torch.randn(SHAPE)
+    with pytest.raises(kvdump.WriteTimeout):
+        with writer.cycle(timeout=0.05):
+            kvdump.write_cache_store(writer, 0, kv, [0, 1], [1, 2], request="r")
+            assert store.entered.wait(LIMIT)
+    assert store.inside == 1  # returned without waiting for the stuck put
+    assert writer.state == "idle"
+    store.release.set()
+    settle(writer)
+    assert kvdump.lookup(store, [1, 2]) == 0  # what the abandoned put finished is never published
+
+
+def test_abort_and_close_return_by_their_deadline_while_the_store_is_stuck(make_writer, stalling) -> None:
+    store = stalling()
+    writer = make_writer(store, num_threads=1)
+    writer.init()
+    kvdump.write_cache_store(writer, 0, torch.randn(SHAPE), [0], [1])
+    assert store.entered.wait(LIMIT)
+    with pytest.raises(kvdump.WriteTimeout):
+        writer.wait_all_done(timeout=0.01)
+    report = writer.abort(timeout=0.01)
+    assert report["abandoned"] == 1 and store.inside == 1
+    assert "write layer 0" in report["first_abandoned"]
+
+    # The pool serves on a replacement thread while the stuck one waits.
+    store.stalling = False
+    writer.init()
+    kvdump.write_cache_store(writer, 0, torch.randn(SHAPE), [0], [2])
+    writer.wait_all_done(timeout=LIMIT)
+    assert kvdump.lookup(store, [2], num_layers=1) == 1
+
+    store.stalling = True
+    store.entered.clear()
+    writer.init()
+    kvdump.write_cache_store(writer, 0, torch.randn(SHAPE), [0], [3])
+    assert store.entered.wait(LIMIT)
+    writer.close(timeout=0.01)
+    assert store.inside == 2 and writer.closed
+    store.release.set()
+
+
+def test_wrap_model_returns_by_its_deadline_while_the_store_is_stuck(make_writer, stalling) -> None:
+    store = stalling()
+    writer = make_writer(store, num_threads=1)
+    kv = torch.randn(SHAPE)
+
+    class Model:
+        def forward(self) -> str:
+            kvdump.write_cache_store(writer, 0, kv, [0], [5])
+            assert store.entered.wait(LIMIT)
+            return "output"
+
+    model = kvdump.wrap_model(Model(), writer, timeout=0.05)
+    with pytest.raises(kvdump.WriteTimeout):
+        model.forward()
+    assert store.inside == 1 and writer.state == "idle"
+
+
+def test_the_loader_returns_by_its_deadlines_while_a_read_is_stuck(make_writer, stalling) -> None:
+    store = stalling(stall_puts=False, stall_reads=True)
+    writer = make_writer(store)
+    writer.init()
+    kvdump.write_cache_store(writer, 0, torch.randn(SHAPE), [0], [1])
+    kvdump.write_cache_store(writer, 1, torch.randn(SHAPE), [0], [1])
+    writer.wait_all_done(timeout=LIMIT)
+
+    loader = kvdump.KVLoader(store, num_threads=1, abort_timeout=0.01)
+    dest = torch.zeros(SHAPE)
+    loader.start()
+    loader.load_async(0, dest, [3], [1])
+    assert store.entered.wait(LIMIT)
+    with pytest.raises(kvdump.WriteTimeout):
+        loader.wait_layer(0, timeout=0.01)
+    with pytest.raises(kvdump.WriteTimeout):
+        loader.finish(timeout=0.01)
+    loader.abort(timeout=0.01)
+    assert store.inside == 1
+    with pytest.raises(kvdump.AbortedError):
+        loader.wait_layer(0, timeout=LIMIT)
+    loader.close(timeout=0.01)
+    store.release.set()
+    # The abandoned load never scatters into the destination, even once its read returns.
+    assert wait_until(lambda: store.inside == 0)
+    gc.collect()
+    assert torch.count_nonzero(dest) == 0
+
+
+def test_a_native_delayed_store_cannot_hold_abort_past_its_deadline(make_writer) -> None:
+    store = kvdump.DelayedStore(kvdump.MemoryStore(capacity_bytes=1 << 20), put_delay=STALL)
+    writer = make_writer(store, num_threads=1, max_abandoned_threads=1)
+    writer.init()
+    kvdump.write_cache_store(writer, 0, torch.randn(SHAPE), [0], [1])
+    assert wait_until(lambda: writer.stats()["running"] == 1)
+    with pytest.raises(kvdump.WriteTimeout):
+        writer.wait_all_done(timeout=0.01)
+    report = writer.abort(timeout=0)
+    assert report["abandoned"] == 1
+    assert writer.state == "idle"
+
+
+def test_closing_a_loader_wakes_a_waiter_without_a_deadline(make_writer, stalling) -> None:
+    store = stalling(stall_puts=False, stall_reads=True)
+    loader = kvdump.KVLoader(store, num_threads=1, abort_timeout=0)
+    loader.start()
+    loader.load_async(0, torch.zeros(SHAPE), [0], [1])
+    assert store.entered.wait(LIMIT)
+    caught: list[BaseException] = []
+
+    def waiter() -> None:
+        try:
+            loader.wait_layer(0)
+        except BaseException as exc:  # noqa: BLE001 - the test inspects whatever was raised
+            caught.append(exc)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    loader.close(timeout=0)
+    thread.join(LIMIT)
+    assert not thread.is_alive()
+    assert len(caught) == 1 and isinstance(caught[0], (kvdump.LifecycleError, kvdump.AbortedError))
+    store.release.set()
+
+
+def test_an_abandoned_task_never_gathers_blocks_the_caller_reuses(make_writer, stalling) -> None:
+    """The second task waits for staging memory the stuck first task holds. Once abort() returns, the
+    caller overwrites the second task's blocks: the second task must never gather or put them."""
+    store = stalling(match="/L0")
+    kv = torch.randn(SHAPE)
+    record_bytes = 64 + 2 * kv[0, 0].numel() * kv.element_size()
+    writer = make_writer(store, num_threads=2, staging_bytes=record_bytes, staging_timeout=LIMIT)
+    writer.init()
+    kvdump.write_cache_store(writer, 0, kv, [0], [1], request="first")
+    assert store.entered.wait(LIMIT)
+    kvdump.write_cache_store(writer, 1, kv, [1], [2], request="second")
+    assert wait_until(lambda: writer.stats()["staging"]["waits"] >= 1)
+    report = writer.abort(timeout=0)
+    assert report["abandoned"] == 2
+    kv[:, 1].fill_(float("nan"))  # the caller reuses the block
+    store.release.set()
+    settle(writer)
+    assert not store.exists(kvdump._C.block_key("kvdump", 0, 1, 2, 1))
+    assert kvdump.lookup(store, [1]) == 0
+
+
+def test_tensors_are_released_once_gathered_even_while_the_put_is_stuck(make_writer, stalling) -> None:
+    store = stalling()
+    writer = make_writer(store, num_threads=1)
+    kv = torch.randn(SHAPE)
+    baseline = torch._C._storage_Use_Count(kv.untyped_storage()._cdata)
+    writer.init()
+    kvdump.write_cache_store(writer, 0, kv, [0, 1], [1, 2])
+    assert store.entered.wait(LIMIT)
+    assert torch._C._storage_Use_Count(kv.untyped_storage()._cdata) == baseline
+    store.release.set()
+    writer.wait_all_done(timeout=LIMIT)
+
+
+# --- crashes and leaks --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", ["cuda", "meta", "xpu", "nonsense"])
+def test_a_staging_device_this_process_lacks_is_refused_at_construction(device: str) -> None:
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this process has CUDA")
+    with pytest.raises(kvdump.KvdumpValueError, match="staging_device"):
+        kvdump.AsyncWriter(kvdump.MemoryStore(capacity_bytes=1 << 20), staging_device=device)
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def test_synchronous_loads_from_many_short_lived_stores_leave_no_threads() -> None:
+    kv = torch.randn(SHAPE)
+    dest = torch.zeros(SHAPE)
+    before = _threads()
+    for i in range(100):
+        store = kvdump.MemoryStore(capacity_bytes=1 << 20)
+        with kvdump.AsyncWriter(store, num_threads=1) as writer:
+            writer.init()
+            kvdump.write_cache_store(writer, 0, kv, [i % 8], [i])
+            writer.wait_all_done(timeout=LIMIT)
+        kvdump.load_cache_store(store, 0, dest, [i % 8], [i])
+        assert torch.equal(dest[:, i % 8], kv[:, i % 8])
+    gc.collect()
+    assert _threads() <= before
