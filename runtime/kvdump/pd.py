@@ -340,8 +340,9 @@ def run_decode(
                     loader.finish(timeout=config.timeouts.load_wait)
                 except KvdumpError as error:
                     # A committed block that fails its checks (or a store that stalls) costs this
-                    # request its hit, not its answer: recompute from scratch.
-                    loader.abort()
+                    # request its hit, not its answer: recompute from scratch. Loads still stuck in
+                    # the store are abandoned at once; they never write into this cache afterwards.
+                    loader.abort(timeout=0)
                     load_error = f"{type(error).__name__}: {error}"
                     loaded_blocks = 0
                 load_s = time.perf_counter() - begin
