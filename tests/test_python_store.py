@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import kvdump
@@ -225,3 +226,274 @@ def test_a_plugin_registered_under_a_url_scheme_opens_and_serves_a_writer(tmp_pa
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "3"
+
+
+# --- what a Python store's results mean -----------------------------------------------------------
+
+
+class Refusing(DictStore):
+    """Stores nothing and says so the documented way: put() returns False."""
+
+    def put(self, key: str, value: memoryview) -> bool:
+        return False
+
+
+def test_put_returning_false_is_a_failed_put(make_writer) -> None:
+    store = Refusing()
+    with pytest.raises(kvdump.StoreError, match=r"'dict' put\(\) returned False") as info:
+        C.put(store, "k", b"x")
+    assert info.value.code == kvdump.StatusCode.IO_ERROR
+    assert info.value.key == "k"
+
+    writer = make_writer(store=store)
+    with pytest.raises(kvdump.WriteError, match=r"put\(\) returned False") as info:
+        write_one_cycle(writer)
+    assert info.value.code == kvdump.StatusCode.IO_ERROR
+    assert info.value.key.startswith("kvdump/tp0of1/")
+    assert "3 of 3 block(s) failed" in str(info.value)
+    assert kvdump.lookup(store, [7, 8, 9]) == 0
+
+
+@pytest.mark.parametrize("returned", [None, True])
+def test_put_returning_none_or_true_is_success(returned: object) -> None:
+    class Confirming(DictStore):
+        def put(self, key: str, value: memoryview) -> object:
+            super().put(key, value)
+            return returned
+
+    store = Confirming()
+    C.put(store, "k", b"x")
+    assert C.get(store, "k") == b"x"
+
+
+@pytest.mark.parametrize(("returned", "type_name"), [(1, "int"), ("ok", "str"), (0, "int")])
+def test_put_returning_anything_else_is_an_internal_error(returned: object, type_name: str) -> None:
+    class Odd(DictStore):
+        def put(self, key: str, value: memoryview) -> object:
+            super().put(key, value)
+            return returned
+
+    with pytest.raises(kvdump.KvdumpError, match=rf"Python store 'dict' put\(\) returned {type_name}") as info:
+        C.put(Odd(), "k", b"x")
+    assert info.value.code == kvdump.StatusCode.INTERNAL
+    assert info.value.key == "k"
+
+
+def batch_store(result: Callable[[list[str]], object]) -> DictStore:
+    """A DictStore whose batch_put stores every value, then returns ``result(keys)``."""
+
+    class Batching(DictStore):
+        def batch_put(self, keys: list[str], values: list[memoryview]) -> object:
+            for key, value in zip(keys, values):
+                self.put(key, value)
+            return result(keys)
+
+    return Batching()
+
+
+@pytest.mark.parametrize(
+    ("result", "type_name"),
+    [
+        (lambda keys: [True] * len(keys), "bool"),
+        (lambda keys: [1] * len(keys), "int"),
+        (lambda keys: ["ok"] * len(keys), "str"),
+    ],
+    ids=["True", "1", "str"],
+)
+def test_a_batch_item_other_than_none_false_or_an_exception_is_internal(
+    make_writer, result: Callable[[list[str]], object], type_name: str
+) -> None:
+    store = batch_store(result)
+    with pytest.raises(kvdump.KvdumpError, match=rf"batch_put\(\) returned {type_name} for a key") as info:
+        C.batch_put(store, ["a", "b"], [b"1", b"2"])
+    assert info.value.code == kvdump.StatusCode.INTERNAL
+    assert info.value.key == "a"
+    assert info.value.__cause__ is None  # no Python object rides along to be chained
+
+    writer = make_writer(store=store)
+    with pytest.raises(kvdump.WriteError, match=rf"returned {type_name} for a key") as info:
+        write_one_cycle(writer)
+    assert info.value.code == kvdump.StatusCode.INTERNAL
+    assert "3 of 3 block(s) failed" in str(info.value)
+    assert info.value.__cause__ is None
+
+
+@pytest.mark.parametrize(
+    ("result", "problem"),
+    [
+        (lambda keys: 3, r"returned int; expected a list with one result per key"),
+        (lambda keys: [None], r"returned 1 results for 3 keys"),
+        (lambda keys: [None] * (len(keys) + 1), r"returned 4 results for 3 keys"),
+        (lambda keys: {k: None for k in keys}, r"returned dict; expected a list"),
+    ],
+    ids=["int", "short", "long", "dict"],
+)
+def test_a_batch_put_result_that_is_not_one_item_per_key_fails_every_key(
+    make_writer, result: Callable[[list[str]], object], problem: str
+) -> None:
+    writer = make_writer(store=batch_store(result))
+    with pytest.raises(kvdump.WriteError, match=problem) as info:
+        write_one_cycle(writer, layers=1)
+    assert info.value.code == kvdump.StatusCode.INTERNAL
+    assert "3 of 3 block(s) failed" in str(info.value)
+    assert info.value.__cause__ is None
+
+
+def test_a_malformed_payload_never_replaces_the_real_error() -> None:
+    # Whatever a store's result carries, the error raised is the store's failure, never a TypeError
+    # about what can be chained as a cause.
+    store = batch_store(lambda keys: [object() for _ in keys])
+    with pytest.raises(kvdump.KvdumpError, match=r"returned object for a key") as info:
+        C.batch_put(store, ["a", "b"], [b"1", b"2"])
+    assert info.value.__cause__ is None
+
+
+class PartlyFailing(DictStore):
+    """batch_put stores all but the second value of each batch and reports that one through its
+    result, the convention MooncakeStore uses: ``failure(key)`` is False or an exception."""
+
+    def __init__(self, failure: Callable[[str], object] = lambda key: False) -> None:
+        super().__init__()
+        self.failure = failure
+
+    def batch_put(self, keys: list[str], values: list[memoryview]) -> list[object]:
+        results: list[object] = []
+        for i, (key, value) in enumerate(zip(keys, values)):
+            if i == 1:
+                results.append(self.failure(key))
+            else:
+                self.put(key, value)
+                results.append(None)
+        return results
+
+
+def test_batch_put_failures_reported_per_item_raise_when_called_from_python() -> None:
+    # Code written against the CacheStore interface calls store.batch_put(...) (commit records do)
+    # and must see the failure whichever way it calls.
+    store = PartlyFailing()
+    for batch_put in (store.batch_put, lambda keys, values: C.batch_put(store, keys, values)):
+        with pytest.raises(kvdump.StoreError, match=r"'dict' batch_put\(\) returned False for this key") as info:
+            batch_put(["a", "b", "c"], [b"1", b"2", b"3"])
+        assert info.value.code == kvdump.StatusCode.IO_ERROR
+        assert info.value.key == "b"
+    assert C.get(store, "a") == b"1" and C.get(store, "b") is None
+
+    full = PartlyFailing(lambda key: kvdump.StoreFullError("no room", key=key))
+    with pytest.raises(kvdump.StoreFullError, match="no room") as info:
+        full.batch_put(["a", "b"], [b"1", memoryview(b"2")])
+    assert info.value.key == "b"
+    assert isinstance(info.value.__cause__, kvdump.StoreFullError)
+    assert full.batch_put(["only"], [b"1"]) == [None]  # nothing failed: the result comes back as is
+    assert C.get(full, "only") == b"1"
+
+
+def test_put_returning_false_raises_when_called_from_python() -> None:
+    with pytest.raises(kvdump.StoreError, match=r"put\(\) returned False") as info:
+        Refusing().put("k", b"x")
+    assert info.value.key == "k"
+
+
+def test_batch_put_failures_reported_per_item_fail_the_writer_cycle(make_writer) -> None:
+    store = PartlyFailing()
+    writer = make_writer(store=store)
+    with pytest.raises(kvdump.WriteError) as info:
+        write_one_cycle(writer, layers=2)  # 3 blocks per layer: the second of each fails
+    assert info.value.code == kvdump.StatusCode.IO_ERROR
+    assert "1 of 3 block(s) failed" in str(info.value)
+    assert info.value.failed == 2  # both layers
+    assert kvdump.lookup(store, [7, 8, 9]) == 0  # a failed cycle commits nothing
+
+
+def test_commit_records_a_store_fails_per_item_fail_the_barrier(make_writer) -> None:
+    class CommitsFail(DictStore):
+        def batch_put(self, keys: list[str], values: list[memoryview]) -> list[bool | None]:
+            results: list[bool | None] = []
+            for key, value in zip(keys, values):
+                if key.endswith("/commit"):
+                    results.append(False)
+                else:
+                    self.put(key, value)
+                    results.append(None)
+            return results
+
+    store = CommitsFail()
+    writer = make_writer(store=store)
+    writer.init()
+    kvdump.write_cache_store(writer, 0, torch.randn(2, 4, 8, 2, 16), [0, 1, 2], [7, 8, 9])
+    # Every block is stored; only the commit records fail, and the barrier must say so.
+    with pytest.raises(kvdump.StoreError, match=r"batch_put\(\) returned False") as info:
+        writer.wait_all_done()
+    assert info.value.key.endswith("/commit")
+    assert kvdump.lookup(store, [7, 8, 9]) == 0
+
+
+def test_batch_exists_results_are_checked() -> None:
+    def exists_store(result: Callable[[list[str]], object]) -> DictStore:
+        class Answering(DictStore):
+            def batch_exists(self, keys: list[str]) -> object:
+                return result(keys)
+
+        return Answering()
+
+    assert C.batch_exists(exists_store(lambda keys: [True, False]), ["a", "b"]) == [True, False]
+    cases = [
+        (lambda keys: 3, "a", r"batch_exists\(\) returned int; expected a list"),
+        (lambda keys: [True], "a", r"batch_exists\(\) returned 1 results for 2 keys"),
+        (lambda keys: [True, "yes"], "b", r"batch_exists\(\) returned str for a key"),
+        (lambda keys: [None, True], "a", r"batch_exists\(\) returned NoneType for a key"),
+        (lambda keys: [1, True], "a", r"batch_exists\(\) returned int for a key"),
+    ]
+    for result, key, problem in cases:
+        with pytest.raises(kvdump.KvdumpError, match=problem) as info:
+            C.batch_exists(exists_store(result), ["a", "b"])
+        assert info.value.code == kvdump.StatusCode.INTERNAL
+        assert info.value.key == key
+        assert info.value.__cause__ is None
+    with pytest.raises(kvdump.LeaseHeldError) as held:
+        C.batch_exists(exists_store(lambda keys: [True, kvdump.LeaseHeldError("leased", key="b")]), ["a", "b"])
+    assert held.value.key == "b"
+
+
+@pytest.mark.parametrize(
+    ("result", "problem"),
+    [
+        (lambda keys, buffers: 3, r"batch_get_into\(\) returned int; expected a list"),
+        (lambda keys, buffers: None, r"batch_get_into\(\) returned NoneType; expected a list"),
+        (lambda keys, buffers: [None] * (len(keys) + 1), r"returned 4 results for 3 keys"),
+        (lambda keys, buffers: [True] * len(keys), r"returned bool for a read"),
+        (lambda keys, buffers: [b"x"] * len(keys), r"returned bytes for a read"),
+    ],
+    ids=["int", "None", "long", "True", "bytes"],
+)
+def test_batch_get_into_results_are_checked(make_writer, result: Callable[..., object], problem: str) -> None:
+    class Answering(DictStore):
+        def batch_get_into(self, keys: list[str], buffers: list[memoryview]) -> object:
+            return result(keys, buffers)
+
+    store = Answering()
+    kv = write_one_cycle(make_writer(store=store), layers=1)
+    loader = kvdump.KVLoader(store, num_threads=1)
+    try:
+        with pytest.raises(kvdump.KvdumpError, match=problem) as info:
+            loader.load(0, torch.zeros_like(kv), [0, 1, 2], [7, 8, 9])
+    finally:
+        loader.close()
+    assert info.value.code == kvdump.StatusCode.INTERNAL
+    assert info.value.key.startswith("kvdump/tp0of1/")
+    assert info.value.__cause__ is None
+
+
+def test_a_batch_put_set_on_the_instance_is_what_the_trampoline_calls() -> None:
+    # Instrumenting one store (bench/bench_store_bandwidth.py times batch_put this way) must work
+    # even after the class's own method has been looked up.
+    store = batch_store(lambda keys: None)
+    C.batch_put(store, ["a"], [b"1"])
+    calls: list[list[str]] = []
+    own = type(store).batch_put.__get__(store)
+    store.batch_put = lambda keys, values: calls.append(list(keys)) or own(keys, values)  # type: ignore[method-assign]
+    C.batch_put(store, ["b"], [b"2"])
+    assert calls == [["b"]]
+    del store.batch_put
+    C.batch_put(store, ["c"], [b"3"])
+    assert calls == [["b"]]
+    assert [C.get(store, k) for k in "abc"] == [b"1", b"2", b"3"]

@@ -59,10 +59,14 @@ class LentView {
   py::object view_;
 };
 
+std::string typeName(py::handle obj) { return py::str(py::type::handle_of(obj).attr("__name__")); }
+
+std::string storeLabel(std::string_view store) { return "Python store '" + std::string(store) + "'"; }
+
 Result<std::vector<uint8_t>> copyBytes(const py::handle& value, std::string_view key) {
   if (!PyObject_CheckBuffer(value.ptr())) {
-    return Status::Internal("Python store get() returned " + std::string(py::str(py::type::handle_of(value).attr("__name__"))) +
-                            ", expected bytes-like or None").withKey(std::string(key));
+    return Status::Internal("Python store get() returned " + typeName(value) + ", expected bytes-like or None")
+        .withKey(std::string(key));
   }
   py::buffer_info info = py::reinterpret_borrow<py::buffer>(value).request();
   if (!PyBuffer_IsContiguous(info.view(), 'C')) {
@@ -72,23 +76,98 @@ Result<std::vector<uint8_t>> copyBytes(const py::handle& value, std::string_view
   return std::vector<uint8_t>(data, data + info.size * info.itemsize);
 }
 
-Result<size_t> sizeFromItem(const py::handle& item, std::string_view key, size_t capacity) {
+// The error an exception instance that a store returned (instead of raising) stands for.
+Status returnedException(py::handle item, std::string_view key) {
+  return keyed(statusFromPythonException(item, kStoreErrorFallback), key);
+}
+
+// Malformed results carry no payload: only an exception may ever be chained as a cause.
+Status malformed(std::string_view store, const std::string& what, std::string_view key) {
+  return Status::Internal(storeLabel(store) + " " + what).withKey(std::string(key));
+}
+
+Result<size_t> sizeFromItem(std::string_view store, const py::handle& item, std::string_view key, size_t capacity) {
   if (item.is_none()) return Status::NotFound("no such key").withKey(std::string(key));
-  if (PyExceptionInstance_Check(item.ptr())) {
-    return keyed(statusFromPythonException(item, kStoreErrorFallback), key);
-  }
-  if (!PyLong_Check(item.ptr())) {
-    return Status::Internal("Python store returned " + std::string(py::str(py::type::handle_of(item).attr("__name__"))) +
-                            " for a read, expected the number of bytes, None or an exception")
-        .withKey(std::string(key));
+  if (PyExceptionInstance_Check(item.ptr())) return returnedException(item, key);
+  // bool is an int in Python, but True is no byte count.
+  if (!PyLong_Check(item.ptr()) || PyBool_Check(item.ptr())) {
+    return malformed(store,
+                     "returned " + typeName(item) + " for a read, expected the number of bytes, None or an exception",
+                     key);
   }
   const long long size = PyLong_AsLongLong(item.ptr());
   if (size == -1 && PyErr_Occurred()) throw py::error_already_set();
   if (size < 0 || static_cast<size_t>(size) > capacity) {
-    return Status::Internal("Python store reported " + std::to_string(size) + " bytes read into a " +
-                            std::to_string(capacity) + "-byte buffer").withKey(std::string(key));
+    return malformed(store, "reported " + std::to_string(size) + " bytes read into a " + std::to_string(capacity) +
+                                "-byte buffer",
+                     key);
   }
   return static_cast<size_t>(size);
+}
+
+// put(): None or True stored the value; False is the store saying it did not.
+Status putOutcome(std::string_view store, std::string_view key, py::handle result) {
+  if (result.is_none() || result.ptr() == Py_True) return Status::Ok();
+  if (result.ptr() == Py_False) {
+    return Status::IoError(storeLabel(store) + " put() returned False: the value was not stored")
+        .withKey(std::string(key));
+  }
+  return malformed(store, "put() returned " + typeName(result) + ", expected None, True or False", key);
+}
+
+Result<std::vector<py::object>> batchItems(std::string_view store, const char* method, py::handle result,
+                                           size_t count) {
+  const std::string where = storeLabel(store) + " " + method + "()";
+  if (!PySequence_Check(result.ptr())) {
+    return Status::Internal(where + " returned " + typeName(result) + "; expected a list with one result per key");
+  }
+  const Py_ssize_t size = PySequence_Size(result.ptr());
+  if (size < 0) throw py::error_already_set();
+  if (static_cast<size_t>(size) != count) {
+    return Status::Internal(where + " returned " + std::to_string(size) + " results for " + std::to_string(count) +
+                            " keys");
+  }
+  std::vector<py::object> items;
+  items.reserve(count);
+  for (Py_ssize_t i = 0; i < size; ++i) {
+    PyObject* item = PySequence_GetItem(result.ptr(), i);
+    if (item == nullptr) throw py::error_already_set();
+    items.push_back(py::reinterpret_steal<py::object>(item));
+  }
+  return items;
+}
+
+std::vector<Status> batchPutOutcomes(std::string_view store, const std::vector<std::string>& keys, py::handle result) {
+  std::vector<Status> out(keys.size());
+  if (result.is_none()) return out;
+  Result<std::vector<py::object>> items = batchItems(store, "batch_put", result, keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (!items.ok()) {
+      out[i] = Status(items.status()).withKey(keys[i]);
+      continue;
+    }
+    py::handle item = items.value()[i];
+    if (item.is_none()) continue;
+    if (item.ptr() == Py_False) {
+      out[i] = Status::IoError(storeLabel(store) + " batch_put() returned False for this key: the value was not stored")
+                   .withKey(keys[i]);
+    } else if (PyExceptionInstance_Check(item.ptr())) {
+      out[i] = returnedException(item, keys[i]);
+    } else {
+      out[i] = malformed(store,
+                         "batch_put() returned " + typeName(item) + " for a key, expected None, False or an exception",
+                         keys[i]);
+    }
+  }
+  return out;
+}
+
+Result<bool> existsFromItem(std::string_view store, py::handle item, std::string_view key) {
+  if (PyBool_Check(item.ptr())) return item.ptr() == Py_True;
+  if (PyExceptionInstance_Check(item.ptr())) return returnedException(item, key);
+  return malformed(store,
+                   "batch_exists() returned " + typeName(item) + " for a key, expected True, False or an exception",
+                   key);
 }
 
 // Lends every buffer for one batch call; `views` keeps them to be given back after it.
@@ -120,10 +199,69 @@ py::list keyList(const std::vector<std::string>& keys) {
   return out;
 }
 
+// put and batch_put can report a failure in their result instead of raising. Code written for the
+// CacheStore interface (commit records, for one) calls store.batch_put(...) and expects a failure
+// to raise, as it does on every native store; so a subclass's own method is moved to implName()
+// and replaced by a wrapper that raises. The trampoline calls the subclass's method itself, for
+// one result per key.
+bool isChecked(std::string_view method) { return method == "put" || method == "batch_put"; }
+
+std::string implName(std::string_view method) { return "_kvdump_impl_" + std::string(method); }
+
+std::string storeName(py::handle self) { return py::cast<std::string>(self.attr("name")); }
+
+py::cpp_function checkedPut(py::object impl, py::handle cls, py::object doc) {
+  return py::cpp_function(
+      [impl](py::object self, const std::string& key, py::object value) {
+        py::object result = impl(self, key, value);
+        check(putOutcome(storeName(self), key, result));
+        return result;
+      },
+      py::name("put"), py::is_method(cls), py::arg("key"), py::arg("value"),
+      py::doc(doc.is_none() ? "" : std::string(py::str(doc)).c_str()));
+}
+
+py::cpp_function checkedBatchPut(py::object impl, py::handle cls, py::object doc) {
+  return py::cpp_function(
+      [impl](py::object self, const std::vector<std::string>& keys, py::object values) {
+        py::object result = impl(self, keyList(keys), values);
+        for (const Status& status : batchPutOutcomes(storeName(self), keys, result)) check(status);
+        return result;
+      },
+      py::name("batch_put"), py::is_method(cls), py::arg("keys"), py::arg("values"),
+      py::doc(doc.is_none() ? "" : std::string(py::str(doc)).c_str()));
+}
+
+void wrapCheckedMethods(py::handle cls) {
+  py::object own = cls.attr("__dict__");
+  for (const char* method : {"put", "batch_put"}) {
+    py::object impl = own.attr("get")(method);
+    // Only plain functions: a staticmethod or a wrapper assigned from another class keeps reaching
+    // the trampoline through get_override, as before.
+    if (!PyFunction_Check(impl.ptr())) continue;
+    py::setattr(cls, implName(method).c_str(), impl);
+    py::object doc = impl.attr("__doc__");
+    py::setattr(cls, method,
+                std::string_view(method) == "put" ? checkedPut(impl, cls, doc) : checkedBatchPut(impl, cls, doc));
+  }
+}
+
 }  // namespace
 
 py::function PythonStoreTrampoline::override(const char* method) const {
-  return py::get_override(static_cast<const PythonStore*>(this), method);
+  const auto* store = static_cast<const PythonStore*>(this);
+  if (!isChecked(method)) return py::get_override(store, method);
+  // Looked up by hand: get_override would take the checking wrapper (a C++ function) for "not
+  // overridden" and remember that per type, hiding a method later set on the instance (the
+  // bandwidth benchmark times batch_put that way).
+  py::handle self = py::detail::get_object_handle(store, py::detail::get_type_info(typeid(PythonStore)));
+  if (!self) return py::function();
+  py::object found = py::getattr(self, method, py::none());
+  if (found.is_none()) return py::function();
+  if (!py::reinterpret_borrow<py::function>(found).is_cpp_function()) return py::reinterpret_borrow<py::function>(found);
+  // The checking wrapper, or CacheStore's own binding when the subclass defines no such method.
+  py::object impl = py::getattr(self, implName(method).c_str(), py::none());
+  return impl.is_none() ? py::function() : py::reinterpret_borrow<py::function>(impl);
 }
 
 Status PythonStoreTrampoline::putLocked(std::string_view key, ByteView value) {
@@ -132,7 +270,7 @@ Status PythonStoreTrampoline::putLocked(std::string_view key, ByteView value) {
   LentView view(value.data, value.size, /*readonly=*/true);
   Status status;
   try {
-    fn(py::str(key.data(), key.size()), view.object());
+    status = putOutcome(name(), key, fn(py::str(key.data(), key.size()), view.object()));
   } catch (py::error_already_set& err) {
     status = keyed(statusFromPythonError(err, kStoreErrorFallback), key);
   }
@@ -214,7 +352,7 @@ Result<size_t> PythonStoreTrampoline::getIntoLocked(std::string_view key, Mutabl
   LentView view(dst.data, dst.size, /*readonly=*/false);
   Result<size_t> got = Status::Internal("unset");
   try {
-    got = sizeFromItem(fn(py::str(key.data(), key.size()), view.object()), key, dst.size);
+    got = sizeFromItem(name(), fn(py::str(key.data(), key.size()), view.object()), key, dst.size);
   } catch (py::error_already_set& err) {
     got = keyed(statusFromPythonError(err, kStoreErrorFallback), key);
   }
@@ -245,19 +383,7 @@ std::vector<Status> PythonStoreTrampoline::batchPut(const std::vector<std::strin
   std::vector<LentView> views;
   py::list view_list = lendAll(values, /*readonly=*/true, &views);
   try {
-    py::object result = fn(keyList(keys), view_list);
-    if (!result.is_none()) {
-      auto items = py::reinterpret_borrow<py::sequence>(result);
-      if (static_cast<size_t>(py::len(items)) != keys.size()) {
-        out.assign(keys.size(), Status::Internal("Python store batch_put returned " + std::to_string(py::len(items)) +
-                                                 " results for " + std::to_string(keys.size()) + " keys"));
-      } else {
-        for (size_t i = 0; i < keys.size(); ++i) {
-          py::handle item = items[i];
-          if (!item.is_none()) out[i] = statusFromPythonException(item, kStoreErrorFallback);
-        }
-      }
-    }
+    out = batchPutOutcomes(name(), keys, fn(keyList(keys), view_list));
   } catch (py::error_already_set& err) {
     out.assign(keys.size(), statusFromPythonError(err, kStoreErrorFallback));
   }
@@ -286,13 +412,9 @@ std::vector<Result<size_t>> PythonStoreTrampoline::batchGetInto(const std::vecto
   std::vector<LentView> views;
   py::list view_list = lendAll(dsts, /*readonly=*/false, &views);
   try {
-    auto items = py::reinterpret_borrow<py::sequence>(fn(keyList(keys), view_list));
-    if (static_cast<size_t>(py::len(items)) != keys.size()) {
-      out.assign(keys.size(), Status::Internal("Python store batch_get_into returned " +
-                                               std::to_string(py::len(items)) + " results for " +
-                                               std::to_string(keys.size()) + " keys"));
-    } else {
-      for (size_t i = 0; i < keys.size(); ++i) out[i] = sizeFromItem(items[i], keys[i], dsts[i].size);
+    auto items = batchItems(name(), "batch_get_into", fn(keyList(keys), view_list), keys.size());
+    for (size_t i = 0; i < keys.size(); ++i) {
+      out[i] = items.ok() ? sizeFromItem(name(), items.value()[i], keys[i], dsts[i].size) : items.status();
     }
   } catch (py::error_already_set& err) {
     out.assign(keys.size(), statusFromPythonError(err, kStoreErrorFallback));
@@ -315,14 +437,15 @@ std::vector<Result<bool>> PythonStoreTrampoline::batchExists(const std::vector<s
   }
   if (anyEmpty(keys)) return std::vector<Result<bool>>(keys.size(), emptyKey());
   try {
-    auto items = py::reinterpret_borrow<py::sequence>(fn(keyList(keys)));
-    if (static_cast<size_t>(py::len(items)) != keys.size()) {
-      out.assign(keys.size(), Status::Internal("Python store batch_exists returned the wrong number of results"));
-    } else {
-      for (size_t i = 0; i < keys.size(); ++i) out[i] = truthy(items[i]);
+    auto items = batchItems(name(), "batch_exists", fn(keyList(keys)), keys.size());
+    for (size_t i = 0; i < keys.size(); ++i) {
+      out[i] = items.ok() ? existsFromItem(name(), items.value()[i], keys[i]) : items.status();
     }
   } catch (py::error_already_set& err) {
     out.assign(keys.size(), statusFromPythonError(err, kStoreErrorFallback));
+  }
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (!out[i].ok()) out[i] = keyed(out[i].status(), keys[i]);
   }
   return out;
 }
@@ -352,27 +475,47 @@ Status PythonStoreTrampoline::unregisterBuffer(uint8_t* data) {
 }
 
 void bindPythonStore(py::module_& m) {
-  py::classh<PythonStore, CacheStore, PythonStoreTrampoline>(m, "PythonStore", R"doc(
+  auto cls = py::classh<PythonStore, CacheStore, PythonStoreTrampoline>(m, "PythonStore", R"doc(
 Base class of a cache store written in Python; the writer's worker threads call it, taking the GIL
 only while one of its methods runs. Call ``super().__init__(name)``, then implement:
 
-- ``put(key: str, value: memoryview) -> None`` (overwrites),
+- ``put(key: str, value: memoryview) -> None | bool`` (overwrites): None or True when stored,
+  False when not (a failed put, reported as an I/O error naming the key),
 - ``get(key: str) -> bytes-like | None`` (None when absent),
 - ``exists(key: str) -> bool``, ``remove(key: str) -> bool`` (False when absent).
 
 Optional, for fewer round trips or zero-copy transports:
 
-- ``batch_put(keys, values) -> None | list[None | Exception]``,
+- ``batch_put(keys, values) -> None | list[None | False | Exception]``: None when all were stored,
+  or one item per key: None (stored), False (not stored, as from put) or an exception instance
+  (that key's error, e.g. ``StoreFullError``),
 - ``get_into(key, buffer: memoryview) -> int | None`` and
   ``batch_get_into(keys, buffers) -> list[int | None | Exception]`` (bytes written, None when absent),
-- ``batch_exists(keys) -> list[bool]``,
+- ``batch_exists(keys) -> list[bool | Exception]``,
 - ``register_buffer(address: int, size: int)`` / ``unregister_buffer(address: int)``: the writer's
   staging buffers, announced before any value is lent from them.
 
+Any other result (True or 1 in a batch, a number from put, a batch result that is not one item per
+key) is a bug in the store: every key concerned fails with an INTERNAL error naming the store and
+the type it returned.
+
+Called from Python, a subclass's ``put`` and ``batch_put`` raise the first failure their result
+reports, as the same call on any other store does, and otherwise return that result; the writer's
+workers still get one result per key.
+
 Values and buffers are lent memoryviews, valid only during the call: copy what you keep. Raise a
 ``kvdump`` error (e.g. ``StoreFullError``, ``KeyNotFoundError``) to report its code; any other
-exception is reported as an I/O error.)doc")
-      .def(py::init<std::string>(), py::arg("name"));
+exception is reported as an I/O error.)doc");
+  cls.def(py::init<std::string>(), py::arg("name"));
+
+  py::handle base = cls;  // the class lives as long as the module
+  py::cpp_function hook(
+      [base](py::handle subclass, py::kwargs kwargs) {
+        py::module_::import("builtins").attr("super")(base, subclass).attr("__init_subclass__")(**kwargs);
+        wrapCheckedMethods(subclass);
+      },
+      py::name("__init_subclass__"));
+  cls.attr("__init_subclass__") = py::reinterpret_steal<py::object>(PyClassMethod_New(hook.ptr()));
 
   m.def(
       "buffer_address",

@@ -12,7 +12,10 @@ namespace {
 py::module_ errorsModule() { return py::module_::import("kvdump.errors"); }
 
 [[noreturn]] void raise(py::object exc, const Status& status) {
-  if (auto* original = pythonObjectOf(status)) {
+  // Only an exception can be a cause; assigning anything else raises TypeError, which would
+  // replace the error being reported.
+  auto* original = pythonObjectOf(status);
+  if (original != nullptr && PyExceptionInstance_Check(original->ptr())) {
     exc.attr("__cause__") = *original;
   }
   PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());

@@ -54,10 +54,13 @@ class CacheStore:
         """Remove key; False when it was absent."""
 
 class PythonStore(CacheStore):
-    """Base class of a cache store written in Python. Implement put(key, value: memoryview),
-    get(key) -> bytes | None, exists(key) -> bool, remove(key) -> bool; optionally batch_put,
-    get_into, batch_get_into, batch_exists, register_buffer, unregister_buffer. Lent memoryviews are
-    valid only during the call."""
+    """Base class of a cache store written in Python. Implement put(key, value: memoryview) ->
+    None | bool (False: not stored), get(key) -> bytes | None, exists(key) -> bool, remove(key) ->
+    bool; optionally batch_put (None, or per key None | False | Exception), get_into,
+    batch_get_into, batch_exists, register_buffer, unregister_buffer. Any other result is an
+    INTERNAL error naming the store and the type returned. Called from Python, a subclass's put and
+    batch_put raise the first failure their result reports. Lent memoryviews are valid only during
+    the call."""
 
     def __init__(self, name: str) -> None: ...
 

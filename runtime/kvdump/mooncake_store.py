@@ -146,11 +146,15 @@ class MooncakeStore(_C.PythonStore):
     # -- the PythonStore interface ---------------------------------------------------------------
 
     def put(self, key: str, value: memoryview) -> None:
-        error = self.batch_put([key], [value])[0]
+        error = self._put_all([key], [value])[0]
         if error is not None:
             raise error
 
     def batch_put(self, keys: Sequence[str], values: Sequence[Any]) -> list[KvdumpError | None]:
+        return self._put_all(keys, values)
+
+    def _put_all(self, keys: Sequence[str], values: Sequence[Any]) -> list[KvdumpError | None]:
+        """One result per key: None when stored, else that key's error."""
         results: list[KvdumpError | None] = [None] * len(keys)
         views = [memoryview(value).cast("B") for value in values]
         try:
