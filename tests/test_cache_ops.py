@@ -7,6 +7,7 @@ time with nothing queued), and the asynchronous per-layer loader."""
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -14,6 +15,7 @@ import torch
 
 import kvdump
 from kvdump import StatusCode, _C
+from writer_support import GatedStore, wait_until
 
 LIMIT = 30.0  # every wait is bounded, so that a bug fails a test instead of hanging it
 NS = "kvdump"
@@ -590,13 +592,25 @@ def test_abort_wakes_waiters_of_queued_loads(make_writer, make_loader) -> None:
     kv = random_bits((2, 2, 2, 2, 4), torch.float32, seed=120)
     for layer in range(3):
         write_layer(writer, layer, kv, [0], [1])
-    slow = kvdump.DelayedStore(writer.store, get_delay=0.3)
-    loader = make_loader(slow, num_threads=1)
+    # Reads block on an event rather than a delay: a delay could run out before abort() on a busy
+    # machine, leaving nothing queued to cancel.
+    gated = GatedStore(writer.store)
+    make_writer.events.append(gated.release)
+    loader = make_loader(gated, num_threads=1)
     loader.start()
     dst = [torch.zeros_like(kv) for _ in range(3)]
     for layer in range(3):
         loader.load_async(layer, dst[layer], [1], [1])
-    loader.abort()
-    with pytest.raises(kvdump.AbortedError):
-        loader.wait_layer(2, timeout=LIMIT)
+    assert gated.entered.wait(LIMIT)  # layer 0 is blocked in the store, layers 1 and 2 are queued
+    releaser = threading.Thread(
+        target=lambda: wait_until(lambda: loader.writer.state == "aborting") and gated.release.set()
+    )
+    releaser.start()
+    loader.abort()  # cancels the queued loads, then waits for the running one
+    releaser.join(LIMIT)
+    for layer in (1, 2):
+        with pytest.raises(kvdump.AbortedError):
+            loader.wait_layer(layer, timeout=LIMIT)
+    loader.wait_layer(0, timeout=LIMIT)  # the load that was running finished
+    assert_blocks_moved(kv, dst[0], [0], [1])
     assert loader.writer.state == "idle"

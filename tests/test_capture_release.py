@@ -2,20 +2,23 @@
 the cycle's barrier, after abort() (queued tasks cancelled), after a failed cycle, and on close().
 
 Two probes: a weak reference to the Python tensor (dead once nothing holds it), and the use count of
-the tensor's storage (the captured K/V views hold it while the task is alive)."""
+the tensor's storage (the captured K/V views hold it while the task is alive). A task is kept alive
+by blocking its store put on an event (GatedStore), never by a delay: how long a delay covers
+depends on the machine, and only the release itself is guaranteed, by the time the barrier, abort()
+or close() returns."""
 
 from __future__ import annotations
 
 import gc
-import time
+import threading
 import weakref
 
 import pytest
 import torch
+from writer_support import LIMIT, GatedStore, wait_until
 
 import kvdump
 
-LIMIT = 30.0
 SHAPE = (2, 8, 4, 2, 16)  # [2, blocks, block_size, heads, head_dim]
 
 
@@ -24,56 +27,68 @@ def storage_refs(t: torch.Tensor) -> int:
     return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
 
 
-def collect_until_dead(ref: weakref.ref, seconds: float = 3.0) -> bool:
-    """True once ``ref`` is dead. One gc pass should do; the deadline bounds a bug instead of hanging."""
-    deadline = time.monotonic() + seconds
-    while True:
-        gc.collect()
-        if ref() is None:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
+def is_dead(ref: weakref.ref) -> bool:
+    """True when nothing holds ``ref``'s object any more (one gc pass for stray cycles)."""
+    gc.collect()
+    return ref() is None
 
 
-def slow_store(put_delay: float = 0.2) -> kvdump.CacheStore:
-    return kvdump.DelayedStore(kvdump.MemoryStore(capacity_bytes=16 << 20), put_delay=put_delay)
+def gated_store(make_writer) -> GatedStore:
+    store = GatedStore()
+    make_writer.events.append(store.release)  # a failed test never leaves a worker blocked
+    return store
+
+
+def release_when(store: GatedStore, condition) -> threading.Thread:
+    """Releases ``store`` from another thread once ``condition()`` holds (the caller is about to block
+    in a call that waits for the blocked task)."""
+    thread = threading.Thread(target=lambda: wait_until(condition) and store.release.set())
+    thread.start()
+    return thread
 
 
 def test_tensors_are_released_after_the_cycle(make_writer) -> None:
-    writer = make_writer(slow_store(put_delay=0.05), num_threads=1)
+    store = gated_store(make_writer)
+    writer = make_writer(store, num_threads=1)
     kv = torch.randn(SHAPE)
     ref = weakref.ref(kv)
     baseline = storage_refs(kv)
 
     writer.init()
     kvdump.write_cache_store(writer, 0, kv, [1, 5, 2], [11, 15, 12])
-    # The task, still running (its put sleeps), holds K and V views: the probe sees the capture.
+    assert store.entered.wait(LIMIT)
+    # The task is blocked in the store's put: it still holds its K and V views.
     assert storage_refs(kv) > baseline
+    store.release.set()
     writer.wait_all_done(timeout=LIMIT)
     assert storage_refs(kv) == baseline  # released by the time the barrier returns
 
     del kv
-    assert collect_until_dead(ref)
+    assert is_dead(ref)
 
 
 def test_separate_k_and_v_are_released_after_the_cycle(make_writer) -> None:
-    writer = make_writer(slow_store(put_delay=0.2), num_threads=1)
+    store = gated_store(make_writer)
+    writer = make_writer(store, num_threads=1)
     k, v = torch.randn(SHAPE[1:]), torch.randn(SHAPE[1:])
     refs = [weakref.ref(k), weakref.ref(v)]
 
     writer.init()
     kvdump.write_cache_store(writer, 0, k, [1, 5, 2], [11, 15, 12], v_cache=v)
+    assert store.entered.wait(LIMIT)
     del k, v
     gc.collect()
-    # The running task holds the very tensors (torch keeps their Python objects alive with them).
+    # The task, blocked in the store's put, holds the very tensors (torch keeps their Python objects
+    # alive with them).
     assert all(r() is not None for r in refs)
+    store.release.set()
     writer.wait_all_done(timeout=LIMIT)
-    assert all(collect_until_dead(r) for r in refs)
+    assert all(is_dead(r) for r in refs)
 
 
 def test_tensors_are_released_after_abort_with_queued_tasks(make_writer) -> None:
-    writer = make_writer(slow_store(put_delay=0.2), num_threads=1)
+    store = gated_store(make_writer)
+    writer = make_writer(store, num_threads=1)
     layers = [torch.randn(SHAPE) for _ in range(4)]
     refs = [weakref.ref(kv) for kv in layers]
     baselines = [storage_refs(kv) for kv in layers]
@@ -81,16 +96,19 @@ def test_tensors_are_released_after_abort_with_queued_tasks(make_writer) -> None
     writer.init()
     for layer, kv in enumerate(layers):
         kvdump.write_cache_store(writer, layer, kv, [0, 3], [100 + layer, 200 + layer])
-    assert [storage_refs(kv) for kv in layers] > baselines  # captured
-    report = writer.abort()
-    # One thread, a 0.2 s put: at most one task was running, the others were still queued.
-    assert report["cancelled"] >= 3
-    assert report["cancelled"] + report["finished_running"] == 4
+    assert store.entered.wait(LIMIT)
+    # Layer 0's task is blocked in the store; the other three are queued behind it (one thread).
+    assert all(storage_refs(kv) > b for kv, b in zip(layers, baselines))
+    releaser = release_when(store, lambda: writer.state == "aborting")
+    report = writer.abort()  # cancels the queued tasks, then waits for the running one
+    releaser.join(LIMIT)
+    assert report["cancelled"] == 3
+    assert report["finished_running"] == 1
     assert writer.state == "idle"
     assert [storage_refs(kv) for kv in layers] == baselines  # released by the time abort returns
 
     del layers, kv
-    assert all(collect_until_dead(r) for r in refs)
+    assert all(is_dead(r) for r in refs)
     assert kvdump.lookup(writer.store, [100, 101, 102, 103]) == 0
 
 
@@ -106,35 +124,46 @@ def test_tensors_are_released_after_a_failed_cycle(make_writer) -> None:
     assert info.value.code is kvdump.StatusCode.STORE_FULL
     assert storage_refs(kv) == baseline
     del kv
-    assert collect_until_dead(ref)
+    assert is_dead(ref)
 
 
 def test_tensors_are_released_when_an_open_cycle_is_closed(make_writer, capfd) -> None:
-    writer = make_writer(slow_store(put_delay=0.2), num_threads=1)
+    store = gated_store(make_writer)
+    writer = make_writer(store, num_threads=1)
     layers = [torch.randn(SHAPE) for _ in range(3)]
     refs = [weakref.ref(kv) for kv in layers]
+    baselines = [storage_refs(kv) for kv in layers]
     writer.init()
     for layer, kv in enumerate(layers):
         kvdump.write_cache_store(writer, layer, kv, [0], [layer])
+    assert store.entered.wait(LIMIT)
+    # close() cancels the two queued tasks (dropping their captures), then waits for the blocked one.
+    queued = list(zip(layers[1:], baselines[1:]))
+    releaser = release_when(store, lambda: all(storage_refs(kv) == b for kv, b in queued))
     writer.close()
-    assert "cancelled" in capfd.readouterr().err
-    del layers, kv
-    assert all(collect_until_dead(r) for r in refs)
+    releaser.join(LIMIT)
+    assert "cancelled 2 queued task(s), waited for 1 running task(s)" in capfd.readouterr().err
+    del layers, kv, queued
+    assert all(is_dead(r) for r in refs)
 
 
 def test_tensors_of_a_cycle_aborted_by_a_raising_forward_are_released(make_writer) -> None:
-    writer = make_writer(slow_store(put_delay=0.1), num_threads=1)
+    store = gated_store(make_writer)
+    writer = make_writer(store, num_threads=1)
     kv = torch.randn(SHAPE)
     ref = weakref.ref(kv)
 
     class Boom(Exception):
         pass
 
+    releaser = release_when(store, lambda: writer.state == "aborting")
     with pytest.raises(Boom):
         with writer.cycle(timeout=LIMIT):
             kvdump.write_cache_store(writer, 0, kv, [0, 1], [1, 2])
             kvdump.write_cache_store(writer, 1, kv, [0, 1], [1, 2])
+            assert store.entered.wait(LIMIT)  # layer 0 running, layer 1 queued when the forward fails
             raise Boom
+    releaser.join(LIMIT)
     assert writer.state == "idle"
     del kv
-    assert collect_until_dead(ref)
+    assert is_dead(ref)

@@ -129,30 +129,65 @@ def test_prefill_then_decode_in_separate_processes(tmp_path: Path) -> None:
     assert [r["generated"] for r in report["requests"]] == [r["generated"] for r in cold_report["requests"]]
 
 
-SLOW_STORE_PLUGIN = '''
-from urllib.parse import parse_qs, urlparse
+STALLING_STORE_PLUGIN = '''
+import os
+import threading
+from urllib.parse import urlparse
 
 import kvdump
 
 
-def open_slow_file_store(url):
-    """slowfile:///root?put_delay=S: a FileStore whose every put (and batch put) first sleeps S s."""
-    parsed = urlparse(url)
-    delay = float(parse_qs(parsed.query)["put_delay"][0])
-    return kvdump.DelayedStore(kvdump.FileStore(parsed.path), put_delay=delay)
+class StallingFileStore(kvdump.PythonStore):
+    """stallfile:///root: a FileStore that stores the first batch of blocks it is given, then, at
+    the start of the second, creates root/stalled and blocks until the process is killed (bounded,
+    so a test that never kills it still ends)."""
+
+    def __init__(self, root):
+        super().__init__("stallfile")
+        self.root = root
+        self.inner = kvdump.FileStore(root)
+        self.lock = threading.Lock()
+        self.batches = 0
+
+    def batch_put(self, keys, values):
+        with self.lock:
+            self.batches += 1
+            stall = self.batches > 1
+        if stall:
+            open(os.path.join(self.root, "stalled"), "w").close()
+            threading.Event().wait(300)
+            raise TimeoutError("stallfile: nobody killed this process")
+        kvdump.CacheStore.batch_put(self.inner, list(keys), [bytes(v) for v in values])
+
+    def put(self, key, value):
+        self.batch_put([key], [value])
+
+    def get(self, key):
+        return kvdump.CacheStore.get(self.inner, key)
+
+    def exists(self, key):
+        return kvdump.CacheStore.exists(self.inner, key)
+
+    def remove(self, key):
+        return kvdump.CacheStore.remove(self.inner, key)
+
+
+def open_stalling_file_store(url):
+    return StallingFileStore(urlparse(url).path)
 '''
 
 
-def install_slow_store_plugin(tmp_path: Path) -> dict[str, str]:
-    """An environment whose Python finds a ``slowfile://`` store plug-in through the ``kvdump.stores``
-    entry point group, the way an installed package would register one."""
+def install_test_plugins(tmp_path: Path) -> dict[str, str]:
+    """An environment whose Python finds the ``stallfile://`` store plug-in through the
+    ``kvdump.stores`` entry point group, the way an installed package would register one."""
     site = tmp_path / "plugin-site"
-    dist_info = site / "kvdump_slow_store_test-0.dist-info"
+    dist_info = site / "kvdump_test_stores-0.dist-info"
     dist_info.mkdir(parents=True)
-    (site / "kvdump_slow_store_test.py").write_text(SLOW_STORE_PLUGIN)
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: kvdump-slow-store-test\nVersion: 0\n")
+    (site / "kvdump_test_stores.py").write_text(STALLING_STORE_PLUGIN)
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: kvdump-test-stores\nVersion: 0\n")
     (dist_info / "entry_points.txt").write_text(
-        "[kvdump.stores]\nslowfile = kvdump_slow_store_test:open_slow_file_store\n"
+        "[kvdump.stores]\n"
+        "stallfile = kvdump_test_stores:open_stalling_file_store\n"
     )
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH", "")]))
@@ -161,11 +196,11 @@ def install_slow_store_plugin(tmp_path: Path) -> dict[str, str]:
 
 def test_prefill_killed_mid_write_publishes_nothing(tmp_path: Path) -> None:
     root = tmp_path / "kv"
-    env = install_slow_store_plugin(tmp_path)
-    # One writer thread: layer 1's put starts only after layer 0's is stored, and the commit only
-    # after layer 1's, each behind its own put delay. Killing as soon as layer 0's first file exists
-    # therefore lands at least two delays before any commit could exist.
-    config = str(write_config(tmp_path, f"slowfile://{root}", num_threads=1, options="options = { put_delay = 1.5 }"))
+    root.mkdir()
+    env = install_test_plugins(tmp_path)
+    # The store takes the first batch (layer 0 of req-0) and stalls in the second, so the kill lands
+    # after some blocks are stored and before any commit could be, however slow the machine.
+    config = str(write_config(tmp_path, f"stallfile://{root}", num_threads=1))
     block_keys, commit_keys = store_keys(Path(config))
     store = kvdump.FileStore(str(root))
     prefill = subprocess.Popen(
@@ -176,10 +211,10 @@ def test_prefill_killed_mid_write_publishes_nothing(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while not any(store.exists(key) for key in block_keys):
-            assert prefill.poll() is None, f"prefill exited before writing a block: {prefill.stderr.read()}"
-            assert time.monotonic() < deadline, "prefill wrote no block within 120 s"
+        deadline = time.monotonic() + 120  # bounds a broken prefill; the kill itself waits on the marker
+        while not (root / "stalled").exists():
+            assert prefill.poll() is None, f"prefill exited before it stalled: {prefill.stderr.read()}"
+            assert time.monotonic() < deadline, "prefill did not reach its second batch of blocks within 120 s"
             time.sleep(0.01)
         prefill.send_signal(signal.SIGKILL)
     finally:
@@ -189,9 +224,12 @@ def test_prefill_killed_mid_write_publishes_nothing(tmp_path: Path) -> None:
     assert prefill.returncode == -signal.SIGKILL
     stored = [key for key in block_keys if store.exists(key)]
     assert 0 < len(stored) < len(block_keys), "the kill must land after some blocks and before the last"
-    assert not any(store.exists(key) for key in commit_keys), "killed too late: a commit record exists"
+    assert not any(store.exists(key) for key in commit_keys), "a commit record exists"
 
-    decode = run_kvdump("decode", "--config", config, *PROMPTS, "--max-new-tokens", "4", "--verify", "--json", env=env)
+    decode = run_kvdump(
+        "decode", "--config", config, "--set", f"store.url=file://{root}",
+        *PROMPTS, "--max-new-tokens", "4", "--verify", "--json",
+    )  # fmt: skip
     assert decode.returncode == 0, decode.stderr
     report = json.loads(decode.stdout)
     assert [r["committed_blocks"] for r in report["requests"]] == [0, 0, 0]

@@ -30,6 +30,38 @@ class Gate:
         self.finished.set()
 
 
+class GatedStore(kvdump.PythonStore):
+    """A store whose every put and get announces itself (``entered``), then blocks until ``release``
+    is set (at most LIMIT seconds, then fails), before forwarding to a native store. While a task
+    is blocked in it, the task is certainly still running: no sleep has to guess how long a call
+    takes."""
+
+    def __init__(self, inner: kvdump.CacheStore | None = None) -> None:
+        super().__init__("gated")
+        self.inner = inner if inner is not None else kvdump.MemoryStore(capacity_bytes=64 << 20)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def _gate(self) -> None:
+        self.entered.set()
+        if not self.release.wait(LIMIT):
+            raise TimeoutError("gated store never released")
+
+    def put(self, key: str, value: memoryview) -> None:
+        self._gate()
+        kvdump.CacheStore.put(self.inner, key, bytes(value))
+
+    def get(self, key: str) -> bytes | None:
+        self._gate()
+        return kvdump.CacheStore.get(self.inner, key)
+
+    def exists(self, key: str) -> bool:
+        return kvdump.CacheStore.exists(self.inner, key)
+
+    def remove(self, key: str) -> bool:
+        return kvdump.CacheStore.remove(self.inner, key)
+
+
 def raiser(exc: BaseException) -> Callable[[], None]:
     """A task that raises ``exc``."""
 
