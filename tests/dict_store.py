@@ -48,3 +48,7 @@ class DictStore(kvdump.PythonStore):
 def open_dict_store(url: str) -> DictStore:
     """Entry-point factory for ``dict://``."""
     return DictStore()
+
+
+# The values live in this process's memory and go with it: kvdump.stores.outlives_process reads this.
+open_dict_store.in_process = True  # type: ignore[attr-defined]

@@ -1,6 +1,7 @@
 """The two PD roles as the CLI runs them: prefill and decode in separate processes over a FileStore
-and over Mooncake, a decode that finds nothing, a prefill killed mid-write, and the in-process paths
-(TP key spaces, prefix hits, corrupted blocks, a failed verification)."""
+and over Mooncake, a decode that finds nothing, a prefill killed mid-write, stores that die with the
+process refused, and the in-process paths (TP key spaces, prefix hits, corrupted blocks, a failed
+verification)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import kvdump
+import kvdump.config
 import kvdump.pd
 import pytest
 from kvdump import _C, cli
@@ -174,12 +176,21 @@ class StallingFileStore(kvdump.PythonStore):
 
 def open_stalling_file_store(url):
     return StallingFileStore(urlparse(url).path)
+
+
+def open_scratch_store(url):
+    """scratch://: a MemoryStore under another name, declaring that its data dies with the process."""
+    return kvdump.MemoryStore()
+
+
+open_scratch_store.in_process = True
 '''
 
 
 def install_test_plugins(tmp_path: Path) -> dict[str, str]:
-    """An environment whose Python finds the ``stallfile://`` store plug-in through the
-    ``kvdump.stores`` entry point group, the way an installed package would register one."""
+    """An environment whose Python finds the ``stallfile://`` and ``scratch://`` store plug-ins
+    through the ``kvdump.stores`` entry point group, the way an installed package would register
+    them."""
     site = tmp_path / "plugin-site"
     dist_info = site / "kvdump_test_stores-0.dist-info"
     dist_info.mkdir(parents=True)
@@ -188,6 +199,7 @@ def install_test_plugins(tmp_path: Path) -> dict[str, str]:
     (dist_info / "entry_points.txt").write_text(
         "[kvdump.stores]\n"
         "stallfile = kvdump_test_stores:open_stalling_file_store\n"
+        "scratch = kvdump_test_stores:open_scratch_store\n"
     )
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH", "")]))
@@ -236,6 +248,35 @@ def test_prefill_killed_mid_write_publishes_nothing(tmp_path: Path) -> None:
     assert [r["loaded_blocks"] for r in report["requests"]] == [0, 0, 0]
     assert [r["hit"] for r in report["requests"]] == ["miss"] * 3
     assert all(r["tokens_match"] for r in report["requests"])
+
+
+@pytest.mark.parametrize("role", ["prefill", "decode"])
+def test_a_store_that_dies_with_the_process_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, role: str
+) -> None:
+    def no_work(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the role did work before refusing the store")
+
+    monkeypatch.setattr(kvdump.pd, "build_model", no_work)
+    monkeypatch.setattr(kvdump.config.PDConfig, "open_store", no_work)
+    config = write_config(tmp_path, "memory://?capacity_bytes=1048576")
+    extra = ["--max-new-tokens", "2"] if role == "decode" else []
+    assert cli.main([role, "--config", str(config), *PROMPTS, *extra]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1  # one line, no traceback
+    assert captured.err.startswith(f"kvdump {role}: {config}: store.url: expected a store that outlives this process")
+    assert "use file:///path or mooncake://host:port" in captured.err
+
+
+def test_a_plugin_that_declares_itself_in_process_is_refused(tmp_path: Path) -> None:
+    env = install_test_plugins(tmp_path)
+    config = str(write_config(tmp_path, "scratch://"))
+    for role in ("prefill", "decode"):
+        done = run_kvdump(role, "--config", config, *PROMPTS, env=env)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr
+        assert f"store.url: expected a store that outlives this process, got 'scratch://'" in done.stderr
 
 
 def test_tp_rank_selects_the_key_space(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -32,6 +32,12 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def cli_config(tmp_path: Path) -> str:
+    """MINIMAL with a store the PD roles accept (memory:// is refused), so that a CLI test fails only
+    for the fault it is about."""
+    return MINIMAL.replace('"memory://"', f'"file://{tmp_path}/kv"')
+
+
 def with_key(section: str, line: str) -> str:
     """MINIMAL with ``line`` added to ``[section]`` (the section is appended if MINIMAL lacks it)."""
     header = f"[{section}]\n"
@@ -235,18 +241,19 @@ def test_make_writer_takes_every_writer_setting(tmp_path: Path) -> None:
 
 
 def test_cli_bad_config_prints_one_line_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write(tmp_path, with_key("writer", "num_threads = 0"))
+    path = write(tmp_path, cli_config(tmp_path) + "\n[writer]\nnum_threads = 0\n")
     for role in ("prefill", "decode"):
         assert cli.main([role, "--config", str(path), "--random-prompts", "1"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1
         assert "writer.num_threads: expected an integer >= 1, got 0" in err
-    assert cli.main(["decode", "--config", str(write(tmp_path, MINIMAL)), "--tp-rank", "5", "--prompt", "x"]) == 2
+    path = write(tmp_path, cli_config(tmp_path))
+    assert cli.main(["decode", "--config", str(path), "--tp-rank", "5", "--prompt", "x"]) == 2
     assert "parallel.tp_rank (from the command line)" in capsys.readouterr().err
 
 
 def test_cli_process_exit_code_2_without_traceback(tmp_path: Path) -> None:
-    path = write(tmp_path, MINIMAL.replace('"tiny"', '"huge"'))
+    path = write(tmp_path, cli_config(tmp_path).replace('"tiny"', '"huge"'))
     proc = subprocess.run(
         [sys.executable, "-m", "kvdump.cli", "prefill", "--config", str(path), "--random-prompts", "1"],
         capture_output=True,

@@ -210,8 +210,9 @@ def test_a_plugin_registered_under_a_url_scheme_opens_and_serves_a_writer(tmp_pa
     script = textwrap.dedent(
         """
         import kvdump, torch
-        from kvdump.stores import registered_schemes
+        from kvdump.stores import outlives_process, registered_schemes
         assert "dict" in registered_schemes(), registered_schemes()
+        assert outlives_process("dict://") is False  # the factory declares itself in-process
         store = kvdump.open_store("dict://")
         assert type(store).__name__ == "DictStore"
         writer = kvdump.AsyncWriter(store, num_threads=2)

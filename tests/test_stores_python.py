@@ -47,6 +47,23 @@ def test_open_store_errors_name_the_problem(tmp_path: Path) -> None:
         kvdump.open_store(str(tmp_path))
 
 
+def test_outlives_process_says_which_stores_another_process_can_read(tmp_path: Path) -> None:
+    from kvdump.stores import outlives_process
+
+    assert outlives_process("memory://") is False
+    assert outlives_process("memory://?capacity_bytes=1024") is False
+    assert outlives_process(f"file://{tmp_path}") is True
+    assert not (tmp_path / "never").exists()
+    assert outlives_process(f"file://{tmp_path}/never") is True  # opens nothing
+    # Nothing is contacted either: no master listens here.
+    assert outlives_process("mooncake://127.0.0.1:1?metadata_server=http://127.0.0.1:1/metadata") is True
+    assert not (tmp_path / "never").exists()
+    with pytest.raises(kvdump.UnsupportedError, match="no store for scheme 'nosuch'"):
+        outlives_process("nosuch://x")
+    with pytest.raises(kvdump.KvdumpValueError, match="scheme"):
+        outlives_process(str(tmp_path))
+
+
 def _writer_process(root: str, worker: int, count: int) -> None:
     store = kvdump.FileStore(root)
     for i in range(count):

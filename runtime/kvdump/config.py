@@ -14,7 +14,8 @@ seed = 0                    # weights are drawn from this seed, so both roles bu
 dtype = "float32"           # "float32" | "bfloat16" | "float16"
 
 [store]                     # required
-url = "file:///srv/kv"      # required: anything kvdump.open_store takes
+url = "file:///srv/kv"      # required: anything kvdump.open_store takes; the PD roles refuse a
+                            # store whose data dies with the process (memory://)
 options = { fsync = true }  # optional: merged into the URL's query string
 
 [writer]                    # optional; AsyncWriter (and KVLoader) settings
@@ -146,7 +147,7 @@ def _bytes(value: Any) -> Any:
 _BYTES = _Rule("a byte count >= 1 (an integer or a string such as '256MiB')", _bytes)
 
 _STORE_URL = _Rule(
-    "a store URL such as 'file:///srv/kv', 'memory://' or 'mooncake://host:port?...'",
+    "a store URL such as 'file:///srv/kv' or 'mooncake://host:port?...'",
     lambda v: v if isinstance(v, str) and "://" in v and urlsplit(v).scheme else _REJECT,
 )
 

@@ -11,6 +11,9 @@ seeded generator, so two processes get identical weights) and turn the same prom
 the same token ids. The reference model is not tensor-parallel: ``parallel.tp_rank``/``tp_size``
 choose the key space (``tp<rank>of<size>``) a worker writes and reads, as a TP worker would, while
 every worker stores the whole layer.
+
+The two roles meet only through the store, so both refuse, before any work, a store whose data
+lives and dies with one process (``memory://``, or a plug-in that declares itself in-process).
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ import torch
 
 from kvdump.cache_ops import write_cache_store
 from kvdump.commit import lookup
-from kvdump.config import PDConfig
-from kvdump.errors import KvdumpError, KvdumpValueError
+from kvdump.config import ConfigError, PDConfig
+from kvdump.errors import KvdumpError, KvdumpValueError, UnsupportedError
 from kvdump.hashing import block_hashes
 from kvdump.models import BlockAllocator, PagedKVCache, ReferenceLlama, blocks_needed, generate_greedy, greedy_continue
+from kvdump.stores import outlives_process
 from kvdump.writer import AsyncWriter
 
 Progress = Callable[[str], None]
@@ -80,6 +84,30 @@ def make_requests(
         if not prompt:
             raise RequestError(f"prompt {index} is empty; every prompt needs at least one token")
     return [Request(f"req-{i}", tuple(p)) for i, p in enumerate(prompts)]
+
+
+def require_shared_store(config: PDConfig, role: str) -> None:
+    """Raise :class:`ConfigError` on ``store.url`` unless the store's data outlives this process:
+    what prefill stores in an in-process store vanishes when it exits, and decode, in a process of
+    its own, can never find anything in one."""
+    url = config.store.resolved_url
+    try:
+        shared = outlives_process(url)
+    except (KvdumpValueError, UnsupportedError) as error:
+        raise ConfigError(config.path, "store.url", str(error)) from error
+    if shared:
+        return
+    consequence = (
+        "what prefill stores there vanishes when it exits"
+        if role == "prefill"
+        else "decode can never find there what another process stored"
+    )
+    raise ConfigError(
+        config.path,
+        "store.url",
+        f"expected a store that outlives this process, got {config.store.url!r}, whose data lives only "
+        f"inside the process that opens it, so {consequence}; use file:///path or mooncake://host:port",
+    )
 
 
 def build_model(config: PDConfig) -> ReferenceLlama:
@@ -158,6 +186,7 @@ def _where(config: PDConfig, store: object, model: ReferenceLlama) -> dict[str, 
 def run_prefill(config: PDConfig, requests: Sequence[Request], progress: Progress = print) -> PrefillReport:
     """Prefill every request with the writer attached, one writer cycle per request, so each request
     is published (its full blocks committed) as soon as all its layers are stored."""
+    require_shared_store(config, "prefill")
     _check_fits(config, requests, 0)
     model = build_model(config)
     store = config.open_store()
@@ -288,6 +317,7 @@ def run_decode(
 ) -> DecodeReport:
     """Decode every request from what the store has committed; see the module docstring. With
     ``verify``, each request is also run from scratch locally and the tokens compared."""
+    require_shared_store(config, "decode")
     if max_new_tokens < 1:
         raise RequestError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
     _check_fits(config, requests, max_new_tokens)

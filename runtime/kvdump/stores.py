@@ -1,7 +1,11 @@
 """Opening stores by URL: ``memory://``, ``file:///path``, ``mooncake://master:port`` and plug-ins
 registered under the entry point group ``kvdump.stores`` (name = URL scheme, value = a callable
 taking the URL string and returning a ``kvdump.CacheStore``, e.g. an instance of a
-``kvdump.PythonStore`` subclass)."""
+``kvdump.PythonStore`` subclass).
+
+A plug-in whose data lives inside the process that opened it declares so by setting
+``in_process = True`` on its factory; :func:`outlives_process` then answers False for its scheme,
+as it does for ``memory://``, and the PD roles refuse it."""
 
 from __future__ import annotations
 
@@ -74,6 +78,10 @@ def _open_mooncake(url: str) -> _C.CacheStore:
     return MooncakeStore(parsed.netloc, **options)  # type: ignore[arg-type]
 
 
+# Whether the data outlives the process that opened the store is set here, next to each factory,
+# so that no caller has to know schemes by name.
+_open_memory.in_process = True  # type: ignore[attr-defined]
+
 _BUILTIN: dict[str, StoreFactory] = {"memory": _open_memory, "file": _open_file, "mooncake": _open_mooncake}
 
 
@@ -82,11 +90,7 @@ def registered_schemes() -> list[str]:
     return sorted(set(_BUILTIN) | {ep.name for ep in entry_points(group="kvdump.stores")})
 
 
-def open_store(url: str) -> _C.CacheStore:
-    """Open the store a URL names, e.g. ``memory://?capacity_bytes=1073741824``,
-    ``file:///mnt/kv?fsync=true`` or
-    ``mooncake://127.0.0.1:50051?metadata_server=http://127.0.0.1:8080/metadata&protocol=tcp``. Unknown schemes raise :class:`UnsupportedError` listing the known
-    ones; bad options raise :class:`KvdumpValueError` naming the option."""
+def _factory(url: str) -> tuple[str, StoreFactory]:
     scheme = urlparse(url).scheme
     if not scheme:
         raise KvdumpValueError(f"store URL needs a scheme (one of {registered_schemes()}), got {url!r}")
@@ -96,6 +100,24 @@ def open_store(url: str) -> _C.CacheStore:
         if not matches:
             raise UnsupportedError(f"no store for scheme {scheme!r}; known: {registered_schemes()}")
         factory = matches[0].load()
+    return scheme, factory
+
+
+def outlives_process(url: str) -> bool:
+    """Whether what a store opened from ``url`` holds is still there after the opening process
+    exits, so another process can read it: False for ``memory://`` and for plug-ins whose factory
+    sets ``in_process = True``. Opens nothing. Raises as :func:`open_store` does for a URL without
+    a known scheme."""
+    _, factory = _factory(url)
+    return not getattr(factory, "in_process", False)
+
+
+def open_store(url: str) -> _C.CacheStore:
+    """Open the store a URL names, e.g. ``memory://?capacity_bytes=1073741824``,
+    ``file:///mnt/kv?fsync=true`` or
+    ``mooncake://127.0.0.1:50051?metadata_server=http://127.0.0.1:8080/metadata&protocol=tcp``. Unknown schemes raise :class:`UnsupportedError` listing the known
+    ones; bad options raise :class:`KvdumpValueError` naming the option."""
+    scheme, factory = _factory(url)
     store = factory(url)
     if not isinstance(store, _C.CacheStore):
         raise TypeError(f"store plug-in for {scheme!r} returned {type(store).__name__}, not a kvdump.CacheStore")
