@@ -98,7 +98,9 @@ BAD_VALUES = [
     ("model", "dtype", '"float64"', "expected one of 'float32', 'bfloat16', 'float16', got 'float64'"),
     ("store", "options", "{ x = [1] }", "expected a table of strings, integers, numbers or booleans"),
     ("cache", "block_size", "0", "expected an integer >= 1, got 0"),
-    ("parallel", "tp_size", "0", "expected an integer >= 1, got 0"),
+    ("parallel", "tp_size", "0", "expected an integer in [1, 65535], got 0"),
+    ("parallel", "tp_size", "65536", "expected an integer in [1, 65535], got 65536"),
+    ("parallel", "tp_size", "true", "expected an integer in [1, 65535], got true"),
     ("parallel", "tp_rank", "-1", "expected an integer >= 0, got -1"),
     ("timeouts", "load_wait", "inf", "expected a number of seconds > 0, got inf"),
     ("timeouts", "write_wait", "-2.5", "expected a number of seconds > 0, got -2.5"),
@@ -123,12 +125,8 @@ def test_bad_value_names_file_key_and_expectation(
 def test_replacing_a_required_value_badly_is_refused(tmp_path: Path) -> None:
     cases = [
         ("model.preset", MINIMAL.replace('"tiny"', '"huge"'), "expected one of 'tiny', 'small', got 'huge'"),
-        (
-            "model.namespace",
-            MINIMAL.replace('"ns"', '"a b"'),
-            "expected a non-empty string without whitespace, got 'a b'",
-        ),
-        ("model.namespace", MINIMAL.replace('"ns"', '""'), "expected a non-empty string without whitespace, got ''"),
+        ("model.namespace", MINIMAL.replace('"ns"', '"a b"'), f"{NAMESPACE_EXPECTED}, got 'a b'"),
+        ("model.namespace", MINIMAL.replace('"ns"', '""'), f"{NAMESPACE_EXPECTED}, got ''"),
         ("store.url", MINIMAL.replace('"memory://"', '"/srv/kv"'), "expected a store URL such as 'file:///srv/kv'"),
     ]
     for key, text, message in cases:
@@ -136,6 +134,49 @@ def test_replacing_a_required_value_badly_is_refused(tmp_path: Path) -> None:
             load_config(write(tmp_path, text))
     with pytest.raises(ConfigError, match="store.url: expected a store URL .* got 5"):
         load_config(write(tmp_path, MINIMAL.replace('"memory://"', "5")))
+
+
+NAMESPACE_EXPECTED = "expected a non-empty string of printable ASCII characters without whitespace or '/'"
+
+
+@pytest.mark.parametrize(
+    "namespace",
+    ["a/b", "/", "llama/", "a\\tb", "na\\u00efve", "ns\\u00a0", "a\\u007fb", "\\u4e2d"],
+    ids=["slash", "only-slash", "trailing-slash", "tab", "non-ascii", "nbsp", "del", "cjk"],
+)
+def test_a_namespace_that_cannot_head_a_store_key_is_refused(tmp_path: Path, namespace: str) -> None:
+    # TOML escapes spell the control and non-ASCII characters: the file itself is plain ASCII.
+    path = write(tmp_path, MINIMAL.replace('"ns"', f'"{namespace}"'))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.config_key == "model.namespace"
+    assert str(caught.value).startswith(f"{path}: model.namespace: {NAMESPACE_EXPECTED}, got ")
+    with pytest.raises(ConfigError, match=r"model\.namespace \(from the command line\): expected"):
+        load_config(write(tmp_path, MINIMAL), {"model.namespace": "a/b"})
+
+
+def test_a_namespace_of_printable_ascii_is_accepted(tmp_path: Path) -> None:
+    for namespace in ("llama-3.1_8b", "A~!@#$%^&*()+=[]{}|;:,.<>?", "x"):
+        text = MINIMAL.replace('"ns"', "'" + namespace + "'")  # a TOML literal string: no escapes
+        assert load_config(write(tmp_path, text)).model.namespace == namespace
+
+
+def test_cli_names_model_namespace_for_a_namespace_with_a_slash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, cli_config(tmp_path).replace('"ns"', '"a/b"'))
+    assert cli.main(["prefill", "--config", str(path), "--random-prompts", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"kvdump prefill: {path}: model.namespace: {NAMESPACE_EXPECTED}, got 'a/b'\n"
+
+
+def test_tp_size_beyond_the_record_header_is_refused_also_from_the_command_line(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    too_big = r"parallel\.tp_size \(from the command line\): expected an integer in \[1, 65535\], got 70000"
+    with pytest.raises(ConfigError, match=too_big):
+        load_config(path, {"parallel.tp_size": 70000, "parallel.tp_rank": 69999})
+    config = load_config(path, {"parallel.tp_size": 65535, "parallel.tp_rank": 65534})
+    assert (config.parallel.tp_rank, config.parallel.tp_size) == (65534, 65535)
 
 
 def test_tp_rank_must_lie_below_tp_size(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ built or store opened.
 ```toml
 [model]                     # required
 namespace = "llama-tiny"    # required: first part of every store key; change it with the weights
+                            # (printable ASCII without whitespace or '/')
 preset = "tiny"             # required: "tiny" | "small" (kvdump.models.LlamaConfig presets)
 seed = 0                    # weights are drawn from this seed, so both roles build the same model
 dtype = "float32"           # "float32" | "bfloat16" | "float16"
@@ -30,7 +31,7 @@ block_size = 16             # tokens per KV block
 
 [parallel]
 tp_rank = 0                 # the key space this worker writes and reads (tp<rank>of<size>)
-tp_size = 1
+tp_size = 1                 # at most 65535
 
 [timeouts]
 write_wait = 60.0           # seconds the prefill waits for a forward's writes (the barrier)
@@ -111,6 +112,12 @@ def _integer(minimum: int) -> _Rule:
     return _Rule(f"an integer >= {minimum}", lambda v: v if _is_int(v) and v >= minimum else _REJECT)
 
 
+def _integer_in(minimum: int, maximum: int) -> _Rule:
+    return _Rule(
+        f"an integer in [{minimum}, {maximum}]", lambda v: v if _is_int(v) and minimum <= v <= maximum else _REJECT
+    )
+
+
 def _positive_seconds(value: Any) -> Any:
     if (_is_int(value) or isinstance(value, float)) and value > 0 and math.isfinite(value):
         return float(value)
@@ -125,10 +132,18 @@ def _choice(*allowed: str) -> _Rule:
     return _Rule(f"one of {names}", lambda v: v if isinstance(v, str) and v in allowed else _REJECT)
 
 
-_NAMESPACE = _Rule(
-    "a non-empty string without whitespace",
-    lambda v: v if isinstance(v, str) and v and not any(c.isspace() for c in v) else _REJECT,
-)
+def _namespace(value: Any) -> Any:
+    # The namespace is the first segment of every store key ("<namespace>/tp0of1/..."): a '/' would
+    # split it, and keys travel as file names and over the wire, so only printable ASCII is safe.
+    if isinstance(value, str) and value and all("!" <= c <= "~" for c in value) and "/" not in value:
+        return value
+    return _REJECT
+
+
+_NAMESPACE = _Rule("a non-empty string of printable ASCII characters without whitespace or '/'", _namespace)
+
+# TP rank and size are 16-bit fields of every block record's header.
+MAX_TP_SIZE = 65535
 
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|MB|GB|KIB|MIB|GIB)?\s*$", re.IGNORECASE)
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
@@ -233,7 +248,7 @@ class ParallelConfig:
     """``[parallel]``: the tensor-parallel key space (``tp<rank>of<size>``) of this worker."""
 
     tp_rank: int = _key(_integer(0), 0)
-    tp_size: int = _key(_integer(1), 1)
+    tp_size: int = _key(_integer_in(1, MAX_TP_SIZE), 1)
 
 
 @dataclasses.dataclass(frozen=True)
