@@ -422,9 +422,11 @@ def test_commit_records_a_store_fails_per_item_fail_the_barrier(make_writer) -> 
     writer.init()
     kvdump.write_cache_store(writer, 0, torch.randn(2, 4, 8, 2, 16), [0, 1, 2], [7, 8, 9])
     # Every block is stored; only the commit records fail, and the barrier must say so.
-    with pytest.raises(kvdump.StoreError, match=r"batch_put\(\) returned False") as info:
+    with pytest.raises(kvdump.WriteError, match=r"batch_put\(\) returned False") as info:
         writer.wait_all_done()
+    assert info.value.code is kvdump.StatusCode.IO_ERROR
     assert info.value.key.endswith("/commit")
+    assert writer.state == "idle"
     assert kvdump.lookup(store, [7, 8, 9]) == 0
 
 
