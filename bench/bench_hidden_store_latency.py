@@ -17,7 +17,7 @@ round-robin in one run, in these ways:
                just churned by the layer's matmuls), as a yardstick for the write_cache_store figure.
 
 Reports medians, the ratios to no_store, the absolute extra ms, the per-call cost next to the time
-of one layer, and, from the instrumented commit step, what publishing the commit records costs.
+of one layer. Publishing the commit records is the cycle's last task, so the barrier wait includes it.
 
     python bench/bench_hidden_store_latency.py --repeats 21 --layers 16 --put-delay 0.002 --threads 2
 """
@@ -41,7 +41,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import interleaved, median, summarize_ms  # noqa: E402
 
 import kvdump  # noqa: E402
-import kvdump.writer as kvdump_writer  # noqa: E402
 from kvdump.hashing import block_hashes, flatten_blocks  # noqa: E402
 from kvdump.models import BlockAllocator, LlamaConfig, ReferenceLlama, blocks_needed  # noqa: E402
 
@@ -70,31 +69,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.hidden % 8 or (args.hidden // 8) % 2:
         p.error("--hidden must be a multiple of 16 (8 heads of an even head_dim)")
     return args
-
-
-class CommitTimer:
-    """Times the writer's commit step (kvdump.writer.publish), attributing it to the current variant."""
-
-    def __init__(self) -> None:
-        self.variant = ""
-        self.seconds: dict[str, list[float]] = {name: [] for name in VARIANTS}
-        self._original = kvdump_writer.publish
-
-    def __enter__(self) -> CommitTimer:
-        original = self._original
-
-        def timed_publish(*args: Any, **kwargs: Any) -> int:
-            start = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.seconds[self.variant].append(time.perf_counter() - start)
-
-        kvdump_writer.publish = timed_publish
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        kvdump_writer.publish = self._original
 
 
 def hot_write_cost_us(writer: kvdump.AsyncWriter, cache: Any, ids: torch.Tensor, hashes: torch.Tensor,
@@ -177,15 +151,12 @@ def main(argv: list[str] | None = None) -> int:
         "probe_tiny_op": lambda: plain_prefill(prompts, cache, tables, layer_hook=tiny_op_hook),
     }
 
-    with CommitTimer() as commits:
+    def before_each(name: str) -> None:
+        model.attach_writer(writer if name == "kvdump" else None, request="bench")
 
-        def before_each(name: str) -> None:
-            commits.variant = name
-            model.attach_writer(writer if name == "kvdump" else None, request="bench")
-
-        wall = time.perf_counter()
-        times = interleaved(variants, args.repeats, warmup=args.warmup, before_each=before_each)
-        wall = time.perf_counter() - wall
+    wall = time.perf_counter()
+    times = interleaved(variants, args.repeats, warmup=args.warmup, before_each=before_each)
+    wall = time.perf_counter() - wall
     model.attach_writer(None)
     stats = writer.stats()
     sync_stats = sync_writer.stats()
@@ -195,9 +166,6 @@ def main(argv: list[str] | None = None) -> int:
 
     forward = {name: summarize_ms(times[name]) for name in VARIANTS}
     base = forward["no_store"]["median_ms"]
-    # Commit records are published per forward by kvdump, and by the synchronous writer's layer-0
-    # barrier (its cycle holds exactly layers {0}); warm-up rounds included, so take the median.
-    commit_ms = {name: median(commits.seconds[name]) * 1e3 if commits.seconds[name] else 0.0 for name in VARIANTS}
     per_call_us = median(call_ns) / 1e3 if call_ns else 0.0
     tiny_op_us = median(tiny_ns) / 1e3 if tiny_ns else 0.0
     layer_ms = base / args.layers
@@ -240,11 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             "tiny_torch_op_in_forward": tiny_op_us,
             "median_back_to_back": hot_call_us,
         },
-        "extra_ms_vs_no_store_without_commit": {
-            name: forward[name]["median_ms"] - base - commit_ms[name] for name in VARIANTS
-        },
         "layer_ms": layer_ms,
-        "commit_publish_ms": commit_ms,
         "writer": {
             "barrier_wait_p50_ms": stats["barrier_wait"]["p50_us"] / 1e3,
             "task_p50_ms": stats["task_latency"]["p50_us"] / 1e3,
@@ -263,14 +227,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{c['torch_threads']} torch threads, {os.cpu_count()} CPUs; {args.repeats} rounds, interleaved"
     )
     print(
-        f"{'prefill forward':28} {'median ms':>10} {'p90 ms':>9} {'vs none':>8} {'extra ms':>9} "
-        f"{'commit ms':>10} {'extra w/o commit':>17}"
+        f"{'prefill forward':28} {'median ms':>10} {'p90 ms':>9} {'vs none':>8} {'extra ms':>9}"
     )
     for name in VARIANTS:
         f = forward[name]
         print(
             f"  {name:26} {f['median_ms']:10.2f} {f['p90_ms']:9.2f} {f['median_ms'] / base:7.3f}x "
-            f"{f['median_ms'] - base:9.2f} {commit_ms[name]:10.2f} {f['median_ms'] - base - commit_ms[name]:17.2f}"
+            f"{f['median_ms'] - base:9.2f}"
         )
     print(
         f"write_cache_store on the calling thread: {per_call_us:.1f} µs median in the forward "

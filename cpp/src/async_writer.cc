@@ -182,6 +182,7 @@ void AsyncWriter::Core::workerMain(std::shared_ptr<Core> core) {
     run->label = std::move(item.label);
     run->started = Clock::now();
     run->finisher = item.finisher;
+    run->control.setCycle(core->generation);
     core->running.push_back(run);
     lock.unlock();
     core->space_cv.notify_one();
@@ -211,7 +212,8 @@ void AsyncWriter::Core::workerMain(std::shared_ptr<Core> core) {
       ++core->live_threads;
       continue;
     }
-    core->running.erase(std::find(core->running.begin(), core->running.end(), run));
+    auto mine = std::find(core->running.begin(), core->running.end(), run);
+    if (mine != core->running.end()) core->running.erase(mine);
     core->recordOutcomeLocked(run->label, std::move(status), run->finisher);
     if (core->drainedLocked()) core->idle_cv.notify_all();
   }
@@ -386,7 +388,8 @@ Status AsyncWriter::waitAllDone(std::optional<std::chrono::nanoseconds> timeout,
     if (c.finisher_started || !c.options.cycle_finisher) break;
     // Every task finished: let the finisher see the outcome and queue the cycle's last task.
     c.finisher_started = true;
-    const CycleReport snapshot = c.cycle;
+    CycleReport snapshot = c.cycle;
+    snapshot.cycle = generation;
     lock.unlock();
     ControlledTask last;
     try {
@@ -433,6 +436,7 @@ Status AsyncWriter::abort(AbortReport* report, std::optional<std::chrono::nanose
       return Status::Ok();
     }
     c.state = WriterState::kAborting;
+    for (auto& run : c.running) run->control.markCycleAborted();
     cancelled.swap(c.queue);
     c.total_cancelled += cancelled.size();
   }
@@ -453,14 +457,17 @@ Status AsyncWriter::abort(AbortReport* report, std::optional<std::chrono::nanose
       c.idle_cv.wait_until(lock, deadline, finished);
     }
     for (auto& run : c.running) {
-      // Accounted here, under the lock, so the worker sees a consistent count when it returns.
+      // Accounted here, under the lock, so the worker sees a consistent count when it returns. A
+      // task that sealed itself is returning: it stays in `running` and is waited for below.
       if (!run->control.abandon()) continue;
       ++c.abandoned_threads;
       --c.live_threads;
       ++c.total_abandoned;
       given_up.push_back(run);
     }
-    c.running.clear();
+    c.running.erase(std::remove_if(c.running.begin(), c.running.end(),
+                                   [](const std::shared_ptr<TaskRun>& run) { return run->control.abandoned(); }),
+                    c.running.end());
     local.finished_running = running_at_start - given_up.size();
     local.abandoned = given_up.size();
     if (!given_up.empty()) {
@@ -477,7 +484,8 @@ Status AsyncWriter::abort(AbortReport* report, std::optional<std::chrono::nanose
   // them touches the caller's memory again.
   for (auto& run : given_up) run->control.awaitCallerMemoryReleased();
   {
-    std::lock_guard<std::mutex> lock(c.mu);
+    std::unique_lock<std::mutex> lock(c.mu);
+    c.idle_cv.wait(lock, [&] { return c.running.empty(); });  // only sealed tasks, already returning
     local.failed = c.cycle.failed;
     local.first_failure = std::move(c.cycle.first_failure);
     c.cycle = CycleReport{};

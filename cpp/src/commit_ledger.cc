@@ -1,15 +1,16 @@
 #include "kvdump/commit_ledger.h"
 
 #include <algorithm>
+#include <iterator>
 #include <unordered_set>
 #include <utility>
 
 namespace kvdump {
 
-void CommitLedger::record(const std::string& request, uint32_t layer, const uint64_t* hashes, const Status* results,
-                          size_t n) {
+void CommitLedger::record(uint64_t cycle, const std::string& request, uint32_t layer, const uint64_t* hashes,
+                          const Status* results, size_t n) {
   std::lock_guard<std::mutex> lock(mu_);
-  RequestBlocks& blocks = requests_[request];
+  RequestBlocks& blocks = cycles_[cycle][request];
   for (size_t i = 0; i < n; ++i) {
     auto [it, inserted] = blocks.stored_layers.try_emplace(hashes[i]);
     if (inserted) blocks.order.push_back(hashes[i]);
@@ -20,15 +21,22 @@ void CommitLedger::record(const std::string& request, uint32_t layer, const uint
   }
 }
 
-LedgerSnapshot CommitLedger::take() {
+LedgerSnapshot CommitLedger::take(uint64_t cycle) {
+  LedgerSnapshot out;
+  std::map<uint64_t, LedgerSnapshot> dropped;  // freed outside the lock
   std::lock_guard<std::mutex> lock(mu_);
-  return std::exchange(requests_, {});
+  auto it = cycles_.find(cycle);
+  if (it != cycles_.end()) out = std::move(it->second);
+  auto end = cycles_.upper_bound(cycle);
+  dropped.insert(std::make_move_iterator(cycles_.begin()), std::make_move_iterator(end));
+  cycles_.erase(cycles_.begin(), end);
+  return out;
 }
 
 void CommitLedger::clear() {
-  LedgerSnapshot dropped;
+  std::map<uint64_t, LedgerSnapshot> dropped;
   std::lock_guard<std::mutex> lock(mu_);
-  dropped.swap(requests_);
+  dropped.swap(cycles_);
 }
 
 LayerRange observedLayers(const LedgerSnapshot& snapshot) {

@@ -64,6 +64,18 @@ void TaskControl::awaitCallerMemoryReleased() {
   left_cv_.wait(lock, [&] { return !in_caller_memory_; });
 }
 
+void TaskControl::markCycleAborted() {
+  std::lock_guard<std::mutex> lock(mu_);
+  cycle_aborted_ = true;
+}
+
+bool TaskControl::seal() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (abandoned_.load(std::memory_order_relaxed) || cycle_aborted_) return false;
+  finished_ = true;
+  return true;
+}
+
 bool TaskControl::finish() {
   std::lock_guard<std::mutex> lock(mu_);
   finished_ = true;

@@ -10,44 +10,58 @@
 namespace kvdump {
 namespace {
 
+constexpr uint64_t kCycle = 7;
+
 void record(CommitLedger& ledger, const std::string& request, uint32_t layer, std::vector<uint64_t> hashes,
             std::vector<bool> ok = {}) {
   std::vector<Status> results(hashes.size());
   for (size_t i = 0; i < ok.size(); ++i) {
     if (!ok[i]) results[i] = Status::IoError("put failed");
   }
-  ledger.record(request, layer, hashes.data(), results.data(), hashes.size());
+  ledger.record(kCycle, request, layer, hashes.data(), results.data(), hashes.size());
 }
 
 TEST(CommitLedger, PublishesOnlyRequestsWithEveryExpectedLayer) {
   CommitLedger ledger;
   for (uint32_t layer = 0; layer < 4; ++layer) record(ledger, "D", layer, {1, 2});
   for (uint32_t layer = 0; layer < 2; ++layer) record(ledger, "C", layer, {7});
-  LedgerSnapshot snapshot = ledger.take();
+  LedgerSnapshot snapshot = ledger.take(kCycle);
   EXPECT_EQ(observedLayers(snapshot).end, 4u);
   EXPECT_EQ(publishableBlocks(snapshot, observedLayers(snapshot), {}), (std::vector<uint64_t>{1, 2}));
-  EXPECT_TRUE(ledger.take().empty());
+  EXPECT_TRUE(ledger.take(kCycle).empty());
+}
+
+TEST(CommitLedger, AnEarlierCycleNeverLeaksIntoALaterOne) {
+  CommitLedger ledger;
+  record(ledger, "aborted", 0, {1});  // recorded by cycle 7, which was aborted and never taken
+  std::vector<Status> ok(1);
+  const uint64_t hash = 2;
+  ledger.record(kCycle + 1, "next", 0, &hash, ok.data(), 1);
+  LedgerSnapshot next = ledger.take(kCycle + 1);
+  EXPECT_EQ(next.size(), 1u);
+  EXPECT_EQ(next.count("next"), 1u);
+  EXPECT_TRUE(ledger.take(kCycle).empty());  // dropped with the later take
 }
 
 TEST(CommitLedger, NeverPublishesABlockAfterAGap) {
   CommitLedger ledger;
   record(ledger, "r", 0, {1, 2, 3});
   record(ledger, "r", 1, {1, 2, 3}, {true, false, true});
-  EXPECT_EQ(publishableBlocks(ledger.take(), {0, 2}, {}), (std::vector<uint64_t>{1}));
+  EXPECT_EQ(publishableBlocks(ledger.take(kCycle), {0, 2}, {}), (std::vector<uint64_t>{1}));
 }
 
 TEST(CommitLedger, ExcludedRequestsPublishNothingButSharedBlocksOfOthersDo) {
   CommitLedger ledger;
   record(ledger, "bad", 0, {1, 5});
   record(ledger, "good", 0, {1, 2});
-  EXPECT_EQ(publishableBlocks(ledger.take(), {0, 1}, {"bad"}), (std::vector<uint64_t>{1, 2}));
+  EXPECT_EQ(publishableBlocks(ledger.take(kCycle), {0, 1}, {"bad"}), (std::vector<uint64_t>{1, 2}));
 }
 
 TEST(CommitLedger, ADeclaredStageNeedsOnlyItsOwnLayers) {
   CommitLedger ledger;
   record(ledger, "r", 16, {9});
   record(ledger, "r", 17, {9});
-  LedgerSnapshot snapshot = ledger.take();
+  LedgerSnapshot snapshot = ledger.take(kCycle);
   EXPECT_EQ(publishableBlocks(snapshot, {16, 18}, {}), (std::vector<uint64_t>{9}));
   EXPECT_TRUE(publishableBlocks(snapshot, {16, 19}, {}).empty());
 }

@@ -17,6 +17,21 @@ namespace py = pybind11;
 namespace kvdump::python {
 namespace {
 
+// An integer argument in [minimum, maximum]; anything else is INVALID_ARGUMENT naming `what`.
+size_t sizeArgument(const py::object& value, const char* what, size_t minimum, size_t maximum) {
+  if (PyBool_Check(value.ptr()) || !PyLong_Check(value.ptr())) {
+    throwStatus(Status::InvalidArgument(std::string(what) + " must be an integer, got " +
+                                        std::string(py::str(py::type::handle_of(value).attr("__name__")))));
+  }
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(value.ptr(), &overflow);
+  if (overflow != 0 || v < static_cast<long long>(minimum) || static_cast<unsigned long long>(v) > maximum) {
+    throwStatus(Status::InvalidArgument(std::string(what) + " must be in [" + std::to_string(minimum) + ", " +
+                                        std::to_string(maximum) + "], got " + std::string(py::str(value))));
+  }
+  return static_cast<size_t>(v);
+}
+
 void put(CacheStore& store, const std::string& key, const py::buffer& data) {
   py::buffer_info info = data.request();
   if (!PyBuffer_IsContiguous(info.view(), 'C')) {
@@ -148,11 +163,13 @@ void bindStores(py::module_& m) {
       m, "MemoryStore",
       "In-process store bounded by capacity_bytes. When full, a put fails with StoreFullError and nothing "
       "is evicted.")
-      .def(py::init([](size_t capacity_bytes, size_t num_shards) {
-             if (num_shards == 0) throwStatus(Status::InvalidArgument("num_shards must be at least 1"));
-             return std::make_shared<MemoryStore>(capacity_bytes, num_shards);
+      .def(py::init([](const py::object& capacity_bytes, const py::object& num_shards) {
+             // Taken as Python objects so a bad value is a typed error naming it, not an overload list.
+             const size_t capacity = sizeArgument(capacity_bytes, "capacity_bytes", 0, std::size_t{1} << 62);
+             const size_t shards = sizeArgument(num_shards, "num_shards", 1, 4096);
+             return std::make_shared<MemoryStore>(capacity, shards);
            }),
-           py::arg("capacity_bytes") = size_t{1} << 30, py::arg("num_shards") = 16)
+           py::arg("capacity_bytes") = py::int_(size_t{1} << 30), py::arg("num_shards") = py::int_(16))
       .def("stats", [](const MemoryStore& s) {
         MemoryStoreStats st = s.stats();
         py::dict d;

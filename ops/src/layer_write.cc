@@ -119,7 +119,8 @@ Status runLayerWrite(const WriteTarget& target, LayerWrite& write, TaskControl& 
                                          std::to_string(count) + " puts"));
     }
     control.runIfLive([&] {
-      target.ledger.record(write.request, write.layer, write.hashes.data() + begin, put.data(), count);
+      target.ledger.record(control.cycle(), write.request, write.layer, write.hashes.data() + begin, put.data(),
+                           count);
     });
     for (size_t i = 0; i < count; ++i) {
       if (put[i].ok()) continue;

@@ -50,7 +50,7 @@ HostAllocator registeringAllocator(HostAllocator base, std::shared_ptr<CacheStor
 // The cycle's last task: publish what the ledger says stored, for requests that neither failed nor
 // were cancelled. Runs on a worker under the barrier's deadline.
 ControlledTask commitFinisher(const std::shared_ptr<WriteTarget>& target, const CycleReport& outcome) {
-  LedgerSnapshot snapshot = target->ledger.take();
+  LedgerSnapshot snapshot = target->ledger.take(outcome.cycle);
   if (snapshot.empty()) return nullptr;
   const LayerRange expected = target->layers.empty() ? observedLayers(snapshot) : target->layers;
   std::set<std::string> excluded = outcome.failed_requests;
@@ -60,7 +60,12 @@ ControlledTask commitFinisher(const std::shared_ptr<WriteTarget>& target, const 
   if (hashes.empty()) return nullptr;
   return [target, hashes = std::move(hashes), expected](TaskControl& control) {
     control.setActivity(commitKey(target->keys, hashes.front(), expected));
-    return publishCommits(*target->store, target->keys, hashes, expected);
+    Status published = publishCommits(*target->store, target->keys, hashes, expected);
+    if (control.seal()) return published;
+    // The cycle was aborted while the records were in flight: an aborted cycle publishes nothing,
+    // so take back whatever landed.
+    (void)retractCommits(*target->store, target->keys, hashes, expected);
+    return Status::Cancelled("the commit was abandoned by abort(); its records were retracted");
   };
 }
 
@@ -96,14 +101,12 @@ WriterContext::~WriterContext() {
   target_->loads->close("the loader was closed");
 }
 
-Status WriterContext::init() {
-  target_->ledger.clear();
-  return writer_->init();
-}
+Status WriterContext::init() { return writer_->init(); }
 
 Status WriterContext::abort(AbortReport* report, std::optional<std::chrono::nanoseconds> timeout) {
+  // What the aborted cycle recorded stays in the ledger under its own cycle and is dropped unread
+  // by the next barrier: the ledger needs no clearing here, which could race a new cycle.
   Status status = writer_->abort(report, timeout);
-  target_->ledger.clear();
   target_->loads->cancelPending("the load was cancelled by abort()");
   return status;
 }

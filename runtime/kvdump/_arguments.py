@@ -43,6 +43,29 @@ def text(name: str, value: Any) -> str:
     return value
 
 
+def store(name: str, value: Any) -> Any:
+    """``value`` if it is a kvdump store (a ``kvdump.CacheStore``)."""
+    from kvdump import _C
+
+    if not isinstance(value, _C.CacheStore):
+        raise KvdumpTypeError(
+            f"{name} must be a kvdump store (e.g. kvdump.MemoryStore, or kvdump.open_store(url)), "
+            f"got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def tensor(name: str, value: Any, *, optional: bool = False) -> Any:
+    """``value`` if it is a torch.Tensor (or None when ``optional``)."""
+    import torch
+
+    if value is None and optional:
+        return None
+    if not isinstance(value, torch.Tensor):
+        raise KvdumpTypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
 def layer_range(name: str, value: Any) -> tuple[int, int] | None:
     """A (begin, end) pair of layers with 0 <= begin < end, or None."""
     if value is None:

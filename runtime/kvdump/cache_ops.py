@@ -50,13 +50,13 @@ def write_cache_store(
     modify those blocks until ``wait_all_done`` returns. Bad input raises
     :class:`kvdump.KvdumpValueError` before anything is queued."""
     if not isinstance(writer, AsyncWriter):
-        raise TypeError(f"writer must be a kvdump.AsyncWriter, got {type(writer).__name__}")
+        raise KvdumpTypeError(f"writer must be a kvdump.AsyncWriter, got {type(writer).__name__} {writer!r}")
     call_op(
         torch.ops.kvdump.write_cache_store,
         writer.handle,
         _layer(layer),
-        kv_cache,
-        v_cache,
+        _arguments.tensor("kv_cache", kv_cache),
+        _arguments.tensor("v_cache", v_cache, optional=True),
         as_int64(block_ids, "block_ids"),
         as_int64(block_hashes, "block_hashes"),
         _arguments.text("request", request),
@@ -137,8 +137,8 @@ class KVLoader:
             op,  # type: ignore[arg-type]
             self._writer.handle,
             _layer(layer),
-            kv_cache,
-            v_cache,
+            _arguments.tensor("kv_cache", kv_cache),
+            _arguments.tensor("v_cache", v_cache, optional=True),
             as_int64(block_ids, "block_ids"),
             as_int64(block_hashes, "block_hashes"),
         )

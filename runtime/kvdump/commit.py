@@ -23,6 +23,10 @@ def _hash_list(block_hashes: Sequence[int] | torch.Tensor) -> list[int]:
                 f"block_hashes must be a 1-D int64 tensor, got {block_hashes.dtype} of shape {tuple(block_hashes.shape)}"
             )
         return block_hashes.tolist()
+    if isinstance(block_hashes, (str, bytes)) or not hasattr(block_hashes, "__iter__"):
+        raise KvdumpTypeError(
+            f"block_hashes must be a sequence of ints or a 1-D int64 tensor, got {type(block_hashes).__name__}"
+        )
     out = []
     for i, h in enumerate(block_hashes):
         if isinstance(h, bool):
@@ -52,8 +56,7 @@ def lookup(
     with neither, any whole-model record). One batched read; stops at the first miss, since a prefix
     is only useful whole. A record that is corrupt (:class:`ChecksumError`) or from another key
     space (:class:`KeySpaceMismatchError`) raises, naming its key."""
-    if not isinstance(store, _C.CacheStore):
-        raise KvdumpValueError(f"store must be a kvdump store, got {type(store).__name__}")
+    _arguments.store("store", store)
     if num_layers is not None and layers is not None:
         raise KvdumpValueError("give num_layers or layers, not both")
     if num_layers is not None:

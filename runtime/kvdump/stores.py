@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 from urllib.parse import parse_qs, urlparse
 
 from kvdump import _C
-from kvdump.errors import KvdumpValueError, UnsupportedError
+from kvdump.errors import KvdumpTypeError, KvdumpValueError, UnsupportedError
 
 StoreFactory = Callable[[str], _C.CacheStore]
 
@@ -91,6 +91,8 @@ def registered_schemes() -> list[str]:
 
 
 def _factory(url: str) -> tuple[str, StoreFactory]:
+    if not isinstance(url, str):
+        raise KvdumpTypeError(f"store url must be a str such as 'memory://', got {type(url).__name__} {url!r}")
     scheme = urlparse(url).scheme
     if not scheme:
         raise KvdumpValueError(f"store URL needs a scheme (one of {registered_schemes()}), got {url!r}")

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import torch
 
 from kvdump import _C, _arguments
-from kvdump.errors import WriteTimeout
+from kvdump.errors import KvdumpTypeError, WriteTimeout
 
 
 class CycleReport(NamedTuple):
@@ -83,8 +83,7 @@ class AsyncWriter:
         max_abandoned_threads: int | None = None,
         layers: tuple[int, int] | range | None = None,
     ) -> None:
-        if not isinstance(store, _C.CacheStore):
-            raise TypeError(f"store must be a kvdump store (e.g. kvdump.MemoryStore), got {type(store).__name__}")
+        _arguments.store("store", store)
         threads = None if num_threads is None else _arguments.integer("num_threads", num_threads, minimum=1, maximum=1024)
         layer_range = _arguments.layer_range("layers", layers)
         self._store = store
@@ -98,7 +97,7 @@ class AsyncWriter:
             _arguments.text("namespace", namespace),
             _arguments.integer("tp_rank", tp_rank, minimum=0, maximum=2**31 - 1),
             _arguments.integer("tp_size", tp_size, minimum=1, maximum=2**31 - 1),
-            _arguments.text("staging_device", staging_device or default_staging_device()),
+            _arguments.text("staging_device", default_staging_device() if staging_device is None else staging_device),
             _arguments.seconds("abort_timeout", abort_timeout),
             0
             if max_abandoned_threads is None
@@ -144,7 +143,7 @@ class AsyncWriter:
         ``wait_all_done``. Raises :class:`LifecycleError` outside a cycle and :class:`WriteTimeout`
         when the queue stays full past ``timeout`` (default: the writer's ``submit_timeout``)."""
         if not callable(fn):
-            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+            raise KvdumpTypeError(f"fn must be callable, got {type(fn).__name__} {fn!r}")
         self._impl.submit(
             fn,
             _arguments.text("label", label),

@@ -35,6 +35,7 @@ struct AbortReport {
 
 /// Outcome of one barrier; a plain value filled by waitAllDone.
 struct CycleReport {
+  uint64_t cycle = 0;      // identifies the cycle; TaskControl::cycle() of its tasks
   uint64_t submitted = 0;
   uint64_t completed = 0;  // ran and returned OK
   uint64_t failed = 0;     // ran and returned an error or threw

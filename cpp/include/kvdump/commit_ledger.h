@@ -25,19 +25,21 @@ struct RequestBlocks {
 /// Everything a cycle recorded, by request id; a plain value.
 using LedgerSnapshot = std::map<std::string, RequestBlocks>;
 
-/// Records, as layer tasks finish, which (request, block, layer) stored. Thread-safe; owned by the
-/// writer's shared state so that tasks may record into it from any worker.
+/// Records, as layer tasks finish, which (request, block, layer) stored in which cycle. Thread-safe;
+/// owned by the writer's shared state so that tasks may record into it from any worker. Keyed by
+/// cycle, so that a task of an aborted cycle finishing late can never add to a later cycle.
 class CommitLedger {
  public:
   /// Notes blocks `hashes` of `request` in order, and marks `layer` stored for those whose result is OK.
-  void record(const std::string& request, uint32_t layer, const uint64_t* hashes, const Status* results, size_t n);
-  /// Moves everything recorded out, leaving the ledger empty.
-  LedgerSnapshot take();
+  void record(uint64_t cycle, const std::string& request, uint32_t layer, const uint64_t* hashes,
+              const Status* results, size_t n);
+  /// Moves out what `cycle` recorded, and drops whatever earlier cycles left.
+  LedgerSnapshot take(uint64_t cycle);
   void clear();
 
  private:
   std::mutex mu_;
-  LedgerSnapshot requests_;
+  std::map<uint64_t, LedgerSnapshot> cycles_;
 };
 
 /// [0, highest layer recorded + 1); empty when nothing was recorded. Pure.

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -31,6 +32,13 @@ class TaskControl {
   /// is in; set it before waiting and clear it (nullptr) after. Runs at once if already abandoned.
   void setWake(std::function<void()> wake);
 
+  /// Called by the task as its last act: false if it was abandoned or its cycle is being aborted
+  /// (what it did must then be undone or ignored); true otherwise, after which abandon() no longer
+  /// applies and the writer counts the task as finished.
+  bool seal();
+  /// Marks the task's cycle as being aborted: a later seal() returns false.
+  void markCycleAborted();
+
   /// Notes what the task is doing now (e.g. the store key of its put), named when it overruns a deadline.
   void setActivity(std::string activity);
   std::string activity() const;
@@ -43,14 +51,20 @@ class TaskControl {
   /// Called by the worker when the task returned; returns whether it had been abandoned.
   bool finish();
 
+  /// The cycle the task runs in (see CycleReport::cycle); set by the writer before the task starts.
+  uint64_t cycle() const { return cycle_; }
+  void setCycle(uint64_t cycle) { cycle_ = cycle; }
+
  private:
   mutable std::mutex mu_;
   std::condition_variable left_cv_;
   std::atomic<bool> abandoned_{false};
   bool finished_ = false;
+  bool cycle_aborted_ = false;
   bool in_caller_memory_ = false;
   std::function<void()> wake_;
   std::string activity_;
+  uint64_t cycle_ = 0;
 };
 
 /// Brackets a caller-memory section; `entered()` is false when the task was abandoned. Not copyable.

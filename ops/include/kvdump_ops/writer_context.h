@@ -65,9 +65,10 @@ class WriterContext {
   const WriterContextOptions& options() const { return options_; }
   int64_t handle() const { return handle_; }
 
-  /// Opens a cycle with an empty ledger.
+  /// Opens a cycle.
   Status init();
-  /// Aborts the open cycle (see AsyncWriter::abort), forgets what it stored, and cancels pending loads.
+  /// Aborts the open cycle (see AsyncWriter::abort), so nothing it stored is published, and cancels
+  /// pending loads.
   Status abort(AbortReport* report, std::optional<std::chrono::nanoseconds> timeout);
   /// Closes the context's cycle for good: aborts within `timeout`, then wakes every load waiter
   /// with LIFECYCLE. The context stays valid but refuses work.
