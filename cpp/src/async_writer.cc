@@ -278,8 +278,11 @@ void AsyncWriter::close(std::optional<std::chrono::nanoseconds> timeout) {
     core_->work_cv.notify_all();
     core_->space_cv.notify_all();
     // Idle threads exit at once; threads left in abandoned calls exit when their call returns,
-    // holding only the shared core and what their task captured.
-    core_->idle_cv.wait(lock, [&] { return core_->live_threads == 0; });
+    // holding only the shared core and what their task captured. Closed from one of its own tasks
+    // (the last reference dropped there), the writer cannot wait for itself: its threads still exit.
+    if (tls_current_core != core_.get()) {
+      core_->idle_cv.wait(lock, [&] { return core_->live_threads == 0; });
+    }
   }
   if (had_work) {
     if (core_->options.on_destroy_report) {

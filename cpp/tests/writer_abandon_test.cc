@@ -306,5 +306,22 @@ TEST(WriterAbandon, CancelledAndFailedRequestsReachTheFinisher) {
   EXPECT_EQ(seen->cancelled_requests, (std::set<std::string>{"dropped"}));
 }
 
+TEST(WriterAbandon, AWriterDestroyedByItsOwnTaskDoesNotWaitForItself) {
+  auto writer = std::make_shared<AsyncWriter>(options(1));
+  auto done = std::make_shared<Latch>(1);
+  ASSERT_TRUE(writer->init().ok());
+  std::weak_ptr<AsyncWriter> weak = writer;
+  // The task holds the last reference, so the destructor runs on the writer's own worker thread.
+  ASSERT_TRUE(writer->submit([holder = std::move(writer), done]() mutable {
+                     holder.reset();
+                     done->countDown();
+                     return Status::Ok();
+                   },
+                   {"last reference", 0})
+                  .ok());
+  ASSERT_TRUE(done->waitFor(testing::kLong));
+  EXPECT_TRUE(eventually([&] { return weak.expired(); }));
+}
+
 }  // namespace
 }  // namespace kvdump
