@@ -174,3 +174,37 @@ def test_python_tasks_run_on_worker_threads(make_writer) -> None:
     w.wait_all_done(timeout=LIMIT)
     assert len(later) == 20
     assert set(later) <= set(idents)
+
+
+_FAILURES_WHILE_POLLING = """
+import kvdump
+w = kvdump.AsyncWriter(kvdump.MemoryStore(capacity_bytes=1 << 20), num_threads=2)
+def boom():
+    raise ValueError("a Python failure whose exception rides on the status")
+for _ in range(200):
+    w.init()
+    for _ in range(20):
+        w.submit(boom, label="raises")
+    # Poll with the GIL held while workers record failures: a worker that released a failure's
+    # Python exception under the writer's lock would wait for the GIL this thread holds.
+    while w.stats()["failed"] % 20 != 0 or w.stats()["running"] or w.stats()["queue_depth"]:
+        w.state
+    try:
+        w.wait_all_done(timeout=30)
+    except kvdump.WriteError:
+        pass
+w.close()
+print("done")
+"""
+
+
+def test_failures_recorded_while_the_caller_polls_never_deadlock() -> None:
+    # A subprocess, so that a deadlock (which no in-process timeout can interrupt) fails the test.
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", _FAILURES_WHILE_POLLING], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "done"

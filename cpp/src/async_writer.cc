@@ -113,7 +113,9 @@ struct AsyncWriter::Core : std::enable_shared_from_this<AsyncWriter::Core> {
 
   static void workerMain(std::shared_ptr<Core> core);
   void startThreadsLocked();
-  void recordOutcomeLocked(const TaskLabel& label, Status status, bool finisher);
+  /// Counts the outcome; returns the status unless the cycle kept it, for the caller to destroy
+  /// outside the lock (its payload may be a Python object whose release takes the GIL).
+  Status recordOutcomeLocked(const TaskLabel& label, Status status, bool finisher);
   bool drainedLocked() const { return queue.empty() && running.empty(); }
   Status timeoutStatusLocked() const;
 };
@@ -214,19 +216,25 @@ void AsyncWriter::Core::workerMain(std::shared_ptr<Core> core) {
     }
     auto mine = std::find(core->running.begin(), core->running.end(), run);
     if (mine != core->running.end()) core->running.erase(mine);
-    core->recordOutcomeLocked(run->label, std::move(status), run->finisher);
+    Status unkept = core->recordOutcomeLocked(run->label, std::move(status), run->finisher);
     if (core->drainedLocked()) core->idle_cv.notify_all();
+    if (unkept.payload()) {
+      // A thread holding the GIL may be waiting for this lock (e.g. reading the state).
+      lock.unlock();
+      unkept = Status();
+      lock.lock();
+    }
   }
   --core->live_threads;
   core->idle_cv.notify_all();
 }
 
-void AsyncWriter::Core::recordOutcomeLocked(const TaskLabel& label, Status status, bool finisher) {
-  if (status.ok() && finisher) return;
+Status AsyncWriter::Core::recordOutcomeLocked(const TaskLabel& label, Status status, bool finisher) {
+  if (status.ok() && finisher) return Status::Ok();
   if (status.ok()) {
     ++cycle.completed;
     ++total_completed;
-    return;
+    return Status::Ok();
   }
   ++cycle.failed;
   ++total_failed;
@@ -235,7 +243,9 @@ void AsyncWriter::Core::recordOutcomeLocked(const TaskLabel& label, Status statu
   } else {
     cycle.failed_requests.insert(label.request);
   }
-  if (!cycle.first_failure) cycle.first_failure = TaskFailure{label, std::move(status)};
+  if (cycle.first_failure) return status;
+  cycle.first_failure = TaskFailure{label, std::move(status)};
+  return Status::Ok();
 }
 
 Status AsyncWriter::Core::timeoutStatusLocked() const {
@@ -296,6 +306,7 @@ void AsyncWriter::close(std::optional<std::chrono::nanoseconds> timeout) {
 size_t AsyncWriter::numThreads() const { return core_->target_threads; }
 
 Status AsyncWriter::init() {
+  CycleReport previous;  // destroyed after the lock is released, like every status with a payload
   std::lock_guard<std::mutex> lock(core_->mu);
   Core& c = *core_;
   if (c.shutting_down) return Status::Lifecycle("init() on a closed writer");
@@ -303,7 +314,7 @@ Status AsyncWriter::init() {
     return Status::Lifecycle(std::string("init() while a cycle is open (state ") + writerStateName(c.state) +
                              "); call waitAllDone() or abort() first");
   }
-  c.cycle = CycleReport{};
+  previous = std::exchange(c.cycle, CycleReport{});
   c.finisher_started = false;
   c.state = WriterState::kAccepting;
   c.last_cycle_aborted = false;

@@ -1,17 +1,23 @@
 #include "kvdump/completion_board.h"
 
+#include <utility>
+
 namespace kvdump {
 
+// Outcomes replaced here are destroyed after the lock is released: a status may carry a Python
+// object whose release takes the GIL, which a thread waiting for this lock may hold.
 void CompletionBoard::expect(int64_t id) {
+  Entry replaced;
   std::lock_guard<std::mutex> lock(mu_);
-  entries_[id] = Entry{};
+  replaced = std::exchange(entries_[id], Entry{});
 }
 
 void CompletionBoard::complete(int64_t id, Status status) {
+  Entry replaced;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (closed_) return;
-    entries_[id] = Entry{true, std::move(status)};
+    replaced = std::exchange(entries_[id], Entry{true, std::move(status)});
   }
   cv_.notify_all();
 }
