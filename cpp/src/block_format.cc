@@ -5,26 +5,12 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "little_endian.h"
+
 namespace kvdump {
 namespace {
 
 constexpr uint8_t kMagic[4] = {'K', 'V', 'D', 'B'};
-
-// The format is little-endian; every supported host (x86-64, aarch64) is too, and this check keeps a
-// big-endian build from silently writing a different format.
-static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "kvdump's block format assumes a little-endian host");
-
-template <typename T>
-void put(uint8_t* out, size_t offset, T value) {
-  std::memcpy(out + offset, &value, sizeof(T));
-}
-
-template <typename T>
-T take(const uint8_t* in, size_t offset) {
-  T value;
-  std::memcpy(&value, in + offset, sizeof(T));
-  return value;
-}
 
 }  // namespace
 
@@ -57,20 +43,20 @@ uint64_t payloadChecksum(const void* data, size_t size) { return XXH3_64bits(dat
 void encodeBlockHeader(const BlockHeader& h, uint8_t* out) {
   std::memset(out, 0, BlockHeader::kBytes);
   std::memcpy(out, kMagic, 4);
-  put<uint16_t>(out, 4, BlockHeader::kVersion);
-  put<uint16_t>(out, 6, static_cast<uint16_t>(BlockHeader::kBytes));
-  put<uint8_t>(out, 8, static_cast<uint8_t>(h.dtype));
-  put<uint8_t>(out, 9, static_cast<uint8_t>(blockDtypeSize(h.dtype)));
-  put<uint32_t>(out, 12, h.layer);
-  put<uint32_t>(out, 16, h.block_size);
-  put<uint32_t>(out, 20, h.num_kv_heads);
-  put<uint32_t>(out, 24, h.head_dim);
-  put<uint16_t>(out, 28, h.tp_rank);
-  put<uint16_t>(out, 30, h.tp_size);
-  put<uint64_t>(out, 32, h.block_hash);
-  put<uint64_t>(out, 40, h.payload_bytes);
-  put<uint64_t>(out, 48, h.checksum);
-  put<uint64_t>(out, 56, h.key_space);
+  putField<uint16_t>(out, 4, BlockHeader::kVersion);
+  putField<uint16_t>(out, 6, static_cast<uint16_t>(BlockHeader::kBytes));
+  putField<uint8_t>(out, 8, static_cast<uint8_t>(h.dtype));
+  putField<uint8_t>(out, 9, static_cast<uint8_t>(blockDtypeSize(h.dtype)));
+  putField<uint32_t>(out, 12, h.layer);
+  putField<uint32_t>(out, 16, h.block_size);
+  putField<uint32_t>(out, 20, h.num_kv_heads);
+  putField<uint32_t>(out, 24, h.head_dim);
+  putField<uint16_t>(out, 28, h.tp_rank);
+  putField<uint16_t>(out, 30, h.tp_size);
+  putField<uint64_t>(out, 32, h.block_hash);
+  putField<uint64_t>(out, 40, h.payload_bytes);
+  putField<uint64_t>(out, 48, h.checksum);
+  putField<uint64_t>(out, 56, h.key_space);
 }
 
 Result<BlockHeader> decodeBlockRecord(const uint8_t* record, size_t record_bytes) {
@@ -78,29 +64,29 @@ Result<BlockHeader> decodeBlockRecord(const uint8_t* record, size_t record_bytes
     return Status::InvalidArgument("stored block of " + std::to_string(record_bytes) + " bytes is shorter than its header");
   }
   if (std::memcmp(record, kMagic, 4) != 0) return Status::InvalidArgument("stored value is not a kvdump block (bad magic)");
-  const auto version = take<uint16_t>(record, 4);
+  const auto version = takeField<uint16_t>(record, 4);
   if (version != BlockHeader::kVersion) {
     return Status::Unsupported("stored block has format version " + std::to_string(version) + ", this kvdump reads " +
                                std::to_string(BlockHeader::kVersion) +
                                "; re-create the store or re-run prefill into an empty one");
   }
-  if (take<uint16_t>(record, 6) != BlockHeader::kBytes) return Status::InvalidArgument("stored block has a bad header size");
+  if (takeField<uint16_t>(record, 6) != BlockHeader::kBytes) return Status::InvalidArgument("stored block has a bad header size");
   BlockHeader h;
-  h.dtype = static_cast<BlockDtype>(take<uint8_t>(record, 8));
+  h.dtype = static_cast<BlockDtype>(takeField<uint8_t>(record, 8));
   const size_t element = blockDtypeSize(h.dtype);
-  if (element == 0 || take<uint8_t>(record, 9) != element) {
-    return Status::InvalidArgument("stored block has an unknown dtype code " + std::to_string(take<uint8_t>(record, 8)));
+  if (element == 0 || takeField<uint8_t>(record, 9) != element) {
+    return Status::InvalidArgument("stored block has an unknown dtype code " + std::to_string(takeField<uint8_t>(record, 8)));
   }
-  h.layer = take<uint32_t>(record, 12);
-  h.block_size = take<uint32_t>(record, 16);
-  h.num_kv_heads = take<uint32_t>(record, 20);
-  h.head_dim = take<uint32_t>(record, 24);
-  h.tp_rank = take<uint16_t>(record, 28);
-  h.tp_size = take<uint16_t>(record, 30);
-  h.block_hash = take<uint64_t>(record, 32);
-  h.payload_bytes = take<uint64_t>(record, 40);
-  h.checksum = take<uint64_t>(record, 48);
-  h.key_space = take<uint64_t>(record, 56);
+  h.layer = takeField<uint32_t>(record, 12);
+  h.block_size = takeField<uint32_t>(record, 16);
+  h.num_kv_heads = takeField<uint32_t>(record, 20);
+  h.head_dim = takeField<uint32_t>(record, 24);
+  h.tp_rank = takeField<uint16_t>(record, 28);
+  h.tp_size = takeField<uint16_t>(record, 30);
+  h.block_hash = takeField<uint64_t>(record, 32);
+  h.payload_bytes = takeField<uint64_t>(record, 40);
+  h.checksum = takeField<uint64_t>(record, 48);
+  h.key_space = takeField<uint64_t>(record, 56);
   const uint64_t expected_payload = uint64_t{2} * h.block_size * h.num_kv_heads * h.head_dim * element;
   if (h.payload_bytes != expected_payload || record_bytes != BlockHeader::kBytes + h.payload_bytes) {
     return Status::InvalidArgument("stored block is truncated or its header disagrees with its size (" +

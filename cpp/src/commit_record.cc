@@ -5,23 +5,13 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "little_endian.h"
+
 namespace kvdump {
 namespace {
 
 constexpr uint8_t kMagic[4] = {'K', 'V', 'D', 'C'};
 constexpr size_t kChecksumOffset = 40;
-
-template <typename T>
-void put(uint8_t* out, size_t offset, T value) {
-  std::memcpy(out + offset, &value, sizeof(T));
-}
-
-template <typename T>
-T take(const uint8_t* in, size_t offset) {
-  T value;
-  std::memcpy(&value, in + offset, sizeof(T));
-  return value;
-}
 
 Status corrupt(const std::string& why) { return Status::ChecksumMismatch("corrupt commit record: " + why); }
 
@@ -30,30 +20,30 @@ Status corrupt(const std::string& why) { return Status::ChecksumMismatch("corrup
 void encodeCommitRecord(const CommitRecord& r, uint8_t* out) {
   std::memset(out, 0, CommitRecord::kBytes);
   std::memcpy(out, kMagic, 4);
-  put<uint16_t>(out, 4, CommitRecord::kVersion);
-  put<uint16_t>(out, 6, static_cast<uint16_t>(CommitRecord::kBytes));
-  put<uint32_t>(out, 8, r.layers.begin);
-  put<uint32_t>(out, 12, r.layers.end);
-  put<uint64_t>(out, 16, r.key_space);
-  put<uint64_t>(out, 24, r.block_hash);
-  put<uint64_t>(out, kChecksumOffset, XXH3_64bits(out, kChecksumOffset));
+  putField<uint16_t>(out, 4, CommitRecord::kVersion);
+  putField<uint16_t>(out, 6, static_cast<uint16_t>(CommitRecord::kBytes));
+  putField<uint32_t>(out, 8, r.layers.begin);
+  putField<uint32_t>(out, 12, r.layers.end);
+  putField<uint64_t>(out, 16, r.key_space);
+  putField<uint64_t>(out, 24, r.block_hash);
+  putField<uint64_t>(out, kChecksumOffset, XXH3_64bits(out, kChecksumOffset));
 }
 
 Result<CommitRecord> decodeCommitRecord(const uint8_t* data, size_t size) {
-  if (size >= 6 && std::memcmp(data, kMagic, 4) == 0 && take<uint16_t>(data, 4) != CommitRecord::kVersion) {
-    return Status::Unsupported("commit record has format version " + std::to_string(take<uint16_t>(data, 4)) +
+  if (size >= 6 && std::memcmp(data, kMagic, 4) == 0 && takeField<uint16_t>(data, 4) != CommitRecord::kVersion) {
+    return Status::Unsupported("commit record has format version " + std::to_string(takeField<uint16_t>(data, 4)) +
                                ", this kvdump reads " + std::to_string(CommitRecord::kVersion) +
                                "; re-create the store or re-run prefill into an empty one");
   }
   if (size != CommitRecord::kBytes) return corrupt(std::to_string(size) + " bytes, expected 48");
   if (std::memcmp(data, kMagic, 4) != 0) return corrupt("bad magic");
-  if (take<uint16_t>(data, 6) != CommitRecord::kBytes) return corrupt("bad record size field");
-  if (take<uint64_t>(data, kChecksumOffset) != XXH3_64bits(data, kChecksumOffset)) return corrupt("checksum mismatch");
+  if (takeField<uint16_t>(data, 6) != CommitRecord::kBytes) return corrupt("bad record size field");
+  if (takeField<uint64_t>(data, kChecksumOffset) != XXH3_64bits(data, kChecksumOffset)) return corrupt("checksum mismatch");
   CommitRecord r;
-  r.layers.begin = take<uint32_t>(data, 8);
-  r.layers.end = take<uint32_t>(data, 12);
-  r.key_space = take<uint64_t>(data, 16);
-  r.block_hash = take<uint64_t>(data, 24);
+  r.layers.begin = takeField<uint32_t>(data, 8);
+  r.layers.end = takeField<uint32_t>(data, 12);
+  r.key_space = takeField<uint64_t>(data, 16);
+  r.block_hash = takeField<uint64_t>(data, 24);
   if (r.layers.empty()) return corrupt("empty layer range " + r.layers.toString());
   return r;
 }
