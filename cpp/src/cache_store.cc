@@ -51,6 +51,29 @@ std::vector<Result<bool>> CacheStore::batchExists(const std::vector<std::string>
   return out;
 }
 
+std::vector<Result<LentSlot>> CacheStore::lendSlots(const std::vector<std::string>& keys, size_t) {
+  std::vector<Result<LentSlot>> out;
+  out.reserve(keys.size());
+  for (const auto& key : keys) {
+    out.emplace_back(Status::Unsupported("store '" + name() + "' does not lend memory").withKey(key));
+  }
+  return out;
+}
+
+std::vector<Status> CacheStore::publishSlots(const std::vector<LentSlot>& slots) {
+  return std::vector<Status>(slots.size(), Status::Unsupported("store '" + name() + "' does not lend memory"));
+}
+
+void CacheStore::abandonSlots(const std::vector<LentSlot>&) {}
+
+Status CacheStore::readLeased(std::string_view key, const std::function<Status(ByteView)>& reader) {
+  auto value = get(key);
+  if (!value.ok()) return value.status();
+  return reader(ByteView{value.value().data(), value.value().size()});
+}
+
+void CacheStore::discard(const std::vector<std::string>&) {}
+
 Status CacheStore::registerBuffer(uint8_t*, size_t) { return Status::Ok(); }
 
 Status CacheStore::unregisterBuffer(uint8_t*) { return Status::Ok(); }

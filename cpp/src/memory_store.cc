@@ -1,115 +1,552 @@
 #include "kvdump/memory_store.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
-#include <functional>
+#include <new>
 #include <utility>
 
+#include "kvdump/stored_key.h"
+
 namespace kvdump {
+namespace {
 
-MemoryStore::MemoryStore(size_t capacity_bytes, size_t num_shards)
-    : capacity_bytes_(capacity_bytes),
-      num_shards_(std::max<size_t>(num_shards, 1)),
-      shards_(new Shard[num_shards_]) {}
+constexpr uint32_t kNone = UINT32_MAX;
+constexpr size_t kInlineBytes = 64;
+constexpr size_t kHugePage = size_t{2} << 20;
+constexpr size_t kMaxSlabBytes = size_t{1} << 30;
 
-MemoryStore::Shard& MemoryStore::shardFor(std::string_view key) const {
-  return shards_[std::hash<std::string_view>{}(key) % num_shards_];
+size_t defaultSlabBytes(size_t capacity) {
+  const size_t small = std::min<size_t>(capacity, size_t{256} << 10);
+  return std::min<size_t>(size_t{4} << 20, std::max(capacity / 8, small));
 }
 
-bool MemoryStore::reserve(size_t bytes) {
-  size_t used = used_bytes_.load(std::memory_order_relaxed);
-  do {
-    if (bytes > capacity_bytes_ || used > capacity_bytes_ - bytes) return false;
-  } while (!used_bytes_.compare_exchange_weak(used, used + bytes, std::memory_order_relaxed));
-  return true;
+// Huge-page aligned and advised, so touching the arena up front is fast and copies into it miss
+// the TLB less; released with free().
+HostAllocator arenaAllocator() {
+  return [](size_t bytes) -> Result<HostAllocation> {
+    const size_t rounded = (std::max<size_t>(bytes, 1) + kHugePage - 1) / kHugePage * kHugePage;
+    auto* p = static_cast<uint8_t*>(std::aligned_alloc(kHugePage, rounded));
+    if (p == nullptr) return Status::IoError("out of host memory allocating a " + std::to_string(bytes) + "-byte arena");
+#ifdef MADV_HUGEPAGE
+    (void)madvise(p, rounded, MADV_HUGEPAGE);
+#endif
+    return HostAllocation{p, bytes, [p] { std::free(p); }};
+  };
 }
+
+Status checkOptions(const MemoryStoreOptions& o) {
+  if (!(o.low_watermark > 0.0) || !(o.high_watermark <= 1.0) || !(o.low_watermark <= o.high_watermark)) {
+    return Status::InvalidArgument("watermarks must satisfy 0 < low_watermark <= high_watermark <= 1, got low_watermark=" +
+                                   std::to_string(o.low_watermark) + " high_watermark=" + std::to_string(o.high_watermark));
+  }
+  if (o.eviction != EvictionPolicy::kEvict && o.eviction != EvictionPolicy::kRefuse) {
+    return Status::InvalidArgument("eviction must be 'evict' or 'refuse'");
+  }
+  if (o.slab_bytes != 0 && (o.slab_bytes < SlabArena::kSlotAlignment || o.slab_bytes > kMaxSlabBytes ||
+                            o.slab_bytes > o.capacity_bytes)) {
+    return Status::InvalidArgument("slab_bytes must be 0 (automatic) or in [64, min(capacity_bytes, 1 GiB)], got " +
+                                   std::to_string(o.slab_bytes));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+const char* evictionPolicyName(EvictionPolicy policy) {
+  return policy == EvictionPolicy::kRefuse ? "refuse" : "evict";
+}
+
+struct MemoryStore::Entry {
+  enum class State : uint8_t { kFree, kLent, kVisible, kDetached };
+  std::string key;
+  State state = State::kFree;
+  bool is_commit = false;
+  bool unsettled = false;  // a block layer its writer has neither committed nor discarded
+  bool inline_value = false;
+  uint32_t generation = 0;
+  uint32_t group = kNone;
+  uint32_t leases = 0;
+  size_t size = 0;
+  size_t charged = 0;  // bytes counted as used: the slot's size, or the inline value's
+  SlabArena::Slot slot;
+  alignas(64) uint8_t inline_bytes[kInlineBytes];
+};
+
+// All the keys of one block hash (its layers and commit records), or one opaque key.
+struct MemoryStore::Group {
+  enum List : uint8_t { kUnlisted = 0, kReclaim = 1, kLru = 2 };
+  std::string name;
+  std::vector<uint32_t> members;
+  uint32_t commits = 0;
+  uint32_t unsettled = 0;
+  uint32_t leases = 0;
+  bool opaque = false;
+  List list = kUnlisted;
+  uint32_t prev = kNone;
+  uint32_t next = kNone;
+};
+
+struct MemoryStore::Impl {
+  using Index = std::unordered_map<std::string_view, uint32_t>;
+  struct ListEnds {
+    uint32_t head = kNone;  // least recently used
+    uint32_t tail = kNone;
+  };
+
+  Impl(const MemoryStoreOptions& o, HostAllocation memory)
+      : options(o),
+        arena(std::move(memory), o.slab_bytes),
+        high_bytes(static_cast<size_t>(std::floor(o.high_watermark * static_cast<double>(o.capacity_bytes)))),
+        low_bytes(static_cast<size_t>(std::floor(o.low_watermark * static_cast<double>(o.capacity_bytes)))) {}
+
+  const MemoryStoreOptions options;
+  mutable std::mutex mu;
+  SlabArena arena;
+  const size_t high_bytes;
+  const size_t low_bytes;
+  std::deque<Entry> entries;  // a deque: entries never move, so index keys may view them
+  std::vector<uint32_t> free_entries;
+  std::deque<Group> groups;
+  std::vector<uint32_t> free_groups;
+  Index index;        // readable entries by key
+  Index group_index;  // groups by name
+  std::vector<Index::node_type> spare_nodes;  // recycled map nodes: steady state allocates nothing
+  ListEnds lists[3];
+  size_t used = 0;
+  size_t visible = 0;
+  size_t lent = 0;
+  size_t leased = 0;
+  uint64_t hits = 0, misses = 0, evictions = 0, reclaimed = 0, rejected_full = 0;
+
+  // ---- index maps with node reuse
+  void indexInsert(Index& map, std::string_view key, uint32_t id) {
+    if (!spare_nodes.empty()) {
+      Index::node_type node = std::move(spare_nodes.back());
+      spare_nodes.pop_back();
+      node.key() = key;
+      node.mapped() = id;
+      map.insert(std::move(node));
+      return;
+    }
+    map.emplace(key, id);
+  }
+  void indexErase(Index& map, std::string_view key) {
+    auto node = map.extract(key);
+    if (!node.empty()) spare_nodes.push_back(std::move(node));
+  }
+
+  // ---- group lists
+  void unlink(uint32_t g) {
+    Group& group = groups[g];
+    if (group.list == Group::kUnlisted) return;
+    ListEnds& ends = lists[group.list];
+    if (group.prev != kNone) groups[group.prev].next = group.next; else ends.head = group.next;
+    if (group.next != kNone) groups[group.next].prev = group.prev; else ends.tail = group.prev;
+    group.prev = group.next = kNone;
+    group.list = Group::kUnlisted;
+  }
+  void linkTail(uint32_t g, Group::List list) {
+    Group& group = groups[g];
+    ListEnds& ends = lists[list];
+    group.list = list;
+    group.prev = ends.tail;
+    group.next = kNone;
+    if (ends.tail != kNone) groups[ends.tail].next = g; else ends.head = g;
+    ends.tail = g;
+  }
+
+  // Puts a group on the list its state calls for; `touch` makes it the most recently used.
+  void place(uint32_t g, bool touch) {
+    Group& group = groups[g];
+    if (group.members.empty()) {
+      unlink(g);
+      indexErase(group_index, group.name);
+      group = Group{std::move(group.name), std::move(group.members)};
+      group.members.clear();
+      free_groups.push_back(g);
+      return;
+    }
+    Group::List target = Group::kUnlisted;
+    if (group.unsettled == 0) target = group.opaque || group.commits > 0 ? Group::kLru : Group::kReclaim;
+    if (target != group.list || (touch && target != Group::kUnlisted)) {
+      unlink(g);
+      if (target != Group::kUnlisted) linkTail(g, target);
+    }
+  }
+
+  uint32_t groupFor(const StoredKeyKind& kind) {
+    auto it = group_index.find(kind.block);
+    if (it != group_index.end()) return it->second;
+    uint32_t g;
+    if (!free_groups.empty()) {
+      g = free_groups.back();
+      free_groups.pop_back();
+    } else {
+      g = static_cast<uint32_t>(groups.size());
+      groups.emplace_back();
+    }
+    Group& group = groups[g];
+    group.name.assign(kind.block);
+    group.opaque = kind.kind == StoredKeyKind::Kind::kOpaque;
+    indexInsert(group_index, group.name, g);
+    return g;
+  }
+
+  // ---- entries
+  uint32_t newEntry(std::string_view key) {
+    uint32_t id;
+    if (!free_entries.empty()) {
+      id = free_entries.back();
+      free_entries.pop_back();
+    } else {
+      id = static_cast<uint32_t>(entries.size());
+      entries.emplace_back();
+    }
+    entries[id].key.assign(key);
+    return id;
+  }
+  uint8_t* bytesOf(Entry& e) { return e.inline_value ? e.inline_bytes : arena.data(e.slot); }
+  void freeEntry(uint32_t id) {
+    Entry& e = entries[id];
+    if (!e.inline_value && e.charged > 0) arena.free(e.slot);
+    used -= e.charged;
+    e.charged = 0;
+    e.state = Entry::State::kFree;
+    e.group = kNone;
+    e.is_commit = e.unsettled = e.inline_value = false;
+    ++e.generation;
+    free_entries.push_back(id);
+  }
+  // Takes a readable entry out of the index and its group; frees it unless a reader still holds it.
+  // Returns its former group, for place().
+  uint32_t detach(uint32_t id) {
+    Entry& e = entries[id];
+    indexErase(index, e.key);
+    --visible;
+    const uint32_t g = e.group;
+    Group& group = groups[g];
+    group.members.erase(std::find(group.members.begin(), group.members.end(), id));
+    if (e.is_commit) --group.commits;
+    if (e.unsettled) --group.unsettled;
+    group.leases -= e.leases;
+    e.group = kNone;
+    if (e.leases > 0) {
+      e.state = Entry::State::kDetached;
+    } else {
+      freeEntry(id);
+    }
+    return g;
+  }
+
+  // ---- room
+  bool evictOne() {
+    for (Group::List list : {Group::kReclaim, Group::kLru}) {
+      if (list == Group::kLru && options.eviction == EvictionPolicy::kRefuse) break;
+      for (uint32_t g = lists[list].head; g != kNone; g = groups[g].next) {
+        if (groups[g].leases > 0) continue;
+        evictGroup(g, list == Group::kReclaim);
+        return true;
+      }
+    }
+    return false;
+  }
+  void evictGroup(uint32_t g, bool reclaim) {
+    // Commit records first: a reader racing this never sees a commit whose layers are gone.
+    std::vector<uint32_t> order = groups[g].members;
+    std::stable_partition(order.begin(), order.end(), [&](uint32_t id) { return entries[id].is_commit; });
+    (reclaim ? reclaimed : evictions) += order.size();
+    for (uint32_t id : order) detach(id);
+    place(g, false);
+  }
+  // Makes room for `charge` bytes (a slot of `size` bytes unless inline); false when nothing more
+  // may be evicted.
+  bool makeRoom(size_t size, size_t charge, bool inline_value, SlabArena::Slot* slot) {
+    if (used + charge > high_bytes) {
+      while (used + charge > low_bytes && evictOne()) {
+      }
+    }
+    for (;;) {
+      if (used + charge <= options.capacity_bytes) {
+        if (inline_value) return true;
+        if (auto s = arena.allocate(size)) {
+          *slot = *s;
+          return true;
+        }
+      }
+      if (!evictOne()) return false;
+    }
+  }
+
+  Result<LentSlot> lend(std::string_view key, size_t size) {
+    if (key.empty()) return Status::InvalidArgument("empty key");
+    const bool inline_value = size <= kInlineBytes;
+    const size_t charge = inline_value ? size : arena.slotBytesFor(size);
+    if (!inline_value && charge == 0) {
+      ++rejected_full;
+      if (size > options.capacity_bytes) {
+        return Status::StoreFull("value of " + std::to_string(size) + " bytes exceeds the store's capacity of " +
+                                 std::to_string(options.capacity_bytes))
+            .withKey(std::string(key));
+      }
+      return Status::TooLarge("value of " + std::to_string(size) + " bytes is larger than the store's slab of " +
+                              std::to_string(arena.slabBytes()) + " bytes (raise slab_bytes)")
+          .withKey(std::string(key));
+    }
+    SlabArena::Slot slot;
+    if (!makeRoom(size, charge, inline_value, &slot)) {
+      ++rejected_full;
+      return Status::StoreFull("memory store full (policy " + std::string(evictionPolicyName(options.eviction)) + "): " +
+                               std::to_string(used) + " of " + std::to_string(options.capacity_bytes) +
+                               " bytes used by blocks that are committed, under a read lease, or in a cycle not yet "
+                               "committed; the value needs " + std::to_string(size))
+          .withKey(std::string(key));
+    }
+    const uint32_t id = newEntry(key);
+    Entry& e = entries[id];
+    e.state = Entry::State::kLent;
+    e.inline_value = inline_value;
+    e.slot = slot;
+    e.size = size;
+    e.charged = charge;
+    used += charge;
+    ++lent;
+    return LentSlot{bytesOf(e), size, (uint64_t{e.generation} << 32) | id};
+  }
+
+  Entry* lentEntry(uint64_t token) {
+    const auto id = static_cast<uint32_t>(token & 0xffffffffu);
+    if (id >= entries.size()) return nullptr;
+    Entry& e = entries[id];
+    if (e.state != Entry::State::kLent || e.generation != static_cast<uint32_t>(token >> 32)) return nullptr;
+    return &e;
+  }
+
+  Status publish(const LentSlot& slot) {
+    Entry* e = lentEntry(slot.token);
+    if (e == nullptr) return Status::InvalidArgument("publishSlots: the slot was not lent by this store, or is no longer lent");
+    const auto id = static_cast<uint32_t>(slot.token & 0xffffffffu);
+    --lent;
+    auto old = index.find(e->key);
+    if (old != index.end()) place(detach(old->second), false);
+    const StoredKeyKind kind = parseStoredKey(e->key);
+    const uint32_t g = groupFor(kind);
+    Group& group = groups[g];
+    e->state = Entry::State::kVisible;
+    e->group = g;
+    e->is_commit = kind.kind == StoredKeyKind::Kind::kCommitRecord;
+    e->unsettled = kind.kind == StoredKeyKind::Kind::kBlockLayer;
+    indexInsert(index, e->key, id);
+    ++visible;
+    group.members.push_back(id);
+    if (e->unsettled) ++group.unsettled;
+    if (e->is_commit) {
+      ++group.commits;
+      // A commit record settles its block: every layer it covers is now the reader's.
+      for (uint32_t m : group.members) entries[m].unsettled = false;
+      group.unsettled = 0;
+    }
+    place(g, true);
+    return Status::Ok();
+  }
+
+  void abandon(const LentSlot& slot) {
+    if (lentEntry(slot.token) == nullptr) return;
+    --lent;
+    freeEntry(static_cast<uint32_t>(slot.token & 0xffffffffu));
+  }
+
+  // Under the lock: finds `key` and takes a read lease on it.
+  Entry* lease(std::string_view key) {
+    auto it = index.find(key);
+    if (it == index.end()) {
+      ++misses;
+      return nullptr;
+    }
+    ++hits;
+    Entry& e = entries[it->second];
+    if (e.leases++ == 0) ++leased;
+    ++groups[e.group].leases;
+    place(e.group, true);
+    return &e;
+  }
+  void release(Entry& e, uint32_t id) {
+    if (--e.leases == 0) --leased;
+    if (e.state == Entry::State::kVisible) {
+      --groups[e.group].leases;
+    } else if (e.state == Entry::State::kDetached && e.leases == 0) {
+      freeEntry(id);
+    }
+  }
+};
+
+Result<std::shared_ptr<MemoryStore>> MemoryStore::create(MemoryStoreOptions options) {
+  Status ok = checkOptions(options);
+  if (!ok.ok()) return ok;
+  if (options.slab_bytes == 0) options.slab_bytes = defaultSlabBytes(options.capacity_bytes);
+  HostAllocator allocator = options.allocator ? options.allocator : arenaAllocator();
+  Result<HostAllocation> memory = Status::Internal("allocator threw");
+  try {
+    memory = allocator(options.capacity_bytes);
+  } catch (const std::exception& e) {
+    return Status::IoError(std::string("allocating the memory store's arena failed: ") + e.what());
+  }
+  if (!memory.ok()) return memory.status();
+  HostAllocation arena = std::move(memory).value();
+  if (arena.data == nullptr && options.capacity_bytes > 0) {
+    return Status::IoError("the arena allocator returned no memory");
+  }
+  // Touch every page now, so no put ever faults one in (or waits for the kernel to zero it).
+  if (arena.size > 0) std::memset(arena.data, 0, arena.size);
+  return std::shared_ptr<MemoryStore>(new MemoryStore(std::move(options), std::move(arena)));
+}
+
+MemoryStore::MemoryStore(size_t capacity_bytes)
+    : MemoryStore(
+          [&] {
+            MemoryStoreOptions o;
+            o.capacity_bytes = capacity_bytes;
+            o.slab_bytes = defaultSlabBytes(capacity_bytes);
+            return o;
+          }(),
+          [&] {
+            Result<HostAllocation> memory = arenaAllocator()(capacity_bytes);
+            if (!memory.ok()) throw std::bad_alloc();
+            HostAllocation arena = std::move(memory).value();
+            if (arena.size > 0) std::memset(arena.data, 0, arena.size);
+            return arena;
+          }()) {}
+
+MemoryStore::MemoryStore(MemoryStoreOptions options, HostAllocation arena)
+    : options_(std::move(options)), impl_(std::make_unique<Impl>(options_, std::move(arena))) {}
+
+MemoryStore::~MemoryStore() = default;
 
 Status MemoryStore::put(std::string_view key, ByteView value) {
   if (key.empty()) return Status::InvalidArgument("empty key");
   if (value.size > 0 && value.data == nullptr) return Status::InvalidArgument("null value pointer").withKey(std::string(key));
-  if (value.size > capacity_bytes_) {
-    rejected_full_.fetch_add(1, std::memory_order_relaxed);
-    return Status::StoreFull("value of " + std::to_string(value.size) + " bytes exceeds the store's capacity of " +
-                             std::to_string(capacity_bytes_))
-        .withKey(std::string(key));
-  }
-  // Copy outside the shard lock: the lock guards only the map, not the bytes.
-  auto stored = std::make_shared<const std::vector<uint8_t>>(value.data, value.data + value.size);
-  Value replaced;
-  Shard& shard = shardFor(key);
-  {
-    std::lock_guard<std::mutex> lock(shard.mu);
-    auto it = shard.entries.find(std::string(key));
-    const size_t old_size = it == shard.entries.end() ? 0 : it->second->size();
-    // An overwrite needs room only for the growth, so rewriting a block in a nearly full store works.
-    if (value.size > old_size && !reserve(value.size - old_size)) {
-      rejected_full_.fetch_add(1, std::memory_order_relaxed);
-      return Status::StoreFull("memory store full: " + std::to_string(used_bytes_.load()) + " of " +
-                               std::to_string(capacity_bytes_) + " bytes used, value needs " +
-                               std::to_string(value.size))
-          .withKey(std::string(key));
-    }
-    if (value.size < old_size) used_bytes_.fetch_sub(old_size - value.size, std::memory_order_relaxed);
-    if (it == shard.entries.end()) {
-      shard.entries.emplace(std::string(key), std::move(stored));
-      entries_.fetch_add(1, std::memory_order_relaxed);
-    } else {
-      replaced = std::exchange(it->second, std::move(stored));
-    }
-  }
-  return Status::Ok();  // `replaced` is freed here, outside the lock
+  std::vector<Result<LentSlot>> slots = lendSlots({std::string(key)}, value.size);
+  if (!slots[0].ok()) return slots[0].status();
+  if (value.size > 0) std::memcpy(slots[0].value().data, value.data, value.size);
+  return publishSlots({slots[0].value()})[0];
 }
 
-MemoryStore::Value MemoryStore::find(std::string_view key) const {
-  Shard& shard = shardFor(key);
-  std::lock_guard<std::mutex> lock(shard.mu);
-  auto it = shard.entries.find(std::string(key));
-  return it == shard.entries.end() ? nullptr : it->second;
+std::vector<Result<LentSlot>> MemoryStore::lendSlots(const std::vector<std::string>& keys, size_t size) {
+  std::vector<Result<LentSlot>> out;
+  out.reserve(keys.size());
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  for (const auto& key : keys) out.push_back(impl_->lend(key, size));
+  return out;
+}
+
+std::vector<Status> MemoryStore::publishSlots(const std::vector<LentSlot>& slots) {
+  std::vector<Status> out;
+  out.reserve(slots.size());
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  for (const auto& slot : slots) out.push_back(impl_->publish(slot));
+  return out;
+}
+
+void MemoryStore::abandonSlots(const std::vector<LentSlot>& slots) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  for (const auto& slot : slots) impl_->abandon(slot);
+}
+
+Status MemoryStore::readLeased(std::string_view key, const std::function<Status(ByteView)>& reader) {
+  if (key.empty()) return Status::InvalidArgument("empty key");
+  Entry* e = nullptr;
+  uint32_t id = 0;
+  ByteView view;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    e = impl_->lease(key);
+    if (e == nullptr) return Status::NotFound("no such key").withKey(std::string(key));
+    id = impl_->index.find(key)->second;
+    view = ByteView{impl_->bytesOf(*e), e->size};
+  }
+  Status result;
+  try {
+    result = reader(view);
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->release(*e, id);
+    throw;
+  }
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->release(*e, id);
+  return result;
 }
 
 Result<std::vector<uint8_t>> MemoryStore::get(std::string_view key) {
-  if (key.empty()) return Status::InvalidArgument("empty key");
-  Value v = find(key);
-  if (!v) return Status::NotFound("no such key").withKey(std::string(key));
-  return std::vector<uint8_t>(*v);
+  std::vector<uint8_t> out;
+  Status s = readLeased(key, [&](ByteView v) {
+    out.assign(v.data, v.data + v.size);
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  return out;
 }
 
 Result<size_t> MemoryStore::getInto(std::string_view key, MutableByteView dst) {
-  if (key.empty()) return Status::InvalidArgument("empty key");
-  Value v = find(key);
-  if (!v) return Status::NotFound("no such key").withKey(std::string(key));
-  if (v->size() > dst.size) return bufferTooSmall(key, v->size(), dst.size);
-  if (!v->empty()) std::memcpy(dst.data, v->data(), v->size());
-  return v->size();
+  size_t size = 0;
+  Status s = readLeased(key, [&](ByteView v) {
+    if (v.size > dst.size) return bufferTooSmall(key, v.size, dst.size);
+    if (v.size > 0) std::memcpy(dst.data, v.data, v.size);
+    size = v.size;
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  return size;
 }
 
 Result<bool> MemoryStore::exists(std::string_view key) {
   if (key.empty()) return Status::InvalidArgument("empty key");
-  return find(key) != nullptr;
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->index.count(key) > 0;
 }
 
 Status MemoryStore::remove(std::string_view key) {
   if (key.empty()) return Status::InvalidArgument("empty key");
-  Value removed;
-  Shard& shard = shardFor(key);
-  {
-    std::lock_guard<std::mutex> lock(shard.mu);
-    auto it = shard.entries.find(std::string(key));
-    if (it == shard.entries.end()) return Status::NotFound("no such key").withKey(std::string(key));
-    removed = std::move(it->second);
-    shard.entries.erase(it);
-  }
-  used_bytes_.fetch_sub(removed->size(), std::memory_order_relaxed);
-  entries_.fetch_sub(1, std::memory_order_relaxed);
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  auto it = impl_->index.find(key);
+  if (it == impl_->index.end()) return Status::NotFound("no such key").withKey(std::string(key));
+  impl_->place(impl_->detach(it->second), false);
   return Status::Ok();
 }
 
+void MemoryStore::discard(const std::vector<std::string>& keys) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  for (const auto& key : keys) {
+    auto it = impl_->index.find(key);
+    if (it == impl_->index.end()) continue;
+    Entry& e = impl_->entries[it->second];
+    if (!e.unsettled) continue;
+    e.unsettled = false;
+    --impl_->groups[e.group].unsettled;
+    impl_->place(e.group, false);
+  }
+}
+
 MemoryStoreStats MemoryStore::stats() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
   MemoryStoreStats s;
-  s.capacity_bytes = capacity_bytes_;
-  s.used_bytes = used_bytes_.load(std::memory_order_relaxed);
-  s.entries = entries_.load(std::memory_order_relaxed);
-  s.rejected_full = rejected_full_.load(std::memory_order_relaxed);
+  s.capacity_bytes = options_.capacity_bytes;
+  s.used_bytes = impl_->used;
+  s.entries = impl_->visible;
+  s.lent = impl_->lent;
+  s.leased = impl_->leased;
+  s.slab_bytes = impl_->arena.slabBytes();
+  s.hits = impl_->hits;
+  s.misses = impl_->misses;
+  s.evictions = impl_->evictions;
+  s.reclaimed = impl_->reclaimed;
+  s.rejected_full = impl_->rejected_full;
+  s.eviction = options_.eviction;
+  s.high_watermark = options_.high_watermark;
+  s.low_watermark = options_.low_watermark;
   return s;
 }
 

@@ -7,6 +7,8 @@
 #include <thread>
 #include <vector>
 
+#include "kvdump/block_key.h"
+
 namespace kvdump::testing {
 namespace {
 
@@ -159,6 +161,83 @@ TEST_P(StoreConformance, EmptyKeyIsInvalid) {
   EXPECT_EQ(store_->getInto("", {v.data(), v.size()}).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(store_->exists("").status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(store_->remove("").code(), StatusCode::kInvalidArgument);
+}
+
+
+// ---- store-owned destinations: every store either lends memory by these rules or says it does not
+
+TEST_P(StoreConformance, StoresThatDoNotLendSayUnsupported) {
+  if (store_->lendsMemory()) GTEST_SKIP() << "this store lends memory";
+  auto slots = store_->lendSlots({"ns/lend/0"}, 16);
+  ASSERT_EQ(slots.size(), 1u);
+  EXPECT_EQ(slots[0].status().code(), StatusCode::kUnsupported);
+  EXPECT_EQ(slots[0].status().key(), "ns/lend/0");
+}
+
+TEST_P(StoreConformance, ALentSlotIsInvisibleUntilPublished) {
+  if (!store_->lendsMemory()) GTEST_SKIP() << "this store does not lend memory";
+  auto old = pattern(300, 1), fresh = pattern(300, 2);
+  ASSERT_TRUE(store_->put("ns/lend/0", view(old)).ok());
+  auto slots = store_->lendSlots({"ns/lend/0", "ns/lend/1"}, fresh.size());
+  ASSERT_EQ(slots.size(), 2u);
+  for (auto& slot : slots) {
+    ASSERT_TRUE(slot.ok()) << slot.status().toString();
+    ASSERT_EQ(slot.value().size, fresh.size());
+    std::copy(fresh.begin(), fresh.end(), slot.value().data);
+  }
+  EXPECT_EQ(store_->get("ns/lend/0").value(), old);
+  EXPECT_FALSE(store_->exists("ns/lend/1").value());
+  auto published = store_->publishSlots({slots[0].value(), slots[1].value()});
+  ASSERT_EQ(published.size(), 2u);
+  EXPECT_TRUE(published[0].ok() && published[1].ok());
+  EXPECT_EQ(store_->get("ns/lend/0").value(), fresh);
+  EXPECT_EQ(store_->get("ns/lend/1").value(), fresh);
+  // A slot is published once; a second publish is refused, not a second copy.
+  EXPECT_EQ(store_->publishSlots({slots[0].value()})[0].code(), StatusCode::kInvalidArgument);
+}
+
+TEST_P(StoreConformance, AnAbandonedSlotIsNeverVisible) {
+  if (!store_->lendsMemory()) GTEST_SKIP() << "this store does not lend memory";
+  auto slots = store_->lendSlots({"ns/abandon/0"}, 64 * 1024);
+  ASSERT_TRUE(slots[0].ok());
+  std::fill(slots[0].value().data, slots[0].value().data + slots[0].value().size, 7);
+  store_->abandonSlots({slots[0].value()});
+  EXPECT_FALSE(store_->exists("ns/abandon/0").value());
+  EXPECT_EQ(store_->get("ns/abandon/0").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->publishSlots({slots[0].value()})[0].code(), StatusCode::kInvalidArgument);
+  store_->abandonSlots({slots[0].value()});  // twice is harmless
+}
+
+TEST_P(StoreConformance, ReadLeasedLendsTheWholeValueAndReturnsTheReadersStatus) {
+  auto v = pattern(5000, 4);
+  ASSERT_TRUE(store_->put("ns/lease/0", view(v)).ok());
+  std::vector<uint8_t> seen;
+  Status s = store_->readLeased("ns/lease/0", [&](ByteView held) {
+    seen.assign(held.data, held.data + held.size);
+    return Status::Ok();
+  });
+  EXPECT_TRUE(s.ok()) << s.toString();
+  EXPECT_EQ(seen, v);
+  Status failed = store_->readLeased("ns/lease/0", [](ByteView) { return Status::ChecksumMismatch("reader says no"); });
+  EXPECT_EQ(failed.code(), StatusCode::kChecksumMismatch);
+  Status missing = store_->readLeased("ns/lease/none", [](ByteView) { return Status::Ok(); });
+  EXPECT_EQ(missing.code(), StatusCode::kNotFound);
+  EXPECT_EQ(missing.key(), "ns/lease/none");
+  // A lease ends with the call: the key can be replaced and removed afterwards.
+  EXPECT_TRUE(store_->put("ns/lease/0", view(pattern(10, 1))).ok());
+  EXPECT_TRUE(store_->remove("ns/lease/0").ok());
+}
+
+TEST_P(StoreConformance, DiscardNeverRemovesACommittedBlockAndIgnoresMissingKeys) {
+  const KeySpace space;
+  auto v = pattern(1000, 5);
+  std::vector<std::string> keys{blockKey(space, 42, 0), blockKey(space, 42, 1)};
+  for (const auto& k : keys) ASSERT_TRUE(store_->put(k, view(v)).ok());
+  ASSERT_TRUE(store_->put(commitKey(space, 42), view(pattern(48, 1))).ok());
+  store_->discard(keys);
+  store_->discard({blockKey(space, 43, 0), "not/a/kvdump/key"});
+  for (const auto& k : keys) EXPECT_EQ(store_->get(k).value(), v);
+  EXPECT_TRUE(store_->exists(commitKey(space, 42)).value());
 }
 
 }  // namespace

@@ -16,7 +16,7 @@ namespace kvdump::testing {
 /// Makes a fresh, empty store with room for at least 64 MiB; called once per test.
 struct StoreFactory {
   std::string name;
-  std::function<std::unique_ptr<CacheStore>()> make;
+  std::function<std::shared_ptr<CacheStore>()> make;
 };
 
 inline void PrintTo(const StoreFactory& factory, std::ostream* os) { *os << factory.name; }
@@ -26,7 +26,7 @@ inline std::string storeFactoryName(const ::testing::TestParamInfo<StoreFactory>
 class StoreConformance : public ::testing::TestWithParam<StoreFactory> {
  protected:
   void SetUp() override { store_ = GetParam().make(); }
-  std::unique_ptr<CacheStore> store_;
+  std::shared_ptr<CacheStore> store_;
 };
 
 }  // namespace kvdump::testing

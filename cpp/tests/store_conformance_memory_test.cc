@@ -7,8 +7,13 @@ namespace kvdump::testing {
 INSTANTIATE_TEST_SUITE_P(Memory, StoreConformance,
                          ::testing::Values(StoreFactory{"MemoryStore",
                                                         [] { return std::make_unique<MemoryStore>(64u << 20); }},
-                                           StoreFactory{"MemoryStoreOneShard",
-                                                        [] { return std::make_unique<MemoryStore>(64u << 20, 1); }},
+                                           StoreFactory{"MemoryStoreRefusing",
+                                                        [] {
+                                                          MemoryStoreOptions o;
+                                                          o.capacity_bytes = 64u << 20;
+                                                          o.eviction = EvictionPolicy::kRefuse;
+                                                          return MemoryStore::create(o).value();
+                                                        }},
                                            StoreFactory{"DelayedMemoryStore",
                                                         [] {
                                                           return std::make_unique<DelayedStore>(

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -21,6 +22,14 @@ struct ByteView {
 struct MutableByteView {
   uint8_t* data = nullptr;
   size_t size = 0;
+};
+
+/// Writable memory a store lends for one key's value, from lendSlots() until publishSlots() or
+/// abandonSlots(); `token` identifies the loan to the store. A plain value; the store owns the bytes.
+struct LentSlot {
+  uint8_t* data = nullptr;
+  size_t size = 0;
+  uint64_t token = 0;
 };
 
 /// TOO_LARGE naming `key`: a value of `needed` bytes does not fit a caller's `available`-byte buffer.
@@ -59,6 +68,31 @@ class CacheStore {
   virtual Status registerBuffer(uint8_t* data, size_t size);
   /// The range registered at `data` is about to be freed; the store must stop using it. Default no-op.
   virtual Status unregisterBuffer(uint8_t* data);
+
+  // Store-owned destinations. A store that lends memory lets a writer fill values in place (one
+  // copy from the KV cache) instead of handing it a staging buffer to copy again.
+
+  /// True when lendSlots() lends memory; false (the default) means the writer stages and calls batchPut.
+  virtual bool lendsMemory() const { return false; }
+  /// Lends `size` writable bytes for each key. A lent slot is invisible to every reader until
+  /// publishSlots(); an older value of the key stays readable meanwhile. UNSUPPORTED by default;
+  /// STORE_FULL (naming the key) when there is no room.
+  virtual std::vector<Result<LentSlot>> lendSlots(const std::vector<std::string>& keys, size_t size);
+  /// Makes each slot's bytes the value of its key, replacing an older value atomically; the slot is
+  /// the store's again. One status per slot; a token the store did not lend is INVALID_ARGUMENT.
+  virtual std::vector<Status> publishSlots(const std::vector<LentSlot>& slots);
+  /// Takes slots back unpublished: their bytes are never visible to a reader.
+  virtual void abandonSlots(const std::vector<LentSlot>& slots);
+
+  /// Calls `reader` with the value of `key` under a read lease: the bytes stay valid and unchanged,
+  /// and the key is not evicted, until `reader` returns. Returns the lookup's error or the reader's
+  /// status. The default reads with get() into a temporary and lends that.
+  virtual Status readLeased(std::string_view key, const std::function<Status(ByteView)>& reader);
+
+  /// The writer will never commit the blocks stored under `keys` in this cycle (their request
+  /// failed, or the cycle was aborted): a store that evicts may reclaim them before anything else,
+  /// unless a commit record already covers them. Missing keys are ignored. The default does nothing.
+  virtual void discard(const std::vector<std::string>& keys);
 };
 
 }  // namespace kvdump

@@ -9,7 +9,8 @@
 namespace kvdump {
 
 /// Forwards to `inner` after sleeping `put_delay` per put/batchPut call and `get_delay` per
-/// get/getInto/batchGetInto call (a batch costs one delay, as one round trip would). Thread-safe as
+/// get/getInto/batchGetInto call (a batch costs one delay, as one round trip would). It never lends
+/// memory, as a remote store would not. Thread-safe as
 /// `inner` is; shares ownership of it. Used by benchmarks and tests to stand in for network stores.
 class DelayedStore final : public CacheStore {
  public:
@@ -24,6 +25,8 @@ class DelayedStore final : public CacheStore {
   std::vector<Status> batchPut(const std::vector<std::string>& keys, const std::vector<ByteView>& values) override;
   std::vector<Result<size_t>> batchGetInto(const std::vector<std::string>& keys,
                                            const std::vector<MutableByteView>& dsts) override;
+  /// Forwarded without delay, so the inner store still reclaims what a failed cycle left.
+  void discard(const std::vector<std::string>& keys) override { inner_->discard(keys); }
 
  private:
   std::shared_ptr<CacheStore> inner_;

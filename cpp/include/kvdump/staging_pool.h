@@ -10,24 +10,10 @@
 #include <mutex>
 #include <vector>
 
+#include "kvdump/host_memory.h"
 #include "kvdump/status.h"
 
 namespace kvdump {
-
-/// Host memory owned by the pool; `release` returns it to the system (free, or the device's pinned
-/// allocator). Move-only.
-struct HostAllocation {
-  uint8_t* data = nullptr;
-  size_t size = 0;
-  std::function<void()> release;
-};
-
-/// Allocates `bytes` of host memory (pinned where the device supports it), or says why it could not.
-/// Called without the pool's lock held, so it may be slow (pinning, registering with a transport).
-using HostAllocator = std::function<Result<HostAllocation>(size_t bytes)>;
-
-/// 64-byte aligned pageable memory from the C heap: the allocator for CPU-only use and for tests.
-HostAllocator pageableHostAllocator();
 
 /// Counters of a StagingPool; a plain value snapshot.
 struct StagingStats {
