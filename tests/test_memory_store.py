@@ -126,8 +126,8 @@ def test_empty_key_is_rejected(store) -> None:
         store.put("", b"x")
 
 
-def test_full_store_refuses_and_evicts_nothing() -> None:
-    store = kvdump.MemoryStore(capacity_bytes=100)
+def test_refusing_store_fails_the_put_and_evicts_nothing() -> None:
+    store = kvdump.MemoryStore(capacity_bytes=100, eviction="refuse")
     store.put("a", b"a" * 60)
     store.put("b", b"b" * 40)  # exactly full
     with pytest.raises(kvdump.StoreFullError) as info:
@@ -140,7 +140,8 @@ def test_full_store_refuses_and_evicts_nothing() -> None:
     assert store.get("b") == b"b" * 40
     assert store.get("c") is None
     s = store.stats()
-    assert s == {"capacity_bytes": 100, "used_bytes": 100, "entries": 2, "rejected_full": 1}
+    assert (s["used_bytes"], s["entries"], s["rejected_full"], s["evictions"]) == (100, 2, 1, 0)
+    assert s["eviction"] == "refuse"
 
     # Removing makes room again.
     assert store.remove("a")
@@ -149,8 +150,20 @@ def test_full_store_refuses_and_evicts_nothing() -> None:
     assert store.stats()["used_bytes"] == 100
 
 
+def test_evicting_store_makes_room_from_the_least_recently_used() -> None:
+    store = kvdump.MemoryStore(capacity_bytes=4096, slab_bytes=1024, high_watermark=1.0, low_watermark=1.0)
+    for k in "abcd":
+        store.put(k, k.encode() * 1000)
+    assert store.get("a") == b"a" * 1000  # "b" is now the least recently used
+    store.put("e", b"e" * 1000)
+    assert [store.exists(k) for k in "abcde"] == [True, False, True, True, True]
+    s = store.stats()
+    assert (s["evictions"], s["rejected_full"], s["eviction"]) == (1, 0, "evict")
+    assert s["hits"] >= 1
+
+
 def test_overwrite_that_fits_succeeds_in_a_nearly_full_store() -> None:
-    store = kvdump.MemoryStore(capacity_bytes=100)
+    store = kvdump.MemoryStore(capacity_bytes=100, eviction="refuse")
     store.put("a", b"x" * 60)
     store.put("a", b"y" * 60)  # replaces 60 bytes with 60 bytes: the result fits
     assert store.get("a") == b"y" * 60
@@ -166,9 +179,18 @@ def test_value_larger_than_capacity() -> None:
     assert store.stats()["used_bytes"] == 0
 
 
+def test_value_larger_than_a_slab_names_the_setting() -> None:
+    store = kvdump.MemoryStore(capacity_bytes=1 << 20, slab_bytes=4096)
+    with pytest.raises(kvdump.KvdumpValueError, match="slab_bytes") as info:
+        store.put("big", b"x" * 5000)
+    assert info.value.key == "big"
+
+
 def test_stats_track_puts_and_removes() -> None:
-    store = kvdump.MemoryStore(capacity_bytes=1000, num_shards=4)
-    assert store.stats() == {"capacity_bytes": 1000, "used_bytes": 0, "entries": 0, "rejected_full": 0}
+    store = kvdump.MemoryStore(capacity_bytes=1000)
+    s = store.stats()
+    assert (s["capacity_bytes"], s["used_bytes"], s["entries"], s["rejected_full"]) == (1000, 0, 0, 0)
+    assert {"hits", "misses", "evictions", "reclaimed", "leased", "eviction", "high_watermark", "low_watermark"} <= set(s)
     for i in range(10):
         store.put(f"k{i}", bytes(i + 1))
     assert store.stats()["entries"] == 10
@@ -178,11 +200,25 @@ def test_stats_track_puts_and_removes() -> None:
     s = store.stats()
     assert s["entries"] == 5
     assert s["used_bytes"] == sum(i + 1 for i in range(1, 10, 2))
+    assert store.get("k1") is not None and store.get("k0") is None
+    assert (store.stats()["hits"], store.stats()["misses"]) == (1, 1)
 
 
-def test_zero_shards_is_rejected() -> None:
-    with pytest.raises(kvdump.KvdumpValueError):
-        kvdump.MemoryStore(capacity_bytes=10, num_shards=0)
+@pytest.mark.parametrize(
+    "kwargs, names",
+    [
+        ({"eviction": "lru"}, "eviction"),
+        ({"high_watermark": 0.5, "low_watermark": 0.7}, "low_watermark"),
+        ({"high_watermark": 1.5}, "high_watermark"),
+        ({"low_watermark": 0.0}, "low_watermark"),
+        ({"slab_bytes": 8}, "slab_bytes"),
+        ({"slab_bytes": -1}, "slab_bytes"),
+        ({"pin_memory": "tpu9"}, "pin_memory"),
+    ],
+)
+def test_bad_policy_arguments_are_refused_naming_them(kwargs, names) -> None:
+    with pytest.raises(kvdump.KvdumpValueError, match=names):
+        kvdump.MemoryStore(capacity_bytes=1 << 20, **kwargs)
 
 
 def test_keys_are_arbitrary_strings(store) -> None:
@@ -195,7 +231,8 @@ def test_keys_are_arbitrary_strings(store) -> None:
 
 @pytest.mark.timeout(120)
 def test_concurrent_puts_from_writer_tasks() -> None:
-    store = kvdump.MemoryStore(capacity_bytes=64 << 20)
+    # Values of 64 sizes: small slabs, so every size class gets its own without evicting another's.
+    store = kvdump.MemoryStore(capacity_bytes=64 << 20, slab_bytes=64 << 10)
     rng = random.Random(7)
     values = {f"req-{r}/layer-{l}": rng.randbytes(rng.randrange(1, 4096)) for r in range(8) for l in range(32)}
     writer = kvdump.AsyncWriter(store, num_threads=4, queue_capacity=16)
@@ -218,7 +255,7 @@ def test_concurrent_puts_from_writer_tasks() -> None:
 
 @pytest.mark.timeout(120)
 def test_concurrent_put_get_remove_from_python_threads() -> None:
-    store = kvdump.MemoryStore(capacity_bytes=16 << 20, num_shards=4)
+    store = kvdump.MemoryStore(capacity_bytes=16 << 20)
     errors: list[str] = []
 
     def worker(t: int) -> None:

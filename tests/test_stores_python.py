@@ -14,7 +14,7 @@ import kvdump
 def _stores(tmp_path: Path) -> dict[str, kvdump.CacheStore]:
     return {
         "memory": kvdump.MemoryStore(1 << 20),
-        "memory-url": kvdump.open_store("memory://?capacity_bytes=1048576&num_shards=4"),
+        "memory-url": kvdump.open_store("memory://?capacity_bytes=1048576&eviction=refuse"),
         "file": kvdump.FileStore(str(tmp_path / "direct")),
         "file-url": kvdump.open_store(f"file://{tmp_path / 'by-url'}?fsync=true"),
         "delayed": kvdump.DelayedStore(kvdump.MemoryStore(1 << 20), put_delay=0.001),

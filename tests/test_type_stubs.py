@@ -34,7 +34,7 @@ def runtime_params(obj: object) -> list[str]:
 
 
 def stub_params(fn: ast.FunctionDef) -> list[str]:
-    return [a.arg for a in fn.args.args]
+    return [a.arg for a in fn.args.args + fn.args.kwonlyargs]
 
 
 def test_stub_and_marker_ship_with_the_package() -> None:

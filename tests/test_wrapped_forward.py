@@ -160,7 +160,7 @@ def test_a_store_failure_surfaces_as_write_error_and_publishes_nothing(model, ma
     cache = model.new_cache(NUM_BLOCKS, BLOCK)
     record = 64 + cache.bytes_per_block
     # Room for about one layer and a half: the later layers cannot be stored.
-    store = kvdump.MemoryStore(capacity_bytes=int(record * len(hashes) * 1.5), num_shards=1)
+    store = kvdump.MemoryStore(capacity_bytes=int(record * len(hashes) * 1.5))
     writer = make_writer(store)
     wrapped(model, writer)
     tables = tables_for(prompts, BlockAllocator(NUM_BLOCKS))

@@ -106,7 +106,7 @@ def test_kvdump_error_raised_by_a_task_keeps_its_code(make_writer, exc_type, cod
 
 
 def test_real_store_full_inside_a_task(make_writer) -> None:
-    store = kvdump.MemoryStore(capacity_bytes=100)
+    store = kvdump.MemoryStore(capacity_bytes=100, eviction="refuse")
     w = make_writer(store=store)
     w.init()
     w.submit(lambda: store.put("fits", b"a" * 80), label="fits")

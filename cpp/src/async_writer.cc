@@ -507,6 +507,7 @@ Status AsyncWriter::abort(AbortReport* report, std::optional<std::chrono::nanose
     c.last_cycle_aborted = true;
     c.finisher_started = false;
     c.barrier_waiting = false;
+    local.cycle = c.generation;
     ++c.generation;
     ++c.total_aborts;
   }

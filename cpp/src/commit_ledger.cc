@@ -33,10 +33,18 @@ LedgerSnapshot CommitLedger::take(uint64_t cycle) {
   return out;
 }
 
-void CommitLedger::clear() {
-  std::map<uint64_t, LedgerSnapshot> dropped;
-  std::lock_guard<std::mutex> lock(mu_);
-  dropped.swap(cycles_);
+std::vector<LedgerSnapshot> CommitLedger::drain(uint64_t through) {
+  std::map<uint64_t, LedgerSnapshot> all;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto end = cycles_.upper_bound(through);
+    all.insert(std::make_move_iterator(cycles_.begin()), std::make_move_iterator(end));
+    cycles_.erase(cycles_.begin(), end);
+  }
+  std::vector<LedgerSnapshot> out;
+  out.reserve(all.size());
+  for (auto& [cycle, snapshot] : all) out.push_back(std::move(snapshot));
+  return out;
 }
 
 LayerRange observedLayers(const LedgerSnapshot& snapshot) {
@@ -67,6 +75,18 @@ std::vector<uint64_t> publishableBlocks(const LedgerSnapshot& snapshot, LayerRan
     }
   }
   return out;
+}
+
+std::vector<std::string> storedKeys(const LedgerSnapshot& snapshot, const KeySpace& space) {
+  std::vector<std::string> keys;
+  for (const auto& [request, blocks] : snapshot) {
+    for (const auto& [hash, layers] : blocks.stored_layers) {
+      for (size_t layer = 0; layer < layers.size(); ++layer) {
+        if (layers[layer]) keys.push_back(blockKey(space, hash, static_cast<int64_t>(layer)));
+      }
+    }
+  }
+  return keys;
 }
 
 }  // namespace kvdump

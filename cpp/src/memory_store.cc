@@ -24,6 +24,11 @@ size_t defaultSlabBytes(size_t capacity) {
   return std::min<size_t>(size_t{4} << 20, std::max(capacity / 8, small));
 }
 
+size_t roundUp(size_t n, size_t to) { return (std::max<size_t>(n, 1) + to - 1) / to * to; }
+
+// Whole slabs covering the capacity: the arena may exceed it by less than one slab.
+size_t arenaBytes(size_t capacity, size_t slab) { return capacity == 0 ? 0 : roundUp(capacity, slab); }
+
 // Huge-page aligned and advised, so touching the arena up front is fast and copies into it miss
 // the TLB less; released with free().
 HostAllocator arenaAllocator() {
@@ -46,9 +51,8 @@ Status checkOptions(const MemoryStoreOptions& o) {
   if (o.eviction != EvictionPolicy::kEvict && o.eviction != EvictionPolicy::kRefuse) {
     return Status::InvalidArgument("eviction must be 'evict' or 'refuse'");
   }
-  if (o.slab_bytes != 0 && (o.slab_bytes < SlabArena::kSlotAlignment || o.slab_bytes > kMaxSlabBytes ||
-                            o.slab_bytes > o.capacity_bytes)) {
-    return Status::InvalidArgument("slab_bytes must be 0 (automatic) or in [64, min(capacity_bytes, 1 GiB)], got " +
+  if (o.slab_bytes != 0 && (o.slab_bytes < SlabArena::kSlotAlignment || o.slab_bytes > kMaxSlabBytes)) {
+    return Status::InvalidArgument("slab_bytes must be 0 (automatic) or in [64, 1 GiB], got " +
                                    std::to_string(o.slab_bytes));
   }
   return Status::Ok();
@@ -71,7 +75,7 @@ struct MemoryStore::Entry {
   uint32_t group = kNone;
   uint32_t leases = 0;
   size_t size = 0;
-  size_t charged = 0;  // bytes counted as used: the slot's size, or the inline value's
+  size_t charged = 0;  // bytes counted as used: the value's size
   SlabArena::Slot slot;
   alignas(64) uint8_t inline_bytes[kInlineBytes];
 };
@@ -264,13 +268,21 @@ struct MemoryStore::Impl {
   }
   // Makes room for `charge` bytes (a slot of `size` bytes unless inline); false when nothing more
   // may be evicted.
-  bool makeRoom(size_t size, size_t charge, bool inline_value, SlabArena::Slot* slot) {
-    if (used + charge > high_bytes) {
-      while (used + charge > low_bytes && evictOne()) {
+  bool makeRoom(std::string_view key, size_t size, size_t charge, bool inline_value, SlabArena::Slot* slot) {
+    auto needed = [&] {
+      // An overwrite counts on the bytes of the value it replaces (looked up afresh: eviction may
+      // have taken it meanwhile), unless a reader holds them.
+      size_t credit = 0;
+      auto old = index.find(key);
+      if (old != index.end() && entries[old->second].leases == 0) credit = entries[old->second].charged;
+      return used + charge - std::min(used + charge, credit);
+    };
+    if (needed() > high_bytes) {
+      while (needed() > low_bytes && evictOne()) {
       }
     }
     for (;;) {
-      if (used + charge <= options.capacity_bytes) {
+      if (needed() <= options.capacity_bytes) {
         if (inline_value) return true;
         if (auto s = arena.allocate(size)) {
           *slot = *s;
@@ -284,8 +296,9 @@ struct MemoryStore::Impl {
   Result<LentSlot> lend(std::string_view key, size_t size) {
     if (key.empty()) return Status::InvalidArgument("empty key");
     const bool inline_value = size <= kInlineBytes;
-    const size_t charge = inline_value ? size : arena.slotBytesFor(size);
-    if (!inline_value && charge == 0) {
+    // Capacity counts value bytes; the arena's own bound covers what slot rounding adds.
+    const size_t charge = size;
+    if (!inline_value && arena.slotBytesFor(size) == 0) {
       ++rejected_full;
       if (size > options.capacity_bytes) {
         return Status::StoreFull("value of " + std::to_string(size) + " bytes exceeds the store's capacity of " +
@@ -297,7 +310,7 @@ struct MemoryStore::Impl {
           .withKey(std::string(key));
     }
     SlabArena::Slot slot;
-    if (!makeRoom(size, charge, inline_value, &slot)) {
+    if (!makeRoom(key, size, charge, inline_value, &slot)) {
       ++rejected_full;
       return Status::StoreFull("memory store full (policy " + std::string(evictionPolicyName(options.eviction)) + "): " +
                                std::to_string(used) + " of " + std::to_string(options.capacity_bytes) +
@@ -387,10 +400,11 @@ Result<std::shared_ptr<MemoryStore>> MemoryStore::create(MemoryStoreOptions opti
   Status ok = checkOptions(options);
   if (!ok.ok()) return ok;
   if (options.slab_bytes == 0) options.slab_bytes = defaultSlabBytes(options.capacity_bytes);
+  options.slab_bytes = roundUp(options.slab_bytes, SlabArena::kSlotAlignment);
   HostAllocator allocator = options.allocator ? options.allocator : arenaAllocator();
   Result<HostAllocation> memory = Status::Internal("allocator threw");
   try {
-    memory = allocator(options.capacity_bytes);
+    memory = allocator(arenaBytes(options.capacity_bytes, options.slab_bytes));
   } catch (const std::exception& e) {
     return Status::IoError(std::string("allocating the memory store's arena failed: ") + e.what());
   }
@@ -409,11 +423,12 @@ MemoryStore::MemoryStore(size_t capacity_bytes)
           [&] {
             MemoryStoreOptions o;
             o.capacity_bytes = capacity_bytes;
-            o.slab_bytes = defaultSlabBytes(capacity_bytes);
+            o.slab_bytes = roundUp(defaultSlabBytes(capacity_bytes), SlabArena::kSlotAlignment);
             return o;
           }(),
           [&] {
-            Result<HostAllocation> memory = arenaAllocator()(capacity_bytes);
+            const size_t slab = roundUp(defaultSlabBytes(capacity_bytes), SlabArena::kSlotAlignment);
+            Result<HostAllocation> memory = arenaAllocator()(arenaBytes(capacity_bytes, slab));
             if (!memory.ok()) throw std::bad_alloc();
             HostAllocation arena = std::move(memory).value();
             if (arena.size > 0) std::memset(arena.data, 0, arena.size);

@@ -30,8 +30,9 @@ std::shared_ptr<MemoryStore> make(size_t capacity, EvictionPolicy policy, size_t
 
 KeySpace space() { return KeySpace{}; }
 
-// Stores of 9 KiB with one 8 KiB slab: eight 1 KiB slots, and room in the budget for the inline
-// commit records, so tests count slots alone.
+// One slab of eight 1 KiB slots for 1000-byte values, with room in the capacity for the inline
+// commit records too, so tests count slots alone.
+constexpr size_t kEightSlots = 8 * 1024 + 128;
 
 // Stores layers [0, layers) of block `hash`, each value filled with `fill`, and commits it if asked.
 void storeBlock(CacheStore& store, uint64_t hash, int layers, size_t bytes, uint8_t fill, bool commit) {
@@ -109,7 +110,7 @@ TEST(MemoryStore, BlocksOfAnOpenCycleAreNeverEvicted) {
 }
 
 TEST(MemoryStore, DiscardedBlocksAreReclaimedBeforeCommittedOnes) {
-  auto store = make(9 * 1024, EvictionPolicy::kEvict, 8 * 1024, 1.0, 1.0);
+  auto store = make(kEightSlots, EvictionPolicy::kEvict, kEightSlots, 1.0, 1.0);
   storeBlock(*store, 1, 4, 1000, 1, true);   // committed, the oldest
   storeBlock(*store, 2, 4, 1000, 2, false);  // its cycle failed:
   std::vector<std::string> keys;
@@ -135,7 +136,7 @@ TEST(MemoryStore, RefusePolicyStillReclaimsFailedCycles) {
 }
 
 TEST(MemoryStore, DiscardNeverDropsACommittedBlock) {
-  auto store = make(9 * 1024, EvictionPolicy::kRefuse, 8 * 1024);
+  auto store = make(kEightSlots, EvictionPolicy::kRefuse, kEightSlots);
   storeBlock(*store, 1, 2, 1000, 1, true);
   storeBlock(*store, 1, 2, 1000, 1, false);  // a later cycle rewrites it, then fails
   store->discard({blockKey(space(), 1, 0), blockKey(space(), 1, 1)});
@@ -179,7 +180,7 @@ TEST(MemoryStore, AValueReplacedUnderAReaderStaysWholeForIt) {
     return held.data[0] == 1 && held.data[999] == 1 ? Status::Ok() : Status::Internal("torn");
   });
   EXPECT_TRUE(read.ok());
-  EXPECT_EQ(store->stats().used_bytes, 1024u);  // the replaced value was freed when the reader left
+  EXPECT_EQ(store->stats().used_bytes, 1000u);  // the replaced value was freed when the reader left
 }
 
 TEST(MemoryStore, LentSlotIsInvisibleUntilPublishedAndAbandonedOneNever) {
@@ -250,7 +251,7 @@ TEST(MemoryStore, ConcurrentPutsNeverExceedCapacity) {
   }
   for (auto& th : threads) th.join();
   EXPECT_EQ(accepted.load(), 100);  // exactly capacity / slot size fit, the rest were refused
-  EXPECT_EQ(store->stats().used_bytes, 100u * 1024u);
+  EXPECT_EQ(store->stats().used_bytes, 100u * 1000u);
   EXPECT_EQ(store->stats().rejected_full, 100u);
 }
 

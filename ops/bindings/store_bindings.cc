@@ -8,6 +8,7 @@
 #include "kvdump/delayed_store.h"
 #include "kvdump/file_store.h"
 #include "kvdump/memory_store.h"
+#include "kvdump_ops/host_allocator.h"
 #include "python_store.h"
 #include "seconds_argument.h"
 #include "status_to_python.h"
@@ -161,24 +162,65 @@ void bindStores(py::module_& m) {
 
   py::classh<MemoryStore, CacheStore>(
       m, "MemoryStore",
-      "In-process store bounded by capacity_bytes. When full, a put fails with StoreFullError and nothing "
-      "is evicted.")
-      .def(py::init([](const py::object& capacity_bytes, const py::object& num_shards) {
+      "In-process store over one arena of capacity_bytes, allocated (pinned when an accelerator is present) "
+      "and touched when the store is made. eviction='evict' (default) evicts least-recently-used committed "
+      "blocks, a block's layers and commit record together, when a put would pass high_watermark * capacity, "
+      "down to low_watermark * capacity; eviction='refuse' keeps every committed block and fails the put with "
+      "StoreFullError. Either way, blocks of failed or aborted cycles are reclaimed first, and a block under "
+      "a read or in a cycle not yet committed is never evicted.")
+      .def(py::init([](const py::object& capacity_bytes, const std::string& eviction, double high_watermark,
+                       double low_watermark, const py::object& slab_bytes, const std::string& pin_memory) {
              // Taken as Python objects so a bad value is a typed error naming it, not an overload list.
-             const size_t capacity = sizeArgument(capacity_bytes, "capacity_bytes", 0, std::size_t{1} << 62);
-             const size_t shards = sizeArgument(num_shards, "num_shards", 1, 4096);
-             return std::make_shared<MemoryStore>(capacity, shards);
+             MemoryStoreOptions o;
+             o.capacity_bytes = sizeArgument(capacity_bytes, "capacity_bytes", 0, std::size_t{1} << 62);
+             if (eviction == "evict") {
+               o.eviction = EvictionPolicy::kEvict;
+             } else if (eviction == "refuse") {
+               o.eviction = EvictionPolicy::kRefuse;
+             } else {
+               throwStatus(Status::InvalidArgument("eviction must be 'evict' or 'refuse', got '" + eviction + "'"));
+             }
+             o.high_watermark = high_watermark;
+             o.low_watermark = low_watermark;
+             o.slab_bytes = sizeArgument(slab_bytes, "slab_bytes", 0, std::size_t{1} << 30);
+             if (pin_memory != "auto" && pin_memory != "no") {
+               Result<HostAllocator> pinned = hostAllocatorFor(pin_memory, "pin_memory");
+               check(pinned.status());
+               if (pin_memory != "cpu") o.allocator = pinned.value();
+             } else if (pin_memory == "auto") {
+               o.allocator = acceleratorHostAllocator();  // empty without an accelerator: pageable memory
+             }
+             Result<std::shared_ptr<MemoryStore>> store = Status::Internal("unset");
+             {
+               py::gil_scoped_release release;  // touching a large arena takes a while
+               store = MemoryStore::create(std::move(o));
+             }
+             check(store.status());
+             return store.value();
            }),
-           py::arg("capacity_bytes") = py::int_(size_t{1} << 30), py::arg("num_shards") = py::int_(16))
+           py::arg("capacity_bytes") = py::int_(size_t{1} << 30), py::kw_only(), py::arg("eviction") = "evict",
+           py::arg("high_watermark") = 0.9, py::arg("low_watermark") = 0.8, py::arg("slab_bytes") = py::int_(0),
+           py::arg("pin_memory") = "auto")
       .def("stats", [](const MemoryStore& s) {
         MemoryStoreStats st = s.stats();
         py::dict d;
         d["capacity_bytes"] = st.capacity_bytes;
         d["used_bytes"] = st.used_bytes;
         d["entries"] = st.entries;
+        d["hits"] = st.hits;
+        d["misses"] = st.misses;
+        d["evictions"] = st.evictions;
+        d["reclaimed"] = st.reclaimed;
+        d["leased"] = st.leased;
+        d["lent"] = st.lent;
         d["rejected_full"] = st.rejected_full;
+        d["slab_bytes"] = st.slab_bytes;
+        d["eviction"] = evictionPolicyName(st.eviction);
+        d["high_watermark"] = st.high_watermark;
+        d["low_watermark"] = st.low_watermark;
         return d;
-      });
+      }, "Counters: capacity_bytes, used_bytes, entries, hits, misses, evictions, reclaimed, leased, lent, "
+         "rejected_full, slab_bytes, and the policy (eviction, high_watermark, low_watermark).");
 
   py::classh<FileStore, CacheStore>(
       m, "FileStore",

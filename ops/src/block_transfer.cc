@@ -27,47 +27,58 @@ at::Tensor idsOn(const int64_t* ids, size_t count, const c10::Device& device) {
   return at::from_blob(const_cast<int64_t*>(ids), {static_cast<int64_t>(count)}, at::kLong).to(device);
 }
 
-void gatherOnCpu(const LayerKv& kv, const int64_t* ids, size_t count, uint8_t* records) {
+void gatherOnCpu(const LayerKv& kv, const int64_t* ids, size_t count, uint8_t* const* records) {
   const size_t half = kv.halfBytes();
-  const size_t record = kv.recordBytes();
   if (kv.blocksAreDense()) {
     const auto* k = static_cast<const uint8_t*>(kv.k.data_ptr());
     const auto* v = static_cast<const uint8_t*>(kv.v.data_ptr());
     const size_t k_stride = static_cast<size_t>(kv.k.stride(0)) * kv.k.element_size();
     const size_t v_stride = static_cast<size_t>(kv.v.stride(0)) * kv.v.element_size();
     for (size_t i = 0; i < count; ++i) {
-      uint8_t* payload = records + i * record + BlockHeader::kBytes;
+      uint8_t* payload = records[i] + BlockHeader::kBytes;
       std::memcpy(payload, k + static_cast<size_t>(ids[i]) * k_stride, half);
       std::memcpy(payload + half, v + static_cast<size_t>(ids[i]) * v_stride, half);
     }
     return;
   }
   for (size_t i = 0; i < count; ++i) {
-    uint8_t* payload = records + i * record + BlockHeader::kBytes;
+    uint8_t* payload = records[i] + BlockHeader::kBytes;
     blockView(payload, kv).copy_(kv.k.select(0, ids[i]));
     blockView(payload + half, kv).copy_(kv.v.select(0, ids[i]));
   }
 }
 
-void scatterOnCpu(const LayerKv& kv, const int64_t* ids, size_t count, const uint8_t* records) {
+void scatterOnCpu(const LayerKv& kv, const int64_t* ids, size_t count, const uint8_t* const* records) {
   const size_t half = kv.halfBytes();
-  const size_t record = kv.recordBytes();
   if (kv.blocksAreDense()) {
     auto* k = static_cast<uint8_t*>(kv.k.data_ptr());
     auto* v = static_cast<uint8_t*>(kv.v.data_ptr());
     const size_t k_stride = static_cast<size_t>(kv.k.stride(0)) * kv.k.element_size();
     const size_t v_stride = static_cast<size_t>(kv.v.stride(0)) * kv.v.element_size();
     for (size_t i = 0; i < count; ++i) {
-      const uint8_t* payload = records + i * record + BlockHeader::kBytes;
+      const uint8_t* payload = records[i] + BlockHeader::kBytes;
       std::memcpy(k + static_cast<size_t>(ids[i]) * k_stride, payload, half);
       std::memcpy(v + static_cast<size_t>(ids[i]) * v_stride, payload + half, half);
     }
     return;
   }
   for (size_t i = 0; i < count; ++i) {
-    auto* payload = const_cast<uint8_t*>(records + i * record + BlockHeader::kBytes);
+    auto* payload = const_cast<uint8_t*>(records[i] + BlockHeader::kBytes);
     kv.k.select(0, ids[i]).copy_(blockView(payload, kv));
     kv.v.select(0, ids[i]).copy_(blockView(payload + half, kv));
+  }
+}
+
+// Calls fn(first, n) for each run of records that lie back to back in memory, so that a device
+// copy covers a whole run (a store's slots handed out together are usually adjacent).
+template <typename Ptr, typename Fn>
+void forEachContiguousRun(Ptr const* records, size_t count, size_t record, Fn&& fn) {
+  size_t begin = 0;
+  for (size_t i = 1; i <= count; ++i) {
+    if (i == count || records[i] != records[i - 1] + record) {
+      fn(begin, i - begin);
+      begin = i;
+    }
   }
 }
 
@@ -83,7 +94,7 @@ Status guarded(const char* what, Fn&& fn) {
 
 }  // namespace
 
-Status gatherBlocksToRecords(const LayerKv& kv, const int64_t* ids, size_t count, uint8_t* records,
+Status gatherBlocksToRecords(const LayerKv& kv, const int64_t* ids, size_t count, uint8_t* const* records,
                              const c10::Event* ready) {
   return guarded("gather of KV blocks", [&] {
     const c10::Device device = kv.k.device();
@@ -103,13 +114,15 @@ Status gatherBlocksToRecords(const LayerKv& kv, const int64_t* ids, size_t count
     at::Tensor index = idsOn(ids, count, device);
     payload.select(1, 0).copy_(kv.k.index_select(0, index));
     payload.select(1, 1).copy_(kv.v.index_select(0, index));
-    at::Tensor host = at::from_blob(records, {static_cast<int64_t>(count), record}, at::kByte);
-    host.copy_(device_records, /*non_blocking=*/true);
+    forEachContiguousRun(records, count, kv.recordBytes(), [&](size_t first, size_t n) {
+      at::Tensor host = at::from_blob(records[first], {static_cast<int64_t>(n), record}, at::kByte);
+      host.copy_(device_records.narrow(0, static_cast<int64_t>(first), static_cast<int64_t>(n)), /*non_blocking=*/true);
+    });
     stream.synchronize();
   });
 }
 
-Status scatterRecordsToBlocks(const LayerKv& kv, const int64_t* ids, size_t count, const uint8_t* records) {
+Status scatterRecordsToBlocks(const LayerKv& kv, const int64_t* ids, size_t count, const uint8_t* const* records) {
   return guarded("scatter of KV blocks", [&] {
     const c10::Device device = kv.k.device();
     if (device.is_cpu()) {
@@ -119,8 +132,11 @@ Status scatterRecordsToBlocks(const LayerKv& kv, const int64_t* ids, size_t coun
     c10::impl::VirtualGuardImpl impl(device.type());
     c10::DeviceGuard device_guard(device);
     const int64_t record = static_cast<int64_t>(kv.recordBytes());
-    at::Tensor host = at::from_blob(const_cast<uint8_t*>(records), {static_cast<int64_t>(count), record}, at::kByte);
-    at::Tensor device_records = host.to(device, /*non_blocking=*/true);
+    at::Tensor device_records = at::empty({static_cast<int64_t>(count), record}, kv.k.options().dtype(at::kByte));
+    forEachContiguousRun(records, count, kv.recordBytes(), [&](size_t first, size_t n) {
+      at::Tensor host = at::from_blob(const_cast<uint8_t*>(records[first]), {static_cast<int64_t>(n), record}, at::kByte);
+      device_records.narrow(0, static_cast<int64_t>(first), static_cast<int64_t>(n)).copy_(host, /*non_blocking=*/true);
+    });
     at::Tensor payload = payloadView(device_records, kv);
     at::Tensor index = idsOn(ids, count, device);
     kv.k.index_copy_(0, index, payload.select(1, 0));

@@ -11,17 +11,18 @@
 
 namespace kvdump {
 
-/// Fills the payload part (K then V) of `count` consecutive records at `records`, one record per id;
-/// headers are left for the caller. On the CPU: one memcpy per block half. On a device: on a pool
-/// stream that first waits for `ready`, one gather kernel into a device buffer laid out as the
-/// records are, then one device-to-host copy; returns after that stream has finished. Call from a
-/// worker thread; `records` should be pinned host memory for the copy to be asynchronous.
-Status gatherBlocksToRecords(const LayerKv& kv, const int64_t* ids, size_t count, uint8_t* records,
+/// Fills the payload part (K then V) of the `count` records at `records[i]` (staging, or a store's
+/// lent slots), one record per id; headers are left for the caller. On the CPU: one memcpy per
+/// block half. On a device: on a pool stream that first waits for `ready`, one gather kernel into a
+/// device buffer laid out as the records are, then one device-to-host copy per run of adjacent
+/// records; returns after that stream has finished. Call from a worker thread; the records should
+/// be pinned host memory for the copy to be asynchronous.
+Status gatherBlocksToRecords(const LayerKv& kv, const int64_t* ids, size_t count, uint8_t* const* records,
                              const c10::Event* ready);
 
-/// The reverse: copies the payloads of `count` records into blocks `ids` of `kv`. On a device, one
-/// host-to-device copy and one scatter per half on the current stream, which it synchronizes before
+/// The reverse: copies the payloads of the `count` records at `records[i]` into blocks `ids` of
+/// `kv`. On a device, one host-to-device copy per run of adjacent records and one scatter per half on the current stream, which it synchronizes before
 /// returning so the caller may reuse `records`.
-Status scatterRecordsToBlocks(const LayerKv& kv, const int64_t* ids, size_t count, const uint8_t* records);
+Status scatterRecordsToBlocks(const LayerKv& kv, const int64_t* ids, size_t count, const uint8_t* const* records);
 
 }  // namespace kvdump

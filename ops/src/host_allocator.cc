@@ -10,9 +10,9 @@
 
 namespace kvdump {
 
-Result<HostAllocator> hostAllocatorFor(const std::string& device_type) {
+Result<HostAllocator> hostAllocatorFor(const std::string& device_type, const char* argument) {
   auto refuse = [&](const std::string& why) {
-    return Status::InvalidArgument("staging_device '" + device_type + "' " + why +
+    return Status::InvalidArgument(std::string(argument) + " '" + device_type + "' " + why +
                                    "; use 'cpu' or the accelerator this process has");
   };
   c10::DeviceType type;
@@ -43,6 +43,13 @@ Result<HostAllocator> hostAllocatorFor(const std::string& device_type) {
                              " bytes failed: " + e.what());
     }
   });
+}
+
+HostAllocator acceleratorHostAllocator() {
+  const std::optional<c10::DeviceType> accelerator = at::getAccelerator(/*checked=*/false);
+  if (!accelerator) return HostAllocator();
+  Result<HostAllocator> pinned = hostAllocatorFor(c10::DeviceTypeName(*accelerator, /*lower_case=*/true));
+  return pinned.ok() ? pinned.value() : HostAllocator();
 }
 
 }  // namespace kvdump

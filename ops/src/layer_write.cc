@@ -1,6 +1,7 @@
 #include "layer_write.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "block_transfer.h"
 #include "kvdump/block_key.h"
@@ -64,36 +65,156 @@ Status explainTooLarge(const WriteTarget& target, const LayerKv& kv, uint32_t la
 
 }  // namespace
 
+namespace {
+
+// Where one chunk's records are built: slots the store lends (filled in place, then published), or
+// a staging lease whose records are then handed to batchPut. Per block: the record's address, or
+// null with the reason in `status` when the store could not lend a slot for it.
+struct ChunkDestinations {
+  std::vector<uint8_t*> at;
+  std::vector<Status> status;
+  std::vector<LentSlot> slots;  // lent path only, parallel to `at`
+  std::optional<StagingLease> lease;
+  bool lent = false;
+};
+
+Result<ChunkDestinations> destinationsFor(const WriteTarget& target, const std::vector<std::string>& keys,
+                                          size_t record, TaskControl& control) {
+  ChunkDestinations d;
+  d.at.assign(keys.size(), nullptr);
+  d.status.assign(keys.size(), Status::Ok());
+  if (target.store->lendsMemory()) {
+    d.lent = true;
+    std::vector<Result<LentSlot>> slots = target.store->lendSlots(keys, record);
+    d.slots.assign(keys.size(), LentSlot{});
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (i < slots.size() && slots[i].ok() && slots[i].value().size == record) {
+        d.slots[i] = slots[i].value();
+        d.at[i] = d.slots[i].data;
+      } else if (i < slots.size() && slots[i].ok()) {
+        target.store->abandonSlots({slots[i].value()});
+        d.status[i] = Status::Internal("store lent a slot of the wrong size").withKey(keys[i]);
+      } else {
+        d.status[i] = i < slots.size() ? slots[i].status() : Status::Internal("store lent too few slots");
+        if (d.status[i].key().empty()) d.status[i].withKey(keys[i]);
+      }
+    }
+    return d;
+  }
+  auto lease = leaseFor(target, keys.size() * record, control);
+  if (!lease.ok()) return lease.status();
+  d.lease.emplace(std::move(lease).value());
+  for (size_t i = 0; i < keys.size(); ++i) d.at[i] = d.lease->data() + i * record;
+  return d;
+}
+
+void abandonLent(const WriteTarget& target, const ChunkDestinations& d) {
+  if (!d.lent) return;
+  std::vector<LentSlot> lent;
+  for (size_t i = 0; i < d.at.size(); ++i) {
+    if (d.at[i] != nullptr) lent.push_back(d.slots[i]);
+  }
+  target.store->abandonSlots(lent);
+}
+
+// Hands the filled records to the store and records in the ledger which stored. An abandoned task
+// publishes nothing (lent slots are taken back) and records nothing; what its staged put landed is
+// discarded, so the store may reclaim it. Returns one status per block.
+std::vector<Status> storeRecords(const WriteTarget& target, LayerWrite& write, size_t begin,
+                                 const std::vector<std::string>& keys, ChunkDestinations& d, size_t record,
+                                 TaskControl& control) {
+  const size_t count = keys.size();
+  std::vector<size_t> filled;
+  for (size_t i = 0; i < count; ++i) {
+    if (d.at[i] != nullptr) filled.push_back(i);
+  }
+  std::vector<Status> result = d.status;
+  auto recordInLedger = [&] {
+    target.ledger.record(control.cycle(), write.request, write.layer, write.hashes.data() + begin, result.data(), count);
+  };
+  if (d.lent) {
+    std::vector<LentSlot> slots;
+    for (size_t i : filled) slots.push_back(d.slots[i]);
+    const bool live = control.runIfLive([&] {
+      std::vector<Status> published = target.store->publishSlots(slots);
+      for (size_t j = 0; j < filled.size(); ++j) {
+        result[filled[j]] = j < published.size() ? published[j] : Status::Internal("store returned too few results");
+      }
+      recordInLedger();
+    });
+    if (!live) {
+      target.store->abandonSlots(slots);
+      for (size_t i : filled) result[i] = abandonedBeforeTouching();
+    }
+    return result;
+  }
+  std::vector<std::string> put_keys;
+  std::vector<ByteView> values;
+  for (size_t i : filled) {
+    put_keys.push_back(keys[i]);
+    values.push_back({d.at[i], record});
+  }
+  control.setActivity(put_keys.empty() ? std::string() : put_keys.front());
+  std::vector<Status> put = target.store->batchPut(put_keys, values);
+  control.setActivity({});
+  if (put.size() != put_keys.size()) {
+    put.assign(put_keys.size(), Status::Internal("store returned " + std::to_string(put.size()) + " results for " +
+                                                     std::to_string(put_keys.size()) + " puts"));
+  }
+  for (size_t j = 0; j < filled.size(); ++j) result[filled[j]] = put[j];
+  if (!control.runIfLive(recordInLedger)) {
+    std::vector<std::string> landed;
+    for (size_t j = 0; j < filled.size(); ++j) {
+      if (put[j].ok()) landed.push_back(put_keys[j]);
+    }
+    target.store->discard(landed);
+  }
+  return result;
+}
+
+}  // namespace
+
 Status runLayerWrite(const WriteTarget& target, LayerWrite& write, TaskControl& control) {
   const size_t record = write.kv.recordBytes();
   const size_t total = write.ids.size();
-  auto chunk = blocksPerChunk(target, record, total);
+  // A store that lends memory bounds the bytes in flight itself: no staging, so one chunk.
+  Result<size_t> chunk = target.store->lendsMemory() ? Result<size_t>(std::max<size_t>(total, 1))
+                                                      : blocksPerChunk(target, record, total);
   if (!chunk.ok()) return chunk.status();
   Status first_failure;
   size_t failed = 0;
-  std::vector<std::string> keys;
-  std::vector<ByteView> values;
   for (size_t begin = 0; begin < total; begin += chunk.value()) {
     const size_t count = std::min(chunk.value(), total - begin);
     const bool last_chunk = begin + count == total;
-    auto lease = leaseFor(target, count * record, control);
-    if (!lease.ok()) return control.abandoned() ? abandonedBeforeTouching() : lease.status();
-    uint8_t* records = lease.value().data();
+    std::vector<std::string> keys;
+    keys.reserve(count);
+    for (size_t i = 0; i < count; ++i) keys.push_back(blockKey(target.keys, write.hashes[begin + i], write.layer));
+    control.setActivity(keys.front());
+    auto destinations = destinationsFor(target, keys, record, control);
+    control.setActivity({});
+    if (!destinations.ok()) return control.abandoned() ? abandonedBeforeTouching() : destinations.status();
+    ChunkDestinations& d = destinations.value();
     // Headers are built before the gather: they need the layout, which the section below drops.
-    keys.clear();
-    values.clear();
     std::vector<BlockHeader> headers;
-    headers.reserve(count);
+    std::vector<int64_t> ids;
+    std::vector<uint8_t*> records;
     for (size_t i = 0; i < count; ++i) {
       headers.push_back(write.kv.headerFor(write.layer, write.hashes[begin + i], target.keys,
                                            target.key_space_fingerprint));
+      if (d.at[i] == nullptr) continue;
+      ids.push_back(write.ids[begin + i]);
+      records.push_back(d.at[i]);
     }
     {
       CallerMemoryScope section(control);
-      if (!section.entered()) return abandonedBeforeTouching();
+      if (!section.entered()) {
+        abandonLent(target, d);
+        return abandonedBeforeTouching();
+      }
       // Only the first chunk waits for the event; later chunks are ordered after it on the host.
-      Status gathered = gatherBlocksToRecords(write.kv, write.ids.data() + begin, count, records,
-                                              begin == 0 ? write.ready.get() : nullptr);
+      Status gathered = records.empty() ? Status::Ok()
+                                        : gatherBlocksToRecords(write.kv, ids.data(), ids.size(), records.data(),
+                                                                begin == 0 ? write.ready.get() : nullptr);
       if (last_chunk || !gathered.ok()) {
         // The caller may reuse these blocks once the writer lets go: drop the references now, not
         // after a put that may stall.
@@ -101,31 +222,22 @@ Status runLayerWrite(const WriteTarget& target, LayerWrite& write, TaskControl& 
         write.kv.v = at::Tensor();
         write.ready.reset();
       }
-      if (!gathered.ok()) return gathered;
+      if (!gathered.ok()) {
+        abandonLent(target, d);
+        return gathered;
+      }
     }
     for (size_t i = 0; i < count; ++i) {
-      uint8_t* rec = records + i * record;
+      if (d.at[i] == nullptr) continue;
       BlockHeader& header = headers[i];
-      header.checksum = payloadChecksum(rec + BlockHeader::kBytes, header.payload_bytes);
-      encodeBlockHeader(header, rec);
-      keys.push_back(blockKey(target.keys, write.hashes[begin + i], write.layer));
-      values.push_back({rec, record});
+      header.checksum = payloadChecksum(d.at[i] + BlockHeader::kBytes, header.payload_bytes);
+      encodeBlockHeader(header, d.at[i]);
     }
-    control.setActivity(keys.front());
-    std::vector<Status> put = target.store->batchPut(keys, values);
-    control.setActivity({});
-    if (put.size() != count) {
-      put.assign(count, Status::Internal("store returned " + std::to_string(put.size()) + " results for " +
-                                         std::to_string(count) + " puts"));
-    }
-    control.runIfLive([&] {
-      target.ledger.record(control.cycle(), write.request, write.layer, write.hashes.data() + begin, put.data(),
-                           count);
-    });
+    std::vector<Status> stored = storeRecords(target, write, begin, keys, d, record, control);
     for (size_t i = 0; i < count; ++i) {
-      if (put[i].ok()) continue;
+      if (stored[i].ok()) continue;
       if (failed++ == 0) {
-        first_failure = put[i];
+        first_failure = stored[i];
         if (first_failure.key().empty()) first_failure.withKey(keys[i]);
       }
     }
@@ -133,8 +245,40 @@ Status runLayerWrite(const WriteTarget& target, LayerWrite& write, TaskControl& 
   return summarise(first_failure, failed, total);
 }
 
+namespace {
+
+// One copy: each record is checked and scattered straight from the store's memory, under a read lease.
+Status loadInPlace(const WriteTarget& target, const LayerKv& kv, uint32_t layer, const std::vector<int64_t>& ids,
+                   const std::vector<uint64_t>& hashes, TaskControl& control) {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const std::string key = blockKey(target.keys, hashes[i], layer);
+    control.setActivity(key);
+    Status s = target.store->readLeased(key, [&](ByteView held) -> Status {
+      auto header = decodeBlockRecord(held.data, held.size);
+      if (!header.ok()) return header.status();
+      const BlockHeader expected = kv.headerFor(layer, hashes[i], target.keys, target.key_space_fingerprint);
+      Status match = checkBlockMatches(header.value(), expected);
+      if (!match.ok()) return match;
+      CallerMemoryScope section(control);
+      if (!section.entered()) return abandonedBeforeTouching();
+      const uint8_t* record = held.data;
+      return scatterRecordsToBlocks(kv, &ids[i], 1, &record);
+    });
+    control.setActivity({});
+    if (!s.ok()) {
+      if (s.key().empty()) s.withKey(key);
+      return s;
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Status runLayerLoad(const WriteTarget& target, const LayerKv& kv, uint32_t layer, const std::vector<int64_t>& ids,
                     const std::vector<uint64_t>& hashes, TaskControl& control) {
+  // A device destination keeps the staged path: one batched host-to-device copy beats one per block.
+  if (target.store->lendsMemory() && kv.k.device().is_cpu()) return loadInPlace(target, kv, layer, ids, hashes, control);
   const size_t record = kv.recordBytes();
   const size_t total = ids.size();
   auto chunk = blocksPerChunk(target, record, total);
@@ -171,7 +315,9 @@ Status runLayerLoad(const WriteTarget& target, const LayerKv& kv, uint32_t layer
     }
     CallerMemoryScope section(control);
     if (!section.entered()) return abandonedBeforeTouching();
-    Status scattered = scatterRecordsToBlocks(kv, ids.data() + begin, count, records);
+    std::vector<const uint8_t*> at(count);
+    for (size_t i = 0; i < count; ++i) at[i] = records + i * record;
+    Status scattered = scatterRecordsToBlocks(kv, ids.data() + begin, count, at.data());
     if (!scattered.ok()) return scattered;
   }
   return Status::Ok();

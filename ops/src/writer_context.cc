@@ -47,24 +47,48 @@ HostAllocator registeringAllocator(HostAllocator base, std::shared_ptr<CacheStor
   };
 }
 
+// Tells the store which blocks of finished or aborted cycles will never be committed, so that it
+// may reclaim them first. Keys whose block was committed are kept by the store.
+void discardStored(const WriteTarget& target, const std::vector<LedgerSnapshot>& snapshots) {
+  std::vector<std::string> keys;
+  for (const auto& snapshot : snapshots) {
+    std::vector<std::string> more = storedKeys(snapshot, target.keys);
+    keys.insert(keys.end(), std::make_move_iterator(more.begin()), std::make_move_iterator(more.end()));
+  }
+  if (keys.empty()) return;
+  try {
+    target.store->discard(keys);
+  } catch (...) {
+    // A plug-in store's discard is advice: failing it leaves space unreclaimed, never data wrong.
+  }
+}
+
 // The cycle's last task: publish what the ledger says stored, for requests that neither failed nor
-// were cancelled. Runs on a worker under the barrier's deadline.
+// were cancelled, then discard the rest. Runs on a worker under the barrier's deadline. Discarding
+// comes strictly after publishing: before, a store could reclaim a block about to be committed.
 ControlledTask commitFinisher(const std::shared_ptr<WriteTarget>& target, const CycleReport& outcome) {
-  LedgerSnapshot snapshot = target->ledger.take(outcome.cycle);
-  if (snapshot.empty()) return nullptr;
-  const LayerRange expected = target->layers.empty() ? observedLayers(snapshot) : target->layers;
+  auto snapshot = std::make_shared<LedgerSnapshot>(target->ledger.take(outcome.cycle));
+  if (snapshot->empty()) return nullptr;
+  const LayerRange expected = target->layers.empty() ? observedLayers(*snapshot) : target->layers;
   std::set<std::string> excluded = outcome.failed_requests;
   excluded.insert(outcome.cancelled_requests.begin(), outcome.cancelled_requests.end());
   if (outcome.empty_request_failed) excluded.insert("");
-  std::vector<uint64_t> hashes = publishableBlocks(snapshot, expected, excluded);
-  if (hashes.empty()) return nullptr;
-  return [target, hashes = std::move(hashes), expected](TaskControl& control) {
+  std::vector<uint64_t> hashes = publishableBlocks(*snapshot, expected, excluded);
+  return [target, snapshot, hashes = std::move(hashes), expected](TaskControl& control) {
+    if (hashes.empty()) {
+      discardStored(*target, {*snapshot});
+      return control.seal() ? Status::Ok() : Status::Cancelled("the cycle was aborted before its commit");
+    }
     control.setActivity(commitKey(target->keys, hashes.front(), expected));
     Status published = publishCommits(*target->store, target->keys, hashes, expected);
-    if (control.seal()) return published;
+    if (control.seal()) {
+      discardStored(*target, {*snapshot});
+      return published;
+    }
     // The cycle was aborted while the records were in flight: an aborted cycle publishes nothing,
     // so take back whatever landed.
     (void)retractCommits(*target->store, target->keys, hashes, expected);
+    discardStored(*target, {*snapshot});
     return Status::Cancelled("the commit was abandoned by abort(); its records were retracted");
   };
 }
@@ -104,16 +128,19 @@ WriterContext::~WriterContext() {
 Status WriterContext::init() { return writer_->init(); }
 
 Status WriterContext::abort(AbortReport* report, std::optional<std::chrono::nanoseconds> timeout) {
-  // What the aborted cycle recorded stays in the ledger under its own cycle and is dropped unread
-  // by the next barrier: the ledger needs no clearing here, which could race a new cycle.
-  Status status = writer_->abort(report, timeout);
+  AbortReport local;
+  Status status = writer_->abort(&local, timeout);
+  // What the aborted cycle's finished tasks stored will never be committed; tasks it abandoned
+  // record nothing and discard what they land themselves.
+  if (status.ok()) discardStored(*target_, target_->ledger.drain(local.cycle));
+  if (report) *report = std::move(local);
   target_->loads->cancelPending("the load was cancelled by abort()");
   return status;
 }
 
 void WriterContext::shutdown(std::optional<std::chrono::nanoseconds> timeout) {
   writer_->close(timeout);
-  target_->ledger.clear();
+  discardStored(*target_, target_->ledger.drain());
   target_->loads->close("the loader was closed");
 }
 

@@ -71,7 +71,16 @@ class MemoryStore(CacheStore):
     """In-process store bounded by capacity_bytes. When full, a put fails with StoreFullError and
     nothing is evicted."""
 
-    def __init__(self, capacity_bytes: int = 1073741824, num_shards: int = 16) -> None: ...
+    def __init__(
+        self,
+        capacity_bytes: int = 1073741824,
+        *,
+        eviction: str = "evict",
+        high_watermark: float = 0.9,
+        low_watermark: float = 0.8,
+        slab_bytes: int = 0,
+        pin_memory: str = "auto",
+    ) -> None: ...
     def stats(self) -> dict[str, int]:
         """capacity_bytes, used_bytes, entries, rejected_full."""
 

@@ -42,7 +42,17 @@ def _options(query: str, allowed: dict[str, type]) -> dict[str, object]:
 
 
 def _open_memory(url: str) -> _C.CacheStore:
-    options = _options(urlparse(url).query, {"capacity_bytes": int, "num_shards": int})
+    options = _options(
+        urlparse(url).query,
+        {
+            "capacity_bytes": int,
+            "eviction": str,
+            "high_watermark": float,
+            "low_watermark": float,
+            "slab_bytes": int,
+            "pin_memory": str,
+        },
+    )
     return _C.MemoryStore(**options)
 
 

@@ -25,6 +25,7 @@ const char* writerStateName(WriterState state);
 
 /// What an abort (or the destructor) cancelled and observed; a plain value.
 struct AbortReport {
+  uint64_t cycle = 0;             // the cycle aborted (CycleReport::cycle); its later ones are untouched
   uint64_t cancelled = 0;         // queued tasks dropped without running
   uint64_t finished_running = 0;  // tasks that were running and finished within the abort's deadline
   uint64_t abandoned = 0;         // running tasks given up at the deadline (they never touch caller memory again)

@@ -35,7 +35,9 @@ class CommitLedger {
               const Status* results, size_t n);
   /// Moves out what `cycle` recorded, and drops whatever earlier cycles left.
   LedgerSnapshot take(uint64_t cycle);
-  void clear();
+  /// Moves out what cycles up to `through` recorded (an aborted cycle's leftovers, to be
+  /// discarded); a later cycle, opened meanwhile on another thread, keeps its records.
+  std::vector<LedgerSnapshot> drain(uint64_t through = UINT64_MAX);
 
  private:
   std::mutex mu_;
@@ -44,6 +46,9 @@ class CommitLedger {
 
 /// [0, highest layer recorded + 1); empty when nothing was recorded. Pure.
 LayerRange observedLayers(const LedgerSnapshot& snapshot);
+
+/// The store key of every (block, layer) the snapshot says stored. Pure.
+std::vector<std::string> storedKeys(const LedgerSnapshot& snapshot, const KeySpace& space);
 
 /// For each request not in `excluded`, the longest prefix of its blocks whose every layer of
 /// `expected` stored; never a block after a gap. The union over requests, in first-seen order,

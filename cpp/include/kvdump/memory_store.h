@@ -45,7 +45,7 @@ struct MemoryStoreOptions {
 /// Counters of a MemoryStore; a plain value snapshot.
 struct MemoryStoreStats {
   size_t capacity_bytes = 0;
-  size_t used_bytes = 0;      // slot bytes held by values, loans and readers of replaced values
+  size_t used_bytes = 0;      // bytes of values, loans and replaced values readers still hold
   size_t entries = 0;         // keys readable now
   size_t lent = 0;            // slots lent to writers and not yet published or abandoned
   size_t leased = 0;          // values under a read lease now
@@ -60,8 +60,8 @@ struct MemoryStoreStats {
   double low_watermark = 0;
 };
 
-/// In-process store over one arena of `capacity_bytes`, allocated and touched when it is made, so a
-/// put never allocates or faults. Values live in slab slots; up to 64 bytes (commit records) live
+/// In-process store holding up to `capacity_bytes` of values in one arena (capacity rounded up to
+/// whole slabs), allocated and touched when it is made, so a put never allocates or faults. Values live in slab slots; up to 64 bytes (commit records) live
 /// in the key's entry instead. Writers may fill slots in place (lendSlots), readers read in place
 /// under a lease (readLeased). Eviction works on blocks: all layers of a block hash and its commit
 /// records go together, commit record first; a block a writer has stored but neither committed
