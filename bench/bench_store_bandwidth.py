@@ -43,7 +43,7 @@ from timing import interleaved, median  # noqa: E402
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--blocks", type=int, default=64)
+    p.add_argument("--blocks", type=int, default=192)
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--kv-heads", type=int, default=8)
     p.add_argument("--head-dim", type=int, default=128)
@@ -137,6 +137,30 @@ class StoreRun:
         self.loader.finish()
         if not torch.equal(outs[-1], self.kv[-1]):
             raise AssertionError(f"{self.name}: loaded KV differs from what was written")
+
+
+class IndexSelectCopy:
+    """The yardstick: the same blocks copied by ``torch.index_select(out=)`` into memory allocated
+    once up front, one call per layer (K and V together), as a store with no overhead at all would."""
+
+    def __init__(self, kv: list[torch.Tensor], blocks: int) -> None:
+        self.kv = kv
+        self.ids = torch.arange(blocks)
+        self.dest = [torch.empty_like(t) for t in kv]
+        self.back = [torch.empty_like(t) for t in kv]
+        for src, dst in zip(self.kv, self.dest):  # touch every page before timing
+            torch.index_select(src, 1, self.ids, out=dst)
+            dst.zero_()
+
+    def write(self) -> None:
+        for src, dst in zip(self.kv, self.dest):
+            torch.index_select(src, 1, self.ids, out=dst)
+
+    def load(self) -> None:
+        for src, dst in zip(self.dest, self.back):
+            torch.index_select(src, 1, self.ids, out=dst)
+        if not torch.equal(self.back[-1], self.kv[-1]):
+            raise AssertionError("index_select copy differs")
 
 
 def python_layer_share(run: StoreRun, rounds: int) -> dict[str, float]:
@@ -245,22 +269,32 @@ def main() -> int:
         cluster = LocalMooncakeCluster(os.path.join(tmp.name, "mooncake"), storage_bytes=storage).start()
         stores["mooncake"] = kvdump.open_store(cluster.url(global_segment_size=0, local_buffer_size=64 << 20))
     runs = {name: StoreRun(name, store, args, kv) for name, store in stores.items()}
+    baseline = IndexSelectCopy(kv, args.blocks)
 
     try:
         print(f"interleaving {len(runs)} stores x {args.repeats} rounds (write, then load)...", flush=True)
-        write_times = interleaved({n: r.write for n, r in runs.items()}, args.repeats)
+        write_times = interleaved({"index_select": baseline.write, **{n: r.write for n, r in runs.items()}}, args.repeats)
         interleaved(
             {n: r.write_beside_python for n, r in runs.items()},
             args.repeats,
             before_each=lambda n: runs[n].measure_idle(),
         )
         # The loads read what the last write of each store put.
-        load_times = interleaved({n: r.load for n, r in runs.items()}, args.repeats)
-        results: dict[str, Any] = {}
+        load_times = interleaved({"index_select": baseline.load, **{n: r.load for n, r in runs.items()}}, args.repeats)
+        results: dict[str, Any] = {
+            "index_select": {
+                "write_gbps": nbytes / median(write_times["index_select"]) / 1e9,
+                "load_gbps": nbytes / median(load_times["index_select"]) / 1e9,
+                "write_s": write_times["index_select"],
+                "load_s": load_times["index_select"],
+            }
+        }
         for name, run in runs.items():
             results[name] = {
                 "write_gbps": nbytes / median(write_times[name]) / 1e9,
                 "load_gbps": nbytes / median(load_times[name]) / 1e9,
+                "write_vs_index_select": median(write_times["index_select"]) / median(write_times[name]),
+                "load_vs_index_select": median(load_times["index_select"]) / median(load_times[name]),
                 "write_ms_median": median(write_times[name]) * 1e3,
                 "load_ms_median": median(load_times[name]) * 1e3,
                 "python_share_during_write": median([w / i for w, i in zip(run.write_spin, run.idle_spin)][1:]),
@@ -282,10 +316,14 @@ def main() -> int:
         for fn in cleanup:
             fn()
 
-    print(f"\n{'store':<22}{'write GB/s':>12}{'load GB/s':>12}{'python share':>14}")
+    print(f"\n{'store':<22}{'write GB/s':>12}{'load GB/s':>12}{'write/copy':>12}{'load/copy':>12}{'python share':>14}")
     for name, r in results.items():
         share = r.get("python_share_during_write")
-        print(f"{name:<22}{r['write_gbps']:>12.2f}{r['load_gbps']:>12.2f}{'' if share is None else f'{share:.2f}':>14}")
+        wr, lr = r.get("write_vs_index_select"), r.get("load_vs_index_select")
+        print(f"{name:<22}{r['write_gbps']:>12.2f}{r['load_gbps']:>12.2f}"
+              f"{'' if wr is None else f'{wr:.2f}x':>12}{'' if lr is None else f'{lr:.2f}x':>12}"
+              f"{'' if share is None else f'{share:.2f}':>14}")
+    print("copy = torch.index_select(out=) of the same blocks into memory allocated up front, interleaved in the same run")
     if "mooncake" in results:
         raw = results["mooncake_raw_client"]
         layer = results["mooncake"]["python_layer"]

@@ -27,7 +27,8 @@ at::Tensor idsOn(const int64_t* ids, size_t count, const c10::Device& device) {
   return at::from_blob(const_cast<int64_t*>(ids), {static_cast<int64_t>(count)}, at::kLong).to(device);
 }
 
-void gatherOnCpu(const LayerKv& kv, const int64_t* ids, size_t count, uint8_t* const* records) {
+void gatherOnCpu(const LayerKv& kv, const int64_t* ids, size_t count, uint8_t* const* records,
+                 const RecordFilled& filled) {
   const size_t half = kv.halfBytes();
   if (kv.blocksAreDense()) {
     const auto* k = static_cast<const uint8_t*>(kv.k.data_ptr());
@@ -38,6 +39,7 @@ void gatherOnCpu(const LayerKv& kv, const int64_t* ids, size_t count, uint8_t* c
       uint8_t* payload = records[i] + BlockHeader::kBytes;
       std::memcpy(payload, k + static_cast<size_t>(ids[i]) * k_stride, half);
       std::memcpy(payload + half, v + static_cast<size_t>(ids[i]) * v_stride, half);
+      if (filled) filled(i);  // while the record is still in cache
     }
     return;
   }
@@ -45,6 +47,7 @@ void gatherOnCpu(const LayerKv& kv, const int64_t* ids, size_t count, uint8_t* c
     uint8_t* payload = records[i] + BlockHeader::kBytes;
     blockView(payload, kv).copy_(kv.k.select(0, ids[i]));
     blockView(payload + half, kv).copy_(kv.v.select(0, ids[i]));
+    if (filled) filled(i);
   }
 }
 
@@ -95,11 +98,11 @@ Status guarded(const char* what, Fn&& fn) {
 }  // namespace
 
 Status gatherBlocksToRecords(const LayerKv& kv, const int64_t* ids, size_t count, uint8_t* const* records,
-                             const c10::Event* ready) {
+                             const c10::Event* ready, const RecordFilled& filled) {
   return guarded("gather of KV blocks", [&] {
     const c10::Device device = kv.k.device();
     if (device.is_cpu()) {
-      gatherOnCpu(kv, ids, count, records);
+      gatherOnCpu(kv, ids, count, records, filled);
       return;
     }
     c10::impl::VirtualGuardImpl impl(device.type());
@@ -119,6 +122,9 @@ Status gatherBlocksToRecords(const LayerKv& kv, const int64_t* ids, size_t count
       host.copy_(device_records.narrow(0, static_cast<int64_t>(first), static_cast<int64_t>(n)), /*non_blocking=*/true);
     });
     stream.synchronize();
+    if (filled) {
+      for (size_t i = 0; i < count; ++i) filled(i);
+    }
   });
 }
 

@@ -198,12 +198,14 @@ Status runLayerWrite(const WriteTarget& target, LayerWrite& write, TaskControl& 
     std::vector<BlockHeader> headers;
     std::vector<int64_t> ids;
     std::vector<uint8_t*> records;
+    std::vector<size_t> slot_of;  // gathered record j is block slot_of[j] of the chunk
     for (size_t i = 0; i < count; ++i) {
       headers.push_back(write.kv.headerFor(write.layer, write.hashes[begin + i], target.keys,
                                            target.key_space_fingerprint));
       if (d.at[i] == nullptr) continue;
       ids.push_back(write.ids[begin + i]);
       records.push_back(d.at[i]);
+      slot_of.push_back(i);
     }
     {
       CallerMemoryScope section(control);
@@ -212,9 +214,15 @@ Status runLayerWrite(const WriteTarget& target, LayerWrite& write, TaskControl& 
         return abandonedBeforeTouching();
       }
       // Only the first chunk waits for the event; later chunks are ordered after it on the host.
+      // The checksum of each record is taken right after its copy, while it is still in cache.
+      auto checksum = [&](size_t j) {
+        BlockHeader& header = headers[slot_of[j]];
+        header.checksum = payloadChecksum(records[j] + BlockHeader::kBytes, header.payload_bytes);
+        encodeBlockHeader(header, records[j]);
+      };
       Status gathered = records.empty() ? Status::Ok()
                                         : gatherBlocksToRecords(write.kv, ids.data(), ids.size(), records.data(),
-                                                                begin == 0 ? write.ready.get() : nullptr);
+                                                                begin == 0 ? write.ready.get() : nullptr, checksum);
       if (last_chunk || !gathered.ok()) {
         // The caller may reuse these blocks once the writer lets go: drop the references now, not
         // after a put that may stall.
@@ -226,12 +234,6 @@ Status runLayerWrite(const WriteTarget& target, LayerWrite& write, TaskControl& 
         abandonLent(target, d);
         return gathered;
       }
-    }
-    for (size_t i = 0; i < count; ++i) {
-      if (d.at[i] == nullptr) continue;
-      BlockHeader& header = headers[i];
-      header.checksum = payloadChecksum(d.at[i] + BlockHeader::kBytes, header.payload_bytes);
-      encodeBlockHeader(header, d.at[i]);
     }
     std::vector<Status> stored = storeRecords(target, write, begin, keys, d, record, control);
     for (size_t i = 0; i < count; ++i) {
