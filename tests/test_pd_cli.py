@@ -1,7 +1,7 @@
 """The two PD roles as the CLI runs them: prefill and decode in separate processes over a FileStore
 and over Mooncake, a decode that finds nothing, a prefill killed mid-write, stores that die with the
 process refused, and the in-process paths (TP key spaces, prefix hits, corrupted blocks, a failed
-verification)."""
+verification, a prefill whose store fails some or all requests)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import kvdump
 import kvdump.config
 import kvdump.pd
 import pytest
+from failing_store import FailingStore
 from kvdump import _C, cli
 from kvdump.config import load_config
 from kvdump.hashing import block_hashes
@@ -369,6 +370,80 @@ def test_verify_mismatch_exits_1(
     assert report["ok"] is False
     assert report["requests"][0]["tokens_match"] is False
     assert report["totals"]["tokens_match"] is False
+
+
+def request_block_keys(config_path: Path) -> dict[str, set[str]]:
+    """Each request of PROMPTS with the record keys of its full blocks at every layer."""
+    config = load_config(config_path)
+    model = config.model.llama_config()
+    keys: dict[str, set[str]] = {}
+    for request in make_requests(vocab_size=model.vocab_size, **PROMPT_FLAGS):
+        full = len(request.tokens) // BLOCK_SIZE
+        chain = block_hashes(list(request.tokens[: full * BLOCK_SIZE]), BLOCK_SIZE, config.hash_namespace)
+        keys[request.name] = {
+            _C.block_key(config.model.namespace, 0, 1, h, layer) for h in chain for layer in range(model.num_layers)
+        }
+    return keys
+
+
+def fail_puts_in(monkeypatch: pytest.MonkeyPatch, root: Path, refused: set[str]) -> FailingStore:
+    """Make the prefill's store (a FileStore at ``root``) refuse the puts of ``refused``."""
+    store = FailingStore(kvdump.FileStore(str(root)), lambda key: key in refused)
+    monkeypatch.setattr(kvdump.config.PDConfig, "open_store", lambda self: store)
+    return store
+
+
+def test_prefill_reports_a_failed_request_and_stores_the_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "kv"
+    config = write_config(tmp_path, f"file://{root}")
+    keys = request_block_keys(config)
+    refused = sorted(keys["req-1"])[:1]  # one record of req-1: the whole request stays uncommitted
+    store = fail_puts_in(monkeypatch, root, set(refused))
+
+    assert cli.main(["prefill", "--config", str(config), *PROMPTS]) == 0
+    captured = capsys.readouterr()
+    assert store.refused == refused
+    # The report on stdout names every request's outcome, the failed one with its code and key.
+    lines = captured.out.splitlines()
+    assert "  requests        3: 2 stored, 1 failed" in lines
+    assert f"  req-1    failed   STORE_FULL (key {refused[0]}): nothing committed" in lines
+    assert [line.split()[:2] for line in lines if line.startswith("  req-")] == [
+        ["req-0", "stored"], ["req-1", "failed"], ["req-2", "stored"],
+    ]  # fmt: skip
+    # The progress on stderr says the same as each request finishes, and the run went on after it.
+    progress = [line for line in captured.err.splitlines() if line.startswith("prefill req-")]
+    assert len(progress) == 3
+    assert "FAILED STORE_FULL" in progress[1] and "continuing" in progress[1]
+    assert progress[2].endswith("committed")
+
+    monkeypatch.undo()
+    code, report = main_json(capsys, "decode", "--config", str(config), *PROMPTS, "--max-new-tokens", "2")
+    assert code == 0
+    full_blocks = [n // BLOCK_SIZE for n in PROMPT_LENGTHS]
+    assert [r["committed_blocks"] for r in report["requests"]] == [full_blocks[0], 0, full_blocks[2]]
+
+
+def test_prefill_exits_1_when_nothing_could_be_stored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "kv"
+    config = write_config(tmp_path, f"file://{root}")
+    every_record = set().union(*request_block_keys(config).values())
+    store = fail_puts_in(monkeypatch, root, every_record)
+
+    code, report = main_json(capsys, "prefill", "--config", str(config), *PROMPTS)
+    assert code == 1
+    assert report["ok"] is False
+    assert store.refused  # every request reached the store: none was skipped after the first failure
+    assert [r["outcome"] for r in report["requests"]] == ["failed"] * 3
+    assert all(r["error_code"] == "STORE_FULL" and r["error_key"] in every_record for r in report["requests"])
+    assert [r["committed_blocks"] for r in report["requests"]] == [0, 0, 0]
+    totals = report["totals"]
+    assert (totals["stored_requests"], totals["failed_requests"], totals["blocks_written"]) == (0, 3, 0)
+    assert totals["save_failures_reported"] == 3
+    assert not any(kvdump.FileStore(str(root)).exists(key) for key in store_keys(config)[1])  # no commit record
 
 
 def test_same_flags_give_the_same_token_ids() -> None:

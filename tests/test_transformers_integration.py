@@ -16,6 +16,7 @@ import torch
 pytest.importorskip("transformers")
 
 import kvdump
+from failing_store import FailingStore, block_keys
 from kvdump import _C
 from kvdump.hashing import block_hashes
 from kvdump.integrations.transformers import KvdumpCache, load_into_cache, prefill_to_store
@@ -259,6 +260,40 @@ def test_a_store_failure_raises_write_error_and_commits_nothing() -> None:
     chain = block_hashes(ids[0].tolist(), BLOCK_SIZE)
     assert kvdump.lookup(small, chain) == 0
     assert load_into_cache(model, ids, small, BLOCK_SIZE).num_tokens == 0
+
+
+def test_report_returns_the_outputs_of_a_prefill_whose_save_failed(caplog: pytest.LogCaptureFixture) -> None:
+    model = make_model()
+    ids = prompt(PROMPT_WITH_TAIL)
+    chain = block_hashes(ids[0].tolist(), BLOCK_SIZE)
+    refused = block_keys(chain[1:2], [1])  # one record: layer 1 of the second block
+    store = FailingStore(kvdump.MemoryStore(capacity_bytes=16 << 20), lambda key: key in refused)
+    with kvdump.AsyncWriter(store, num_threads=2) as writer:
+        result = prefill_to_store(model, ids, writer, BLOCK_SIZE, request="req-r", on_save_error="report")
+        assert writer.state == "idle"
+        stats = writer.stats()
+        assert (stats["save_failures_reported"], stats["requests_failed_reported"]) == (1, 1)
+    assert isinstance(result.save_error, kvdump.WriteError)
+    assert result.save_error.failed_requests == ("req-r",)
+    assert result.save_error.key in refused
+    with torch.no_grad():
+        assert torch.equal(result.outputs.logits, model(ids).logits)
+    assert result.num_blocks == PROMPT_WITH_TAIL // BLOCK_SIZE
+    assert kvdump.lookup(store, chain) == 0
+    (record,) = [r for r in caplog.records if r.name == "kvdump"]
+    assert "req-r" in record.getMessage() and "STORE_FULL" in record.getMessage()
+
+
+def test_a_prefill_whose_save_succeeds_reports_no_error(writer: kvdump.AsyncWriter) -> None:
+    result = prefill_to_store(make_model(), prompt(PROMPT_WITH_TAIL), writer, BLOCK_SIZE, on_save_error="report")
+    assert result.save_error is None
+    assert writer.stats()["save_failures_reported"] == 0
+
+
+def test_a_bad_save_policy_is_refused_before_the_forward(writer: kvdump.AsyncWriter) -> None:
+    with pytest.raises(kvdump.KvdumpValueError, match="on_save_error must be one of 'raise', 'report', got 'log'"):
+        prefill_to_store(make_model(), prompt(16), writer, BLOCK_SIZE, on_save_error="log")
+    assert writer.stats()["cycles"] == 0 and writer.stats()["submitted"] == 0
 
 
 def test_a_failing_forward_aborts_and_commits_nothing(

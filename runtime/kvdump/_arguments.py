@@ -81,3 +81,13 @@ def layer_range(name: str, value: Any) -> tuple[int, int] | None:
     begin = integer(f"{name}[0]", begin, minimum=0)
     end = integer(f"{name}[1]", end, minimum=begin + 1, maximum=2**31 - 1)
     return begin, end
+
+
+def choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of the str ``choices``."""
+    expected = ", ".join(map(repr, choices))
+    if not isinstance(value, str):
+        raise KvdumpTypeError(f"{name} must be one of {expected}, got {type(value).__name__} {value!r}")
+    if value not in choices:
+        raise KvdumpValueError(f"{name} must be one of {expected}, got {value!r}")
+    return value

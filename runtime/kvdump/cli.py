@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import sys
 
 
@@ -54,6 +55,15 @@ def _add_role_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
+def _leave_save_failures_to_the_report() -> None:
+    # prefill reports each failed save in its progress line and its report, with code and key.
+    # Without a handler of its own, the "kvdump" logger's record of the same failure would reach
+    # logging's last-resort handler and be printed a second time, unformatted, between those lines.
+    library = logging.getLogger("kvdump")
+    if not any(isinstance(handler, logging.NullHandler) for handler in library.handlers):
+        library.addHandler(logging.NullHandler())
+
+
 def _run_role(args: argparse.Namespace) -> int:
     from kvdump import pd
     from kvdump.config import ConfigError, load_config, parse_override
@@ -61,6 +71,7 @@ def _run_role(args: argparse.Namespace) -> int:
 
     role = args.command
     progress = (lambda _line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    _leave_save_failures_to_the_report()
     try:
         overrides = dict(parse_override(assignment) for assignment in args.set)
         if args.tp_rank is not None:
@@ -70,7 +81,7 @@ def _run_role(args: argparse.Namespace) -> int:
         requests = pd.make_requests(args.prompt, args.random_prompts, args.prompt_len, args.seed, vocab_size)
         if role == "prefill":
             report: pd.PrefillReport | pd.DecodeReport = pd.run_prefill(config, requests, progress=progress)
-            text, ok = pd.format_prefill(report), True
+            text, ok = pd.format_prefill(report), report.ok
         else:
             report = pd.run_decode(config, requests, args.max_new_tokens, verify=args.verify, progress=progress)
             text, ok = pd.format_decode(report), report.ok

@@ -1,10 +1,13 @@
 """The two roles of PD-disaggregated serving, each run as its own process from one config.
 
 Prefill computes every prompt's KV with the writer attached and publishes each request's full blocks
-(commit records) once all layers are stored. Decode, in another process, hashes the same prompts,
-asks the store how many leading blocks are committed, loads those into its own block ids, recomputes
-only the tokens after them, and generates greedily. A miss — nothing committed, or a load that fails
-its checks — is reported and falls back to recomputing the whole prompt; it never fails the request.
+(commit records) once all layers are stored. A request whose save fails is reported (its error code
+and key) and left uncommitted, and prefill goes on with the next prompt: decode recomputes what is
+missing, so a full or failing store costs hits, not the run. Decode, in another process, hashes the
+same prompts, asks the store how many leading blocks are committed, loads those into its own block
+ids, recomputes only the tokens after them, and generates greedily. A miss — nothing committed, or a
+load that fails its checks — is reported and falls back to recomputing the whole prompt; it never
+fails the request.
 
 Both roles build the reference model from the config's preset and seed (its weights come from a
 seeded generator, so two processes get identical weights) and turn the same prompt arguments into
@@ -18,6 +21,7 @@ lives and dies with one process (``memory://``, or a plug-in that declares itsel
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +36,7 @@ from kvdump.config import ConfigError, PDConfig
 from kvdump.errors import KvdumpError, KvdumpValueError, UnsupportedError
 from kvdump.hashing import block_hashes
 from kvdump.models import BlockAllocator, PagedKVCache, ReferenceLlama, blocks_needed, generate_greedy, greedy_continue
+from kvdump.save_policy import run_in_cycle
 from kvdump.stores import outlives_process
 from kvdump.writer import AsyncWriter
 
@@ -154,10 +159,15 @@ def _model_summary(config: PDConfig, model: ReferenceLlama) -> dict[str, Any]:
 class PrefillRequestReport:
     name: str
     prompt_tokens: int
-    full_blocks: int  # blocks written and published; a partial last block is neither
-    records: int  # full_blocks x layers
+    full_blocks: int  # the prompt's full blocks, which prefill writes; a partial last block is not
+    outcome: str  # "stored" (every full block committed) | "failed" (none committed)
+    committed_blocks: int  # full_blocks when stored, 0 when failed
+    records: int  # committed_blocks x layers
     kv_bytes: int  # payload bytes of those records (each also has a small header)
     forward_ms: float  # the forward plus its writer barrier and commit
+    error_code: str | None = None  # when failed: the save's status code, e.g. "STORE_FULL"
+    error_key: str | None = None  # when failed: the store key of the first failure, if any
+    error: str | None = None  # when failed: the whole error message
 
 
 @dataclass
@@ -170,6 +180,13 @@ class PrefillReport:
     model: dict[str, Any]
     requests: list[PrefillRequestReport] = field(default_factory=list)
     totals: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """False only when some request failed and no request committed a block: nothing could be
+        stored."""
+        failed = any(r.outcome == "failed" for r in self.requests)
+        return not failed or any(r.committed_blocks for r in self.requests)
 
 
 def _where(config: PDConfig, store: object, model: ReferenceLlama) -> dict[str, Any]:
@@ -185,7 +202,9 @@ def _where(config: PDConfig, store: object, model: ReferenceLlama) -> dict[str, 
 
 def run_prefill(config: PDConfig, requests: Sequence[Request], progress: Progress = print) -> PrefillReport:
     """Prefill every request with the writer attached, one writer cycle per request, so each request
-    is published (its full blocks committed) as soon as all its layers are stored."""
+    is published (its full blocks committed) as soon as all its layers are stored. A request whose
+    save fails is reported as ``failed`` with its error code, nothing of it is committed, and the
+    next request runs (the writer's ``on_save_error="report"``)."""
     require_shared_store(config, "prefill")
     _check_fits(config, requests, 0)
     model = build_model(config)
@@ -214,23 +233,17 @@ def run_prefill(config: PDConfig, requests: Sequence[Request], progress: Progres
             ids = torch.tensor(table[:full], dtype=torch.int64)
             dump = _layer_writer(writer, ids, hashes, request.name) if full else None
             begin = time.perf_counter()
-            with writer.cycle(timeout=config.timeouts.write_wait):
-                model.prefill([tokens], cache, [table], layer_hook=dump)
+            outcome = run_in_cycle(
+                writer,
+                functools.partial(model.prefill, [tokens], cache, [table], layer_hook=dump),
+                timeout=config.timeouts.write_wait,
+                on_save_error="report",
+            )
             forward_ms = (time.perf_counter() - begin) * 1e3
             allocator.free(table)
-            entry = PrefillRequestReport(
-                name=request.name,
-                prompt_tokens=len(tokens),
-                full_blocks=full,
-                records=full * num_layers,
-                kv_bytes=full * num_layers * cache.bytes_per_block,
-                forward_ms=round(forward_ms, 3),
-            )
+            entry = _prefill_entry(request, full, num_layers, cache.bytes_per_block, forward_ms, outcome.save_error)
             report.requests.append(entry)
-            progress(
-                f"prefill {request.name}: {entry.prompt_tokens} tokens, {full} full block(s) -> "
-                f"{entry.records} records ({entry.kv_bytes / 2**10:.1f} KiB) in {forward_ms:.1f} ms, committed"
-            )
+            progress(_prefill_line(entry))
         stats = writer.stats()
     finally:
         writer.close()
@@ -238,14 +251,62 @@ def run_prefill(config: PDConfig, requests: Sequence[Request], progress: Progres
     kv_bytes = sum(r.kv_bytes for r in report.requests)
     report.totals = {
         "requests": len(report.requests),
-        "blocks_written": sum(r.full_blocks for r in report.requests),
+        "stored_requests": sum(r.outcome == "stored" for r in report.requests),
+        "failed_requests": sum(r.outcome == "failed" for r in report.requests),
+        "blocks_written": sum(r.committed_blocks for r in report.requests),
         "records_written": sum(r.records for r in report.requests),
         "kv_bytes": kv_bytes,
         "seconds": round(seconds, 4),
         "barrier_p50_ms": round(stats["barrier_wait"]["p50_us"] / 1e3, 3),
         "failed_tasks": stats["failed"],
+        "save_failures_reported": stats["save_failures_reported"],
     }
     return report
+
+
+def _prefill_entry(
+    request: Request,
+    full_blocks: int,
+    num_layers: int,
+    bytes_per_block: int,
+    forward_ms: float,
+    save_error: KvdumpError | None,
+) -> PrefillRequestReport:
+    """One request's line of the report. A request is its own writer cycle, so a cycle's save
+    error is this request's, and the writer committed none of its blocks."""
+    committed = 0 if save_error is not None else full_blocks
+    entry = PrefillRequestReport(
+        name=request.name,
+        prompt_tokens=len(request.tokens),
+        full_blocks=full_blocks,
+        outcome="stored" if save_error is None else "failed",
+        committed_blocks=committed,
+        records=committed * num_layers,
+        kv_bytes=committed * num_layers * bytes_per_block,
+        forward_ms=round(forward_ms, 3),
+    )
+    if save_error is not None:
+        entry.error_code = save_error.code.name
+        entry.error_key = save_error.key or None
+        entry.error = str(save_error)
+    return entry
+
+
+def _prefill_line(entry: PrefillRequestReport) -> str:
+    head = f"prefill {entry.name}: {entry.prompt_tokens} tokens, {entry.full_blocks} full block(s) -> "
+    if entry.outcome == "failed":
+        return (
+            f"{head}FAILED {entry.error_code}{_key_note(entry)} in {entry.forward_ms:.1f} ms; "
+            f"nothing of it committed, continuing"
+        )
+    return (
+        f"{head}{entry.records} records ({entry.kv_bytes / 2**10:.1f} KiB) in {entry.forward_ms:.1f} ms, "
+        f"committed"
+    )
+
+
+def _key_note(entry: PrefillRequestReport) -> str:
+    return f" (key {entry.error_key})" if entry.error_key else ""
 
 
 @dataclass
@@ -459,17 +520,25 @@ def _decode_line(entry: DecodeRequestReport, store_name: str, key_space: str) ->
 
 
 def format_prefill(report: PrefillReport) -> str:
-    """The human-readable prefill report."""
+    """The human-readable prefill report: totals, then one line per request with its outcome."""
     t = report.totals
     lines = [
         f"kvdump prefill -> {report.store} (namespace {report.namespace!r}, tp{report.tp_rank}of{report.tp_size})",
-        f"  requests        {t['requests']}",
+        f"  requests        {t['requests']}: {t['stored_requests']} stored, {t['failed_requests']} failed",
         (
             f"  blocks written  {t['blocks_written']} full blocks, {t['records_written']} records, "
             f"{t['kv_bytes'] / 2**20:.2f} MiB of KV"
         ),
         f"  time            {t['seconds']:.3f} s (barrier p50 {t['barrier_p50_ms']} ms)",
     ]
+    for r in report.requests:
+        if r.outcome == "failed":
+            what = f"{r.error_code}{_key_note(r)}: nothing committed"
+        else:
+            what = f"{r.committed_blocks}/{r.full_blocks} blocks committed, {r.records} records"
+        lines.append(f"  {r.name:<8} {r.outcome:<8} {what}")
+    if not report.ok:
+        lines.append("  nothing could be stored")
     return "\n".join(lines)
 
 
@@ -501,6 +570,5 @@ def format_decode(report: DecodeReport) -> str:
 def report_json(report: PrefillReport | DecodeReport) -> dict[str, Any]:
     """The report as plain JSON-ready data."""
     data = asdict(report)
-    if isinstance(report, DecodeReport):
-        data["ok"] = report.ok
+    data["ok"] = report.ok
     return data

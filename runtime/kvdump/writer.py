@@ -108,6 +108,12 @@ class AsyncWriter:
         self.tp_rank = tp_rank
         self.tp_size = tp_size
         self.layers = layer_range
+        # Save failures that a wrapped forward reported instead of raising (on_save_error="report").
+        # The C++ core never sees that choice, so these counters live here; forwards on several
+        # threads may share one writer, hence the lock.
+        self._reported_lock = threading.Lock()
+        self._save_failures_reported = 0
+        self._requests_failed_reported = 0
         with _live_lock:
             _live_writers.add(self)
 
@@ -196,9 +202,22 @@ class AsyncWriter:
 
     def stats(self) -> dict[str, Any]:
         """Cumulative counters: submitted, completed, failed, cancelled, rejected, abandoned, cycles,
-        aborts, queue_high_water, threads_in_abandoned_calls, threads_started, and latency summaries
-        (submit, queue_wait, task, barrier_wait) in µs."""
-        return self._impl.stats()
+        aborts, queue_high_water, threads_in_abandoned_calls, threads_started, latency summaries
+        (submit, queue_wait, task, barrier_wait) in µs, and the save failures reported instead of
+        raised (``on_save_error="report"``): ``save_failures_reported`` (cycles) and
+        ``requests_failed_reported`` (the requests those failures named)."""
+        stats = self._impl.stats()
+        with self._reported_lock:
+            stats["save_failures_reported"] = self._save_failures_reported
+            stats["requests_failed_reported"] = self._requests_failed_reported
+        return stats
+
+    def _count_reported_save_failure(self, failed_requests: int) -> None:
+        """Count one cycle whose save failure was reported instead of raised, naming
+        ``failed_requests`` requests (kvdump.save_policy calls this)."""
+        with self._reported_lock:
+            self._save_failures_reported += 1
+            self._requests_failed_reported += failed_requests
 
     def close(self, timeout: float | None = None) -> None:
         """Abort any open cycle within ``timeout`` seconds (default: ``abort_timeout``), wake every

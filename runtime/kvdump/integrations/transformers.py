@@ -27,8 +27,9 @@ import torch
 from kvdump import _C
 from kvdump.cache_ops import KVLoader, write_cache_store
 from kvdump.commit import lookup
-from kvdump.errors import KvdumpValueError, UnsupportedError
+from kvdump.errors import KvdumpError, KvdumpValueError, UnsupportedError
 from kvdump.hashing import block_hashes
+from kvdump.save_policy import run_in_cycle, save_error_policy
 from kvdump.writer import AsyncWriter
 
 try:
@@ -178,6 +179,9 @@ class PrefillResult(NamedTuple):
     block_hashes: list[int]
     """The hash chain of the stored (full) blocks, in prompt order; empty for a prompt shorter than
     one block."""
+    save_error: KvdumpError | None = None
+    """With ``on_save_error="report"``: the save's error when it failed (none of the blocks was
+    committed then); None when they all were."""
 
     @property
     def num_blocks(self) -> int:
@@ -192,22 +196,31 @@ def prefill_to_store(
     *,
     request: str = "",
     timeout: float | None = None,
+    on_save_error: str = "raise",
     **model_kwargs: Any,
 ) -> PrefillResult:
     """Run the prompt's forward through ``model`` and store every layer's full blocks in
     ``writer.store``, published (committed) only when all of them are stored.
 
-    The forward runs inside ``writer.cycle(timeout)``: each layer's write is queued as the layer
-    finishes, the barrier after the forward waits for what could not be hidden and raises
-    :class:`kvdump.WriteError` if any block failed to store. If the forward raises, the writer aborts.
-    Either way nothing of a failed prefill is committed and the writer ends idle. ``model_kwargs`` go to
-    the forward (for example ``logits_to_keep=1``)."""
+    The forward runs inside one writer cycle: each layer's write is queued as the layer finishes, and
+    the barrier after the forward waits (up to ``timeout``) for what could not be hidden. When a
+    block fails to store, ``on_save_error="raise"`` (the default) raises :class:`kvdump.WriteError`
+    (:class:`kvdump.WriteTimeout` past the deadline); ``"report"`` returns the outputs with the error
+    in ``PrefillResult.save_error``, counts it in ``writer.stats()`` and logs it on the ``"kvdump"``
+    logger, as :func:`kvdump.wrap_model` does. If the forward raises, the writer aborts and the
+    exception propagates under either policy. Either way nothing of a failed prefill is committed
+    and the writer ends idle. ``model_kwargs`` go to the forward (for example ``logits_to_keep=1``)."""
+    policy = save_error_policy(on_save_error)
     tokens = prompt_token_ids(input_ids)
     cache = KvdumpCache(writer, tokens, block_size, config=model.config, request=request)
     ids = torch.tensor([tokens], dtype=torch.long).to(model.device)
-    with torch.no_grad(), writer.cycle(timeout):
-        outputs = model(input_ids=ids, past_key_values=cache, use_cache=True, **model_kwargs)
-    return PrefillResult(outputs, list(cache.block_hashes))
+
+    def forward() -> Any:
+        return model(input_ids=ids, past_key_values=cache, use_cache=True, **model_kwargs)
+
+    with torch.no_grad():
+        outcome = run_in_cycle(writer, forward, timeout=timeout, on_save_error=policy)
+    return PrefillResult(outcome.result, list(cache.block_hashes), outcome.save_error)
 
 
 class LoadedPrefix(NamedTuple):
