@@ -308,3 +308,11 @@ def test_flatten_blocks_pairs_each_chain_with_its_leading_block_ids() -> None:
         flatten_blocks([[1, 2, 3]], [[0, 1]])
     with pytest.raises(ValueError, match="block tables"):
         flatten_blocks([[1]], [])
+
+
+def test_flatten_blocks_lists_a_shared_prefix_block_once() -> None:
+    from kvdump.hashing import flatten_blocks
+
+    ids, hashes = flatten_blocks([[11, 12, 13], [11, 12, 24]], [[5, 6, 7], [1, 2, 3]])
+    assert hashes.tolist() == [11, 12, 13, 24]
+    assert ids.tolist() == [5, 6, 7, 3]  # the first prompt's copy of each shared block

@@ -77,10 +77,12 @@ std::vector<uint64_t> publishableBlocks(const LedgerSnapshot& snapshot, LayerRan
   return out;
 }
 
-std::vector<std::string> storedKeys(const LedgerSnapshot& snapshot, const KeySpace& space) {
+std::vector<std::string> storedKeys(const LedgerSnapshot& snapshot, const KeySpace& space,
+                                    const std::unordered_set<uint64_t>& skip) {
   std::vector<std::string> keys;
   for (const auto& [request, blocks] : snapshot) {
     for (const auto& [hash, layers] : blocks.stored_layers) {
+      if (skip.count(hash) > 0) continue;
       for (size_t layer = 0; layer < layers.size(); ++layer) {
         if (layers[layer]) keys.push_back(blockKey(space, hash, static_cast<int64_t>(layer)));
       }

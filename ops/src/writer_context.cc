@@ -4,6 +4,7 @@
 #include <mutex>
 #include <set>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "kvdump/commit_record.h"
 
@@ -48,11 +49,13 @@ HostAllocator registeringAllocator(HostAllocator base, std::shared_ptr<CacheStor
 }
 
 // Tells the store which blocks of finished or aborted cycles will never be committed, so that it
-// may reclaim them first. Keys whose block was committed are kept by the store.
-void discardStored(const WriteTarget& target, const std::vector<LedgerSnapshot>& snapshots) {
+// may reclaim them first. Blocks in `committed` were just published: the store keeps them anyway,
+// so they are left out rather than named by the thousand.
+void discardStored(const WriteTarget& target, const std::vector<LedgerSnapshot>& snapshots,
+                   const std::unordered_set<uint64_t>& committed = {}) {
   std::vector<std::string> keys;
   for (const auto& snapshot : snapshots) {
-    std::vector<std::string> more = storedKeys(snapshot, target.keys);
+    std::vector<std::string> more = storedKeys(snapshot, target.keys, committed);
     keys.insert(keys.end(), std::make_move_iterator(more.begin()), std::make_move_iterator(more.end()));
   }
   if (keys.empty()) return;
@@ -82,7 +85,11 @@ ControlledTask commitFinisher(const std::shared_ptr<WriteTarget>& target, const 
     control.setActivity(commitKey(target->keys, hashes.front(), expected));
     Status published = publishCommits(*target->store, target->keys, hashes, expected);
     if (control.seal()) {
-      discardStored(*target, {*snapshot});
+      // After a failed publish some records may be missing: discard everything, and let the store
+      // keep what a commit record covers.
+      discardStored(*target, {*snapshot},
+                    published.ok() ? std::unordered_set<uint64_t>(hashes.begin(), hashes.end())
+                                   : std::unordered_set<uint64_t>{});
       return published;
     }
     // The cycle was aborted while the records were in flight: an aborted cycle publishes nothing,

@@ -146,7 +146,6 @@ def run_demo(cfg: DemoConfig, progress: Any = print) -> DemoReport:
     model.attach_writer(None)
     stats = writer.stats()
     writer.close()
-    store_stats = store.stats()
 
     # 4. The decode side: a fresh cache with different block ids, filled from the store.
     progress("4/4 decode side: lookup, load every layer into new block ids, greedy decode")
@@ -156,24 +155,38 @@ def run_demo(cfg: DemoConfig, progress: Any = print) -> DemoReport:
     if found != [len(h) for h in hashes]:
         raise RuntimeError(f"decode side found only {found} of {[len(h) for h in hashes]} blocks committed")
     decode_tables = _tables(prompts, decode_alloc, cfg.block_size)
-    dst_ids = torch.tensor([i for t in decode_tables for i in t], dtype=torch.int64)
+    # Every prompt's full blocks into its own new ids; a shared prefix block is loaded once per prompt.
+    pairs = [(block_id, h) for table, chain in zip(decode_tables, hashes) for block_id, h in zip(table, chain)]
+    dst_ids = torch.tensor([block_id for block_id, _ in pairs], dtype=torch.int64)
+    load_hashes = torch.tensor([h for _, h in pairs], dtype=torch.int64)
     loader = KVLoader(store, num_threads=cfg.threads)
     load_start = time.perf_counter()
     loader.start()
     for layer in range(cfg.layers):
-        loader.load_async(layer, decode_cache.layers[layer], dst_ids, hashes_t)
+        loader.load_async(layer, decode_cache.layers[layer], dst_ids, load_hashes)
     for layer in range(cfg.layers):
         loader.wait_layer(layer, timeout=60)
     loader.finish()
     load_s = time.perf_counter() - load_start
     loader.close()
+    store_stats = store.stats()  # after the decode side's lookups and loads, so hits count them
     generated = greedy_continue(
         model, prefill_logits, prompts, decode_cache, [list(t) for t in decode_tables], cfg.new_tokens, decode_alloc
     )
 
     written = store_stats["used_bytes"]
     task_s = stats["task_latency"]["mean_us"] * stats["task_latency"]["count"] / 1e6
-    report.store = {"kind": "memory", "entries": store_stats["entries"], "bytes": written}
+    report.store = {
+        "kind": "memory",
+        "entries": store_stats["entries"],
+        "bytes": written,
+        "capacity_bytes": store_stats["capacity_bytes"],
+        "eviction": store_stats["eviction"],
+        "hits": store_stats["hits"],
+        "misses": store_stats["misses"],
+        "evictions": store_stats["evictions"],
+        "reclaimed": store_stats["reclaimed"],
+    }
     report.forward_ms = {"no_store": round(no_store_ms, 3), "synchronous": round(sync_ms, 3),
                          "kvdump": round(kvdump_ms, 3)}
     report.write = {
@@ -205,6 +218,9 @@ def format_report(report: DemoReport) -> str:
         f"  bytes written   {w['bytes_per_forward'] / 2**20:.2f} MiB per prefill ({report.store['entries']} records)",
         f"  write bandwidth {w['write_GBps']} GB/s on the workers; load {w['load_GBps']} GB/s",
         f"  submit cost     {w['submit_p50_us']:.2f} µs median on the calling thread",
+        f"  store           {report.store['bytes'] / 2**20:.2f} of {report.store['capacity_bytes'] / 2**20:.0f} MiB used, "
+        f"policy {report.store['eviction']}: {report.store['hits']} hits, {report.store['misses']} misses, "
+        f"{report.store['evictions']} evictions, {report.store['reclaimed']} reclaimed",
         "",
         "  prefill forward time (median)      ms    vs no store",
         f"    no store                    {f['no_store']:9.2f}    1.00x",

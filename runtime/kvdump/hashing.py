@@ -67,14 +67,21 @@ def flatten_blocks(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``block_ids`` and ``block_hashes`` int64 tensors that ``write_cache_store`` takes for a
     batch: each prompt's hash chain (from :func:`block_hashes`) beside the leading ids of its block
-    table that hold those blocks, concatenated in batch order."""
+    table that hold those blocks, concatenated in batch order. A block two prompts share (a common
+    prefix hashes the same, so its content is the same) is listed once, from the first prompt that
+    holds it: a write takes each block once."""
     if len(chains) != len(block_tables):
         raise ValueError(f"{len(chains)} hash chains but {len(block_tables)} block tables")
     ids: list[int] = []
     hashes: list[int] = []
+    seen: set[int] = set()
     for chain, table in zip(chains, block_tables):
         if len(table) < len(chain):
             raise ValueError(f"a block table of {len(table)} ids cannot hold {len(chain)} blocks")
-        ids.extend(table[: len(chain)])
-        hashes.extend(chain)
+        for block_id, block_hash in zip(table, chain):
+            if block_hash in seen:
+                continue
+            seen.add(block_hash)
+            ids.append(block_id)
+            hashes.append(block_hash)
     return torch.tensor(ids, dtype=torch.int64), torch.tensor(hashes, dtype=torch.int64)

@@ -205,11 +205,16 @@ class AsyncWriter:
         aborts, queue_high_water, threads_in_abandoned_calls, threads_started, latency summaries
         (submit, queue_wait, task, barrier_wait) in µs, and the save failures reported instead of
         raised (``on_save_error="report"``): ``save_failures_reported`` (cycles) and
-        ``requests_failed_reported`` (the requests those failures named)."""
+        ``requests_failed_reported`` (the requests those failures named). ``store`` holds the
+        store's own counters when it keeps any (a MemoryStore: capacity, used, entries, hits,
+        misses, evictions, reclaimed, leased and its policy)."""
         stats = self._impl.stats()
         with self._reported_lock:
             stats["save_failures_reported"] = self._save_failures_reported
             stats["requests_failed_reported"] = self._requests_failed_reported
+        store_stats = getattr(self._store, "stats", None)
+        if callable(store_stats):
+            stats["store"] = store_stats()
         return stats
 
     def _count_reported_save_failure(self, failed_requests: int) -> None:

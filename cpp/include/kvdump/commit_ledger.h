@@ -8,6 +8,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "kvdump/block_key.h"
@@ -47,8 +48,9 @@ class CommitLedger {
 /// [0, highest layer recorded + 1); empty when nothing was recorded. Pure.
 LayerRange observedLayers(const LedgerSnapshot& snapshot);
 
-/// The store key of every (block, layer) the snapshot says stored. Pure.
-std::vector<std::string> storedKeys(const LedgerSnapshot& snapshot, const KeySpace& space);
+/// The store key of every (block, layer) the snapshot says stored, except blocks in `skip`. Pure.
+std::vector<std::string> storedKeys(const LedgerSnapshot& snapshot, const KeySpace& space,
+                                    const std::unordered_set<uint64_t>& skip = {});
 
 /// For each request not in `excluded`, the longest prefix of its blocks whose every layer of
 /// `expected` stored; never a block after a gap. The union over requests, in first-seen order,
