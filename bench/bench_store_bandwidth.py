@@ -3,9 +3,10 @@ the caller's Python thread.
 
 For each store (memory, file, a Python DictStore, Mooncake on a local cluster), a forward's worth of
 KV (``--layers`` layers of ``--blocks`` blocks) is written with write_cache_store + one barrier, and
-loaded back with the async per-layer loader. Stores are measured interleaved, round-robin, and each
-write goes under a fresh namespace (Mooncake keeps the first value of a key, so rewriting the same
-keys would measure nothing).
+loaded back with the async per-layer loader. Each store is measured interleaved, round by round,
+with the yardstick: ``torch.index_select(out=)`` of the same blocks into memory allocated up front
+(``write/copy`` and ``load/copy`` are the ratios of their medians). Each write goes under fresh keys
+(Mooncake keeps the first value of a key, so rewriting the same keys would measure nothing).
 
 In separate rounds, while the workers write, a Python thread counts loop iterations;
 ``python_share`` is its rate relative to an idle moment just before. It drops both for CPU contention (this VM has 2 cores) and for GIL hand-offs
@@ -88,7 +89,7 @@ class StoreRun:
 
     def __init__(self, name: str, store: kvdump.CacheStore, args: argparse.Namespace, kv: list[torch.Tensor]) -> None:
         self.name, self.store, self.args, self.kv = name, store, args, kv
-        self.ids = list(range(args.blocks))
+        self.ids = torch.arange(args.blocks)  # tensors, as an engine passes them
         self.namespace = f"bw-{uuid.uuid4().hex[:10]}"
         self.writer: kvdump.AsyncWriter | None = kvdump.AsyncWriter(
             store, num_threads=args.threads, namespace=self.namespace, staging_bytes=self.writer_staging()
@@ -97,21 +98,24 @@ class StoreRun:
             store, namespace=self.namespace, num_threads=args.threads, staging_bytes=self.writer_staging()
         )
         self.round = 0
+        # Allocated and touched once, as an engine's KV cache is: a load measures the copy, not page faults.
+        self.outs = [torch.zeros_like(t) for t in kv]
         self.write_spin: list[float] = []
         self.idle_spin: list[float] = []
 
-    def hashes(self) -> list[int]:
+    def hashes(self) -> torch.Tensor:
         # New keys every round: Mooncake keeps the first value of a key, so rewriting would do nothing.
-        return [(self.round << 32) + i for i in range(self.args.blocks)]
+        return torch.arange(self.args.blocks) + (self.round << 32)
 
     def measure_idle(self) -> None:
         self.idle_spin.append(idle_spin_rate(0.05))
 
     def write(self) -> None:
         self.round += 1
+        hashes = self.hashes()
         with self.writer.cycle():
             for layer, kv in enumerate(self.kv):
-                kvdump.write_cache_store(self.writer, layer, kv, self.ids, self.hashes())
+                kvdump.write_cache_store(self.writer, layer, kv, self.ids, hashes)
 
     def write_beside_python(self) -> None:
         """A write while a Python thread spins; separate from the bandwidth rounds, whose figures the
@@ -130,10 +134,13 @@ class StoreRun:
         return 2 * self.kv[0].numel() * self.kv[0].element_size() + (4 << 20)
 
     def load(self) -> None:
-        outs = [torch.empty_like(kv) for kv in self.kv]
+        outs = self.outs
+        for out in outs[-1:]:
+            out.zero_()  # so the check below sees this load's bytes, not the last one's
+        hashes = self.hashes()
         self.loader.start()
         for layer, out in enumerate(outs):
-            self.loader.load_async(layer, out, self.ids, self.hashes())
+            self.loader.load_async(layer, out, self.ids, hashes)
         self.loader.finish()
         if not torch.equal(outs[-1], self.kv[-1]):
             raise AssertionError(f"{self.name}: loaded KV differs from what was written")
@@ -157,6 +164,7 @@ class IndexSelectCopy:
             torch.index_select(src, 1, self.ids, out=dst)
 
     def load(self) -> None:
+        self.back[-1].zero_()  # the same zeroing and check as each store's load
         for src, dst in zip(self.dest, self.back):
             torch.index_select(src, 1, self.ids, out=dst)
         if not torch.equal(self.back[-1], self.kv[-1]):
@@ -256,11 +264,11 @@ def main() -> int:
     tmp = tempfile.TemporaryDirectory(prefix="kvdump-bench-")
     cleanup.append(tmp.cleanup)
     if "memory" in wanted:
-        stores["memory"] = kvdump.MemoryStore(capacity_bytes=(args.repeats + 2) * nbytes * 2)
+        stores["memory"] = kvdump.MemoryStore(capacity_bytes=(args.repeats + 2) * nbytes * 2)  # evicts past 90%
     if "file" in wanted:
         stores["file"] = kvdump.FileStore(os.path.join(tmp.name, "files"))
     if "python" in wanted:
-        stores["python"] = DictStore()
+        stores["python"] = DictStore(capacity_bytes=(2 * args.repeats + 2) * nbytes * 2)
     cluster = None
     if "mooncake" in wanted:
         from kvdump.mooncake_cluster import LocalMooncakeCluster
@@ -272,35 +280,36 @@ def main() -> int:
     baseline = IndexSelectCopy(kv, args.blocks)
 
     try:
-        print(f"interleaving {len(runs)} stores x {args.repeats} rounds (write, then load)...", flush=True)
-        write_times = interleaved({"index_select": baseline.write, **{n: r.write for n, r in runs.items()}}, args.repeats)
+        # Each store is interleaved with its own rounds of the copy: a file store's background
+        # writeback would otherwise tax whichever in-memory variant ran after it.
+        results: dict[str, Any] = {}
+        for name, run in runs.items():
+            print(f"{name}: {args.repeats} rounds of write and load, interleaved with the copy...", flush=True)
+            write_times = interleaved({"index_select": baseline.write, name: run.write}, args.repeats)
+            # The loads read what the last write put.
+            load_times = interleaved({"index_select": baseline.load, name: run.load}, args.repeats)
+            copy_write, copy_load = median(write_times["index_select"]), median(load_times["index_select"])
+            results[name] = {
+                "write_gbps": nbytes / median(write_times[name]) / 1e9,
+                "load_gbps": nbytes / median(load_times[name]) / 1e9,
+                "copy_write_gbps": nbytes / copy_write / 1e9,
+                "copy_load_gbps": nbytes / copy_load / 1e9,
+                "write_vs_index_select": copy_write / median(write_times[name]),
+                "load_vs_index_select": copy_load / median(load_times[name]),
+                "write_ms_median": median(write_times[name]) * 1e3,
+                "load_ms_median": median(load_times[name]) * 1e3,
+                "write_s": write_times[name],
+                "load_s": load_times[name],
+                "copy_write_s": write_times["index_select"],
+                "copy_load_s": load_times["index_select"],
+            }
         interleaved(
             {n: r.write_beside_python for n, r in runs.items()},
             args.repeats,
             before_each=lambda n: runs[n].measure_idle(),
         )
-        # The loads read what the last write of each store put.
-        load_times = interleaved({"index_select": baseline.load, **{n: r.load for n, r in runs.items()}}, args.repeats)
-        results: dict[str, Any] = {
-            "index_select": {
-                "write_gbps": nbytes / median(write_times["index_select"]) / 1e9,
-                "load_gbps": nbytes / median(load_times["index_select"]) / 1e9,
-                "write_s": write_times["index_select"],
-                "load_s": load_times["index_select"],
-            }
-        }
         for name, run in runs.items():
-            results[name] = {
-                "write_gbps": nbytes / median(write_times[name]) / 1e9,
-                "load_gbps": nbytes / median(load_times[name]) / 1e9,
-                "write_vs_index_select": median(write_times["index_select"]) / median(write_times[name]),
-                "load_vs_index_select": median(load_times["index_select"]) / median(load_times[name]),
-                "write_ms_median": median(write_times[name]) * 1e3,
-                "load_ms_median": median(load_times[name]) * 1e3,
-                "python_share_during_write": median([w / i for w, i in zip(run.write_spin, run.idle_spin)][1:]),
-                "write_s": write_times[name],
-                "load_s": load_times[name],
-            }
+            results[name]["python_share_during_write"] = median([w / i for w, i in zip(run.write_spin, run.idle_spin)][1:])
         if "mooncake" in stores:
             results["mooncake"]["python_layer"] = python_layer_share(runs["mooncake"], args.repeats)
             results["mooncake_raw_client"] = raw_mooncake(stores["mooncake"], nbytes, record, args.layers, args.repeats)
@@ -316,14 +325,17 @@ def main() -> int:
         for fn in cleanup:
             fn()
 
-    print(f"\n{'store':<22}{'write GB/s':>12}{'load GB/s':>12}{'write/copy':>12}{'load/copy':>12}{'python share':>14}")
+    print(f"\n{'store':<22}{'write GB/s':>12}{'load GB/s':>12}{'copy w/l GB/s':>16}{'write/copy':>12}"
+          f"{'load/copy':>12}{'python share':>14}")
     for name, r in results.items():
         share = r.get("python_share_during_write")
         wr, lr = r.get("write_vs_index_select"), r.get("load_vs_index_select")
-        print(f"{name:<22}{r['write_gbps']:>12.2f}{r['load_gbps']:>12.2f}"
+        copy = f"{r['copy_write_gbps']:.2f}/{r['copy_load_gbps']:.2f}" if "copy_write_gbps" in r else ""
+        print(f"{name:<22}{r['write_gbps']:>12.2f}{r['load_gbps']:>12.2f}{copy:>16}"
               f"{'' if wr is None else f'{wr:.2f}x':>12}{'' if lr is None else f'{lr:.2f}x':>12}"
               f"{'' if share is None else f'{share:.2f}':>14}")
-    print("copy = torch.index_select(out=) of the same blocks into memory allocated up front, interleaved in the same run")
+    print("copy = torch.index_select(out=) of the same blocks into memory allocated up front, interleaved round by "
+          "round with each store")
     if "mooncake" in results:
         raw = results["mooncake_raw_client"]
         layer = results["mooncake"]["python_layer"]

@@ -6,6 +6,7 @@
 #include <xxhash.h>
 
 #include "little_endian.h"
+#include "payload_checksum_avx2.h"
 
 namespace kvdump {
 namespace {
@@ -38,7 +39,13 @@ const char* blockDtypeName(BlockDtype dtype) {
   return "unknown";
 }
 
-uint64_t payloadChecksum(const void* data, size_t size) { return XXH3_64bits(data, size); }
+uint64_t payloadChecksum(const void* data, size_t size) {
+#ifdef KVDUMP_HAVE_AVX2_CHECKSUM
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) return payloadChecksumAvx2(data, size);
+#endif
+  return XXH3_64bits(data, size);
+}
 
 void encodeBlockHeader(const BlockHeader& h, uint8_t* out) {
   std::memset(out, 0, BlockHeader::kBytes);

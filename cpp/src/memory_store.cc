@@ -269,16 +269,21 @@ struct MemoryStore::Impl {
   // Makes room for `charge` bytes (a slot of `size` bytes unless inline); false when nothing more
   // may be evicted.
   bool makeRoom(std::string_view key, size_t size, size_t charge, bool inline_value, SlabArena::Slot* slot) {
-    auto needed = [&] {
-      // An overwrite counts on the bytes of the value it replaces (looked up afresh: eviction may
-      // have taken it meanwhile), unless a reader holds them.
-      size_t credit = 0;
+    // An overwrite counts on the bytes of the value it replaces, unless a reader holds them; looked
+    // up again after each eviction, which may have taken that value.
+    auto creditFor = [&] {
       auto old = index.find(key);
-      if (old != index.end() && entries[old->second].leases == 0) credit = entries[old->second].charged;
-      return used + charge - std::min(used + charge, credit);
+      return old != index.end() && entries[old->second].leases == 0 ? entries[old->second].charged : size_t{0};
+    };
+    size_t credit = creditFor();
+    auto needed = [&] { return used + charge - std::min(used + charge, credit); };
+    auto evict = [&] {
+      if (!evictOne()) return false;
+      credit = creditFor();
+      return true;
     };
     if (needed() > high_bytes) {
-      while (needed() > low_bytes && evictOne()) {
+      while (needed() > low_bytes && evict()) {
       }
     }
     for (;;) {
@@ -289,7 +294,7 @@ struct MemoryStore::Impl {
           return true;
         }
       }
-      if (!evictOne()) return false;
+      if (!evict()) return false;
     }
   }
 

@@ -1,6 +1,10 @@
 // The stored block format: header round trip, checksum verification, and mismatch reporting.
 #include "kvdump/block_format.h"
 
+#define XXH_INLINE_ALL
+#define XXH_VECTOR XXH_SCALAR
+#include <xxhash.h>
+
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -84,6 +88,28 @@ TEST(BlockKey, NamesNamespaceShardHashAndLayer) {
   EXPECT_EQ(commitKey(space, 0xabcULL), "llama-8b/tp1of4/0000000000000abc/commit");
   // A negative int64 hash from Python is the same 64 bits.
   EXPECT_EQ(blockKey(space, static_cast<uint64_t>(int64_t{-1}), 0), "llama-8b/tp1of4/ffffffffffffffff/L0");
+}
+
+}  // namespace
+}  // namespace kvdump
+
+namespace kvdump {
+namespace {
+
+uint64_t portableXxh3(const void* data, size_t size) { return XXH3_64bits(data, size); }
+
+// Whichever build of XXH3 the CPU gets, a stored checksum must mean the same thing everywhere: the
+// dispatched checksum equals the portable one for every length and alignment.
+TEST(PayloadChecksum, EqualsPortableXxh3ForEveryLengthAndAlignment) {
+  std::vector<uint8_t> bytes(70000);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(i * 131 + (i >> 7));
+  for (size_t size : {size_t{0}, size_t{1}, size_t{16}, size_t{17}, size_t{128}, size_t{129}, size_t{240},
+                      size_t{241}, size_t{1024}, size_t{4097}, size_t{65536}, size_t{65600}}) {
+    for (size_t offset : {size_t{0}, size_t{1}, size_t{7}}) {
+      EXPECT_EQ(payloadChecksum(bytes.data() + offset, size), portableXxh3(bytes.data() + offset, size))
+          << size << " at +" << offset;
+    }
+  }
 }
 
 }  // namespace
