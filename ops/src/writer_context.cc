@@ -129,6 +129,7 @@ WriterContext::~WriterContext() {
     registry().contexts.erase(handle_);
   }
   writer_.reset();  // aborts within abort_timeout; tasks left in abandoned calls keep the target alive
+  discardStored(*target_, target_->ledger.drain());  // an open cycle's blocks will never be committed
   target_->loads->close("the loader was closed");
 }
 
