@@ -21,16 +21,26 @@ void CommitLedger::record(uint64_t cycle, const std::string& request, uint32_t l
   }
 }
 
-LedgerSnapshot CommitLedger::take(uint64_t cycle) {
+LedgerSnapshot CommitLedger::take(uint64_t cycle, std::vector<LedgerSnapshot>* earlier) {
   LedgerSnapshot out;
   std::map<uint64_t, LedgerSnapshot> dropped;  // freed outside the lock
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = cycles_.find(cycle);
-  if (it != cycles_.end()) out = std::move(it->second);
-  auto end = cycles_.upper_bound(cycle);
-  dropped.insert(std::make_move_iterator(cycles_.begin()), std::make_move_iterator(end));
-  cycles_.erase(cycles_.begin(), end);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = cycles_.find(cycle);
+    if (it != cycles_.end()) out = std::move(it->second);
+    auto end = cycles_.lower_bound(cycle);
+    dropped.insert(std::make_move_iterator(cycles_.begin()), std::make_move_iterator(end));
+    cycles_.erase(cycles_.begin(), cycles_.upper_bound(cycle));
+  }
+  if (earlier != nullptr) {
+    for (auto& [c, snapshot] : dropped) earlier->push_back(std::move(snapshot));
+  }
   return out;
+}
+
+bool CommitLedger::recorded(uint64_t cycle) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return cycles_.count(cycle) > 0;
 }
 
 std::vector<LedgerSnapshot> CommitLedger::drain(uint64_t through) {

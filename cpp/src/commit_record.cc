@@ -109,10 +109,13 @@ Status publishCommits(CacheStore& store, const KeySpace& space, const std::vecto
   std::vector<ByteView> views;
   keys.reserve(hashes.size());
   views.reserve(hashes.size());
+  // Last block first: a store that evicts the least recently used then keeps a prompt's first
+  // blocks longest, and a prefix is what lookup can use.
   for (size_t i = 0; i < hashes.size(); ++i) {
+    const uint64_t hash = hashes[hashes.size() - 1 - i];
     uint8_t* out = values.data() + i * CommitRecord::kBytes;
-    encodeCommitRecord(CommitRecord{layers, fingerprint, hashes[i]}, out);
-    keys.push_back(commitKey(space, hashes[i], layers));
+    encodeCommitRecord(CommitRecord{layers, fingerprint, hash}, out);
+    keys.push_back(commitKey(space, hash, layers));
     views.push_back({out, CommitRecord::kBytes});
   }
   std::vector<Status> put = store.batchPut(keys, views);
@@ -123,7 +126,7 @@ Status publishCommits(CacheStore& store, const KeySpace& space, const std::vecto
   }
   size_t failed = 0;
   Status first;
-  for (size_t i = 0; i < put.size(); ++i) {
+  for (size_t i = put.size(); i-- > 0;) {  // "first" in the blocks' order
     if (put[i].ok()) continue;
     if (failed++ == 0) first = Status(put[i]).withKey(put[i].key().empty() ? keys[i] : put[i].key());
   }

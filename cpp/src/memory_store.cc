@@ -101,7 +101,7 @@ struct MemoryStore::Impl {
     uint32_t tail = kNone;
   };
 
-  Impl(const MemoryStoreOptions& o, HostAllocation memory)
+  Impl(const MemoryStoreOptions& o, std::vector<HostAllocation> memory)
       : options(o),
         arena(std::move(memory), o.slab_bytes),
         high_bytes(static_cast<size_t>(std::floor(o.high_watermark * static_cast<double>(o.capacity_bytes)))),
@@ -117,7 +117,8 @@ struct MemoryStore::Impl {
   std::deque<Group> groups;
   std::vector<uint32_t> free_groups;
   Index index;        // readable entries by key
-  Index group_index;  // groups by name
+  Index block_groups;   // groups of kvdump block keys, by "<ns>/tp<r>of<n>/<hash>"
+  Index opaque_groups;  // one group per other key, by the key (kept apart: the names may coincide)
   std::vector<Index::node_type> spare_nodes;  // recycled map nodes: steady state allocates nothing
   ListEnds lists[3];
   size_t used = 0;
@@ -168,7 +169,7 @@ struct MemoryStore::Impl {
     Group& group = groups[g];
     if (group.members.empty()) {
       unlink(g);
-      indexErase(group_index, group.name);
+      indexErase(group.opaque ? opaque_groups : block_groups, group.name);
       group = Group{std::move(group.name), std::move(group.members)};
       group.members.clear();
       free_groups.push_back(g);
@@ -183,8 +184,10 @@ struct MemoryStore::Impl {
   }
 
   uint32_t groupFor(const StoredKeyKind& kind) {
-    auto it = group_index.find(kind.block);
-    if (it != group_index.end()) return it->second;
+    const bool opaque = kind.kind == StoredKeyKind::Kind::kOpaque;
+    Index& groups_by_name = opaque ? opaque_groups : block_groups;
+    auto it = groups_by_name.find(kind.block);
+    if (it != groups_by_name.end()) return it->second;
     uint32_t g;
     if (!free_groups.empty()) {
       g = free_groups.back();
@@ -195,8 +198,8 @@ struct MemoryStore::Impl {
     }
     Group& group = groups[g];
     group.name.assign(kind.block);
-    group.opaque = kind.kind == StoredKeyKind::Kind::kOpaque;
-    indexInsert(group_index, group.name, g);
+    group.opaque = opaque;
+    indexInsert(groups_by_name, group.name, g);
     return g;
   }
 
@@ -282,7 +285,9 @@ struct MemoryStore::Impl {
       credit = creditFor();
       return true;
     };
-    if (needed() > high_bytes) {
+    // Watermarks pace eviction for slot values; an inline value (a commit record) takes no slot
+    // and evicts only when the capacity itself is reached, so a commit never evicts its own blocks.
+    if (!inline_value && needed() > high_bytes) {
       while (needed() > low_bytes && evict()) {
       }
     }
@@ -304,8 +309,8 @@ struct MemoryStore::Impl {
     // Capacity counts value bytes; the arena's own bound covers what slot rounding adds.
     const size_t charge = size;
     if (!inline_value && arena.slotBytesFor(size) == 0) {
-      ++rejected_full;
       if (size > options.capacity_bytes) {
+        ++rejected_full;
         return Status::StoreFull("value of " + std::to_string(size) + " bytes exceeds the store's capacity of " +
                                  std::to_string(options.capacity_bytes))
             .withKey(std::string(key));
@@ -314,8 +319,11 @@ struct MemoryStore::Impl {
                               std::to_string(arena.slabBytes()) + " bytes (raise slab_bytes)")
           .withKey(std::string(key));
     }
+    // The entry first: if making it throws, no slot has been taken yet.
+    const uint32_t id = newEntry(key);
     SlabArena::Slot slot;
     if (!makeRoom(key, size, charge, inline_value, &slot)) {
+      free_entries.push_back(id);
       ++rejected_full;
       return Status::StoreFull("memory store full (policy " + std::string(evictionPolicyName(options.eviction)) + "): " +
                                std::to_string(used) + " of " + std::to_string(options.capacity_bytes) +
@@ -323,7 +331,6 @@ struct MemoryStore::Impl {
                                "committed; the value needs " + std::to_string(size))
           .withKey(std::string(key));
     }
-    const uint32_t id = newEntry(key);
     Entry& e = entries[id];
     e.state = Entry::State::kLent;
     e.inline_value = inline_value;
@@ -401,26 +408,63 @@ struct MemoryStore::Impl {
   }
 };
 
+namespace {
+
+// A custom (pinned) allocator gets the arena in pieces of whole slabs of about 256 MiB: a caching
+// host allocator rounds each request up to a power of two, which for one piece the size of a large
+// store could nearly double it.
+constexpr size_t kPinnedPieceBytes = size_t{256} << 20;
+
+void releaseAll(std::vector<HostAllocation>& regions) {
+  for (HostAllocation& region : regions) {
+    if (region.release) region.release();
+  }
+  regions.clear();
+}
+
+// Allocates the arena for `o` (slab_bytes already set) and touches every page, so no put ever
+// faults one in or waits for the kernel to zero it.
+Result<std::vector<HostAllocation>> allocateArena(const MemoryStoreOptions& o) {
+  const size_t total = arenaBytes(o.capacity_bytes, o.slab_bytes);
+  const bool custom = static_cast<bool>(o.allocator);
+  const HostAllocator allocator = custom ? o.allocator : arenaAllocator();
+  const size_t piece = custom ? o.slab_bytes * std::max<size_t>(1, kPinnedPieceBytes / o.slab_bytes) : total;
+  std::vector<HostAllocation> regions;
+  for (size_t done = 0; done < total;) {
+    const size_t bytes = std::min(piece, total - done);
+    Result<HostAllocation> memory = Status::Internal("allocator threw");
+    try {
+      memory = allocator(bytes);
+    } catch (const std::exception& e) {
+      memory = Status::IoError(std::string("allocating the memory store's arena failed: ") + e.what());
+    }
+    if (memory.ok() && memory.value().data == nullptr) memory = Status::IoError("the arena allocator returned no memory");
+    if (!memory.ok()) {
+      releaseAll(regions);
+      return memory.status();
+    }
+    regions.push_back(std::move(memory).value());
+    std::memset(regions.back().data, 0, bytes);
+    done += bytes;
+  }
+  return regions;
+}
+
+MemoryStoreOptions withSlab(MemoryStoreOptions o) {
+  if (o.slab_bytes == 0) o.slab_bytes = defaultSlabBytes(o.capacity_bytes);
+  o.slab_bytes = roundUp(o.slab_bytes, SlabArena::kSlotAlignment);
+  return o;
+}
+
+}  // namespace
+
 Result<std::shared_ptr<MemoryStore>> MemoryStore::create(MemoryStoreOptions options) {
   Status ok = checkOptions(options);
   if (!ok.ok()) return ok;
-  if (options.slab_bytes == 0) options.slab_bytes = defaultSlabBytes(options.capacity_bytes);
-  options.slab_bytes = roundUp(options.slab_bytes, SlabArena::kSlotAlignment);
-  HostAllocator allocator = options.allocator ? options.allocator : arenaAllocator();
-  Result<HostAllocation> memory = Status::Internal("allocator threw");
-  try {
-    memory = allocator(arenaBytes(options.capacity_bytes, options.slab_bytes));
-  } catch (const std::exception& e) {
-    return Status::IoError(std::string("allocating the memory store's arena failed: ") + e.what());
-  }
-  if (!memory.ok()) return memory.status();
-  HostAllocation arena = std::move(memory).value();
-  if (arena.data == nullptr && options.capacity_bytes > 0) {
-    return Status::IoError("the arena allocator returned no memory");
-  }
-  // Touch every page now, so no put ever faults one in (or waits for the kernel to zero it).
-  if (arena.size > 0) std::memset(arena.data, 0, arena.size);
-  return std::shared_ptr<MemoryStore>(new MemoryStore(std::move(options), std::move(arena)));
+  options = withSlab(std::move(options));
+  Result<std::vector<HostAllocation>> arena = allocateArena(options);
+  if (!arena.ok()) return arena.status();
+  return std::shared_ptr<MemoryStore>(new MemoryStore(std::move(options), std::move(arena).value()));
 }
 
 MemoryStore::MemoryStore(size_t capacity_bytes)
@@ -428,19 +472,17 @@ MemoryStore::MemoryStore(size_t capacity_bytes)
           [&] {
             MemoryStoreOptions o;
             o.capacity_bytes = capacity_bytes;
-            o.slab_bytes = roundUp(defaultSlabBytes(capacity_bytes), SlabArena::kSlotAlignment);
-            return o;
+            return withSlab(o);
           }(),
           [&] {
-            const size_t slab = roundUp(defaultSlabBytes(capacity_bytes), SlabArena::kSlotAlignment);
-            Result<HostAllocation> memory = arenaAllocator()(arenaBytes(capacity_bytes, slab));
-            if (!memory.ok()) throw std::bad_alloc();
-            HostAllocation arena = std::move(memory).value();
-            if (arena.size > 0) std::memset(arena.data, 0, arena.size);
-            return arena;
+            MemoryStoreOptions o;
+            o.capacity_bytes = capacity_bytes;
+            Result<std::vector<HostAllocation>> arena = allocateArena(withSlab(o));
+            if (!arena.ok()) throw std::bad_alloc();
+            return std::move(arena).value();
           }()) {}
 
-MemoryStore::MemoryStore(MemoryStoreOptions options, HostAllocation arena)
+MemoryStore::MemoryStore(MemoryStoreOptions options, std::vector<HostAllocation> arena)
     : options_(std::move(options)), impl_(std::make_unique<Impl>(options_, std::move(arena))) {}
 
 MemoryStore::~MemoryStore() = default;

@@ -5,17 +5,24 @@
 
 namespace kvdump {
 
-SlabArena::SlabArena(HostAllocation memory, size_t slab_bytes)
-    : memory_(std::move(memory)), slab_bytes_(slab_bytes / kSlotAlignment * kSlotAlignment) {
-  const size_t count = slab_bytes_ == 0 ? 0 : memory_.size / slab_bytes_;
-  slabs_.resize(count);
-  free_slabs_.reserve(count);
+SlabArena::SlabArena(std::vector<HostAllocation> regions, size_t slab_bytes)
+    : regions_(std::move(regions)), slab_bytes_(slab_bytes / kSlotAlignment * kSlotAlignment) {
+  for (const HostAllocation& region : regions_) {
+    const size_t count = slab_bytes_ == 0 || region.data == nullptr ? 0 : region.size / slab_bytes_;
+    for (size_t i = 0; i < count; ++i) {
+      slabs_.emplace_back();
+      slabs_.back().base = region.data + i * slab_bytes_;
+    }
+  }
+  free_slabs_.reserve(slabs_.size());
   // Highest first, so that pop_back() hands out slabs from the start of the arena.
-  for (size_t i = count; i-- > 0;) free_slabs_.push_back(static_cast<uint32_t>(i));
+  for (size_t i = slabs_.size(); i-- > 0;) free_slabs_.push_back(static_cast<uint32_t>(i));
 }
 
 SlabArena::~SlabArena() {
-  if (memory_.release) memory_.release();
+  for (HostAllocation& region : regions_) {
+    if (region.release) region.release();
+  }
 }
 
 size_t SlabArena::slotBytesFor(size_t bytes) const {
@@ -81,7 +88,7 @@ void SlabArena::free(Slot slot) {
 
 uint8_t* SlabArena::data(Slot slot) const {
   const Slab& slab = slabs_[slot.slab];
-  return memory_.data + static_cast<size_t>(slot.slab) * slab_bytes_ + static_cast<size_t>(slot.index) * slab.slot_bytes;
+  return slab.base + static_cast<size_t>(slot.index) * slab.slot_bytes;
 }
 
 }  // namespace kvdump

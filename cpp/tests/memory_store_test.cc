@@ -317,5 +317,44 @@ TEST(MemoryStore, ReadersRacingEvictionsSeeWholeValuesOrNothing) {
   EXPECT_GT(st.evictions + st.reclaimed, 0u);
 }
 
+TEST(MemoryStore, ACustomAllocatorIsAskedForWholeSlabPiecesAllReleased) {
+  std::vector<size_t> asked;
+  std::atomic<int> live{0};
+  MemoryStoreOptions o;
+  o.capacity_bytes = (size_t{600} << 20) + 1;  // 600 MiB and a byte: whole 4 MiB slabs, in 256 MiB pieces
+  // Pageable memory that counts the pieces alive.
+  auto counted = [&](size_t bytes) -> Result<HostAllocation> {
+    asked.push_back(bytes);
+    Result<HostAllocation> memory = pageableHostAllocator()(bytes);
+    ++live;
+    auto release = memory.value().release;
+    memory.value().release = [release, &live] {
+      release();
+      --live;
+    };
+    return memory;
+  };
+  o.allocator = counted;
+  {
+    auto store = MemoryStore::create(o);
+    ASSERT_TRUE(store.ok()) << store.status().toString();
+    EXPECT_EQ(asked, (std::vector<size_t>{size_t{256} << 20, size_t{256} << 20, size_t{92} << 20}));
+    EXPECT_EQ(live.load(), 3);
+    std::vector<uint8_t> v(4 << 20, 1);  // a value as large as a slab fits in any piece
+    EXPECT_TRUE(store.value()->put("big", view(v)).ok());
+  }
+  EXPECT_EQ(live.load(), 0);
+
+  // A piece that cannot be had fails the store, and the pieces already had are given back.
+  asked.clear();
+  o.allocator = [&](size_t bytes) -> Result<HostAllocation> {
+    if (!asked.empty()) return Status::IoError("no more pinned memory");
+    return counted(bytes);
+  };
+  auto failed = MemoryStore::create(o);
+  EXPECT_EQ(failed.status().code(), StatusCode::kIoError);
+  EXPECT_EQ(live.load(), 0);
+}
+
 }  // namespace
 }  // namespace kvdump

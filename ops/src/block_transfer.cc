@@ -117,10 +117,20 @@ Status gatherBlocksToRecords(const LayerKv& kv, const int64_t* ids, size_t count
     at::Tensor index = idsOn(ids, count, device);
     payload.select(1, 0).copy_(kv.k.index_select(0, index));
     payload.select(1, 1).copy_(kv.v.index_select(0, index));
-    forEachContiguousRun(records, count, kv.recordBytes(), [&](size_t first, size_t n) {
-      at::Tensor host = at::from_blob(records[first], {static_cast<int64_t>(n), record}, at::kByte);
-      host.copy_(device_records.narrow(0, static_cast<int64_t>(first), static_cast<int64_t>(n)), /*non_blocking=*/true);
-    });
+    try {
+      forEachContiguousRun(records, count, kv.recordBytes(), [&](size_t first, size_t n) {
+        at::Tensor host = at::from_blob(records[first], {static_cast<int64_t>(n), record}, at::kByte);
+        host.copy_(device_records.narrow(0, static_cast<int64_t>(first), static_cast<int64_t>(n)), /*non_blocking=*/true);
+      });
+    } catch (...) {
+      // Copies already queued may still write into the records: let them land before the caller
+      // gives the memory back.
+      try {
+        stream.synchronize();
+      } catch (...) {
+      }
+      throw;
+    }
     stream.synchronize();
     if (filled) {
       for (size_t i = 0; i < count; ++i) filled(i);

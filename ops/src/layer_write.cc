@@ -108,21 +108,39 @@ Result<ChunkDestinations> destinationsFor(const WriteTarget& target, const std::
   return d;
 }
 
-void abandonLent(const WriteTarget& target, const ChunkDestinations& d) {
-  if (!d.lent) return;
-  std::vector<LentSlot> lent;
-  for (size_t i = 0; i < d.at.size(); ++i) {
-    if (d.at[i] != nullptr) lent.push_back(d.slots[i]);
+// Gives a chunk's lent slots back unless they were handed on (published or abandoned): whatever way
+// the task leaves, early return or exception, no slot stays lent.
+class LentSlotsGuard {
+ public:
+  LentSlotsGuard(const WriteTarget& target, const ChunkDestinations& d) : target_(target), d_(d) {}
+  ~LentSlotsGuard() {
+    if (settled_ || !d_.lent) return;
+    try {
+      std::vector<LentSlot> lent;
+      for (size_t i = 0; i < d_.at.size(); ++i) {
+        if (d_.at[i] != nullptr) lent.push_back(d_.slots[i]);
+      }
+      target_.store->abandonSlots(lent);
+    } catch (...) {
+      // Out of memory while unwinding: the slots stay lent (invisible), nothing is corrupted.
+    }
   }
-  target.store->abandonSlots(lent);
-}
+  LentSlotsGuard(const LentSlotsGuard&) = delete;
+  LentSlotsGuard& operator=(const LentSlotsGuard&) = delete;
+  void settled() { settled_ = true; }
+
+ private:
+  const WriteTarget& target_;
+  const ChunkDestinations& d_;
+  bool settled_ = false;
+};
 
 // Hands the filled records to the store and records in the ledger which stored. An abandoned task
 // publishes nothing (lent slots are taken back) and records nothing; what its staged put landed is
 // discarded, so the store may reclaim it. Returns one status per block.
 std::vector<Status> storeRecords(const WriteTarget& target, LayerWrite& write, size_t begin,
                                  const std::vector<std::string>& keys, ChunkDestinations& d, size_t record,
-                                 TaskControl& control) {
+                                 TaskControl& control, LentSlotsGuard& guard) {
   const size_t count = keys.size();
   std::vector<size_t> filled;
   for (size_t i = 0; i < count; ++i) {
@@ -136,6 +154,7 @@ std::vector<Status> storeRecords(const WriteTarget& target, LayerWrite& write, s
     std::vector<LentSlot> slots;
     for (size_t i : filled) slots.push_back(d.slots[i]);
     const bool live = control.runIfLive([&] {
+      guard.settled();  // publishSlots takes every slot, whatever it returns
       std::vector<Status> published = target.store->publishSlots(slots);
       for (size_t j = 0; j < filled.size(); ++j) {
         result[filled[j]] = j < published.size() ? published[j] : Status::Internal("store returned too few results");
@@ -143,6 +162,7 @@ std::vector<Status> storeRecords(const WriteTarget& target, LayerWrite& write, s
       recordInLedger();
     });
     if (!live) {
+      guard.settled();
       target.store->abandonSlots(slots);
       for (size_t i : filled) result[i] = abandonedBeforeTouching();
     }
@@ -194,6 +214,7 @@ Status runLayerWrite(const WriteTarget& target, LayerWrite& write, TaskControl& 
     control.setActivity({});
     if (!destinations.ok()) return control.abandoned() ? abandonedBeforeTouching() : destinations.status();
     ChunkDestinations& d = destinations.value();
+    LentSlotsGuard unpublished(target, d);
     // Headers are built before the gather: they need the layout, which the section below drops.
     std::vector<BlockHeader> headers;
     std::vector<int64_t> ids;
@@ -209,10 +230,7 @@ Status runLayerWrite(const WriteTarget& target, LayerWrite& write, TaskControl& 
     }
     {
       CallerMemoryScope section(control);
-      if (!section.entered()) {
-        abandonLent(target, d);
-        return abandonedBeforeTouching();
-      }
+      if (!section.entered()) return abandonedBeforeTouching();
       // Only the first chunk waits for the event; later chunks are ordered after it on the host.
       // The checksum of each record is taken right after its copy, while it is still in cache.
       auto checksum = [&](size_t j) {
@@ -230,12 +248,9 @@ Status runLayerWrite(const WriteTarget& target, LayerWrite& write, TaskControl& 
         write.kv.v = at::Tensor();
         write.ready.reset();
       }
-      if (!gathered.ok()) {
-        abandonLent(target, d);
-        return gathered;
-      }
+      if (!gathered.ok()) return gathered;
     }
-    std::vector<Status> stored = storeRecords(target, write, begin, keys, d, record, control);
+    std::vector<Status> stored = storeRecords(target, write, begin, keys, d, record, control, unpublished);
     for (size_t i = 0; i < count; ++i) {
       if (stored[i].ok()) continue;
       if (failed++ == 0) {

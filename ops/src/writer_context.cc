@@ -68,16 +68,20 @@ void discardStored(const WriteTarget& target, const std::vector<LedgerSnapshot>&
 
 // The cycle's last task: publish what the ledger says stored, for requests that neither failed nor
 // were cancelled, then discard the rest. Runs on a worker under the barrier's deadline. Discarding
-// comes strictly after publishing: before, a store could reclaim a block about to be committed.
+// comes strictly after publishing: before, a store could reclaim a block about to be committed. The
+// ledger is read when the task runs, not when it is made: a task dropped by an abort leaves the
+// cycle's records to the abort, which discards them.
 ControlledTask commitFinisher(const std::shared_ptr<WriteTarget>& target, const CycleReport& outcome) {
-  auto snapshot = std::make_shared<LedgerSnapshot>(target->ledger.take(outcome.cycle));
-  if (snapshot->empty()) return nullptr;
-  const LayerRange expected = target->layers.empty() ? observedLayers(*snapshot) : target->layers;
-  std::set<std::string> excluded = outcome.failed_requests;
-  excluded.insert(outcome.cancelled_requests.begin(), outcome.cancelled_requests.end());
-  if (outcome.empty_request_failed) excluded.insert("");
-  std::vector<uint64_t> hashes = publishableBlocks(*snapshot, expected, excluded);
-  return [target, snapshot, hashes = std::move(hashes), expected](TaskControl& control) {
+  if (!target->ledger.recorded(outcome.cycle)) return nullptr;
+  return [target, outcome](TaskControl& control) {
+    std::vector<LedgerSnapshot> earlier;
+    auto snapshot = std::make_shared<LedgerSnapshot>(target->ledger.take(outcome.cycle, &earlier));
+    discardStored(*target, earlier);
+    const LayerRange expected = target->layers.empty() ? observedLayers(*snapshot) : target->layers;
+    std::set<std::string> excluded = outcome.failed_requests;
+    excluded.insert(outcome.cancelled_requests.begin(), outcome.cancelled_requests.end());
+    if (outcome.empty_request_failed) excluded.insert("");
+    const std::vector<uint64_t> hashes = publishableBlocks(*snapshot, expected, excluded);
     if (hashes.empty()) {
       discardStored(*target, {*snapshot});
       return control.seal() ? Status::Ok() : Status::Cancelled("the cycle was aborted before its commit");

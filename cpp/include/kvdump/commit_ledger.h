@@ -34,14 +34,16 @@ class CommitLedger {
   /// Notes blocks `hashes` of `request` in order, and marks `layer` stored for those whose result is OK.
   void record(uint64_t cycle, const std::string& request, uint32_t layer, const uint64_t* hashes,
               const Status* results, size_t n);
-  /// Moves out what `cycle` recorded, and drops whatever earlier cycles left.
-  LedgerSnapshot take(uint64_t cycle);
+  /// Moves out what `cycle` recorded, and what earlier cycles left into `earlier` (dropped when null).
+  LedgerSnapshot take(uint64_t cycle, std::vector<LedgerSnapshot>* earlier = nullptr);
+  /// Whether `cycle` recorded anything yet.
+  bool recorded(uint64_t cycle) const;
   /// Moves out what cycles up to `through` recorded (an aborted cycle's leftovers, to be
   /// discarded); a later cycle, opened meanwhile on another thread, keeps its records.
   std::vector<LedgerSnapshot> drain(uint64_t through = UINT64_MAX);
 
  private:
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::map<uint64_t, LedgerSnapshot> cycles_;
 };
 

@@ -37,8 +37,9 @@ struct MemoryStoreOptions {
   double low_watermark = 0.8;
   /// Slab size (a value must fit one slab); 0 picks min(4 MiB, max(capacity / 8, min(capacity, 256 KiB))).
   size_t slab_bytes = 0;
-  /// Where the arena comes from: empty means pageable memory; a device's pinned allocator makes
-  /// device-to-host copies land in the store directly.
+  /// Where the arena comes from: empty means pageable memory (one allocation); a device's pinned
+  /// allocator, called for pieces of about 256 MiB of whole slabs, makes device-to-host copies land
+  /// in the store directly.
   HostAllocator allocator;
 };
 
@@ -97,7 +98,7 @@ class MemoryStore final : public CacheStore {
   struct Group;
   struct Impl;
 
-  MemoryStore(MemoryStoreOptions options, HostAllocation arena);
+  MemoryStore(MemoryStoreOptions options, std::vector<HostAllocation> arena);
 
   const MemoryStoreOptions options_;
   std::unique_ptr<Impl> impl_;

@@ -15,7 +15,8 @@ namespace kvdump {
 /// Sub-allocates fixed-size slots from memory it owns. A slab serves one size class (the slot size,
 /// a multiple of 64 bytes) from its first allocation until its last slot is freed, when it returns
 /// to the free slabs and may serve another class: a size no model uses any more does not keep memory.
-/// Not thread-safe: the owner serialises every call. Owns `memory` and releases it on destruction.
+/// Not thread-safe: the owner serialises every call. Owns its memory regions and releases them on
+/// destruction.
 class SlabArena {
  public:
   /// One slot: slab number and index within the slab; a plain value.
@@ -27,8 +28,8 @@ class SlabArena {
   /// Slot sizes are multiples of this, so every slot starts on a cache line.
   static constexpr size_t kSlotAlignment = 64;
 
-  /// `memory` must be at least `slab_bytes` long and 64-byte aligned; its tail past the last whole slab is unused.
-  SlabArena(HostAllocation memory, size_t slab_bytes);
+  /// Each region must be 64-byte aligned; it holds as many whole slabs as fit (a tail is unused).
+  SlabArena(std::vector<HostAllocation> regions, size_t slab_bytes);
   ~SlabArena();
   SlabArena(const SlabArena&) = delete;
   SlabArena& operator=(const SlabArena&) = delete;
@@ -47,11 +48,10 @@ class SlabArena {
   size_t freeSlabs() const { return free_slabs_.size(); }
   /// Bytes of the slots handed out and not yet freed.
   size_t allocatedBytes() const { return allocated_bytes_; }
-  const uint8_t* base() const { return memory_.data; }
-  size_t bytes() const { return memory_.size; }
 
  private:
   struct Slab {
+    uint8_t* base = nullptr;
     uint32_t slot_bytes = 0;  // 0: free
     uint32_t used = 0;
     uint32_t slots = 0;
@@ -62,7 +62,7 @@ class SlabArena {
   bool assignSlab(size_t slot_bytes);
   void unlistRoom(uint32_t slab);
 
-  HostAllocation memory_;
+  std::vector<HostAllocation> regions_;
   size_t slab_bytes_;
   std::vector<Slab> slabs_;
   std::vector<uint32_t> free_slabs_;
