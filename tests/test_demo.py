@@ -26,3 +26,15 @@ def test_demo_decodes_the_reference_tokens_from_the_store() -> None:
     text = format_report(report)
     assert "tokens match across all prompts: YES" in text and "policy evict" in text
     json.dumps(report_json(report))
+
+
+def test_store_latency_stands_in_for_a_remote_store() -> None:
+    cfg = small()
+    cfg.store_latency_ms = 1.0
+    report = run_demo(cfg, progress=lambda _line: None)
+    assert report.tokens_match
+    assert report.store_latency_ms == 1.0
+    text = format_report(report)
+    assert "every put call takes 1 ms" in text
+    # Synchronous writes wait for one delayed put per layer inside the forward.
+    assert report.forward_ms["synchronous"] >= cfg.layers * cfg.store_latency_ms

@@ -601,9 +601,11 @@ def test_constructor_rejects_non_store(store) -> None:
 
 
 def test_default_num_threads(make_writer) -> None:
+    from kvdump.writer import default_num_threads
+
     w = make_writer(num_threads=None)
     n = w.stats()["num_threads"]
-    assert n == kvdump._C.default_num_threads()
+    assert n == default_num_threads()  # the cores torch's intra-op threads leave free
     assert 1 <= n <= 8
 
 

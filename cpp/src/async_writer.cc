@@ -11,6 +11,8 @@
 #include <thread>
 #include <utility>
 
+#include "kvdump/thread_priority.h"
+
 namespace kvdump {
 
 using Clock = std::chrono::steady_clock;
@@ -153,6 +155,10 @@ Status validateWriterOptions(const WriterOptions& options) {
   }
   if (options.submit_timeout.count() < 0) return Status::InvalidArgument("submit_timeout must not be negative");
   if (options.abort_timeout.count() < 0) return Status::InvalidArgument("abort_timeout must not be negative");
+  if (options.worker_nice < 0 || options.worker_nice > 19) {
+    return Status::InvalidArgument("worker_nice must be in [0, 19] (0 keeps the caller's priority), got " +
+                                   std::to_string(options.worker_nice));
+  }
   return Status::Ok();
 }
 
@@ -174,6 +180,13 @@ void AsyncWriter::Core::startThreadsLocked() {
 
 void AsyncWriter::Core::workerMain(std::shared_ptr<Core> core) {
   tls_current_core = core.get();
+  if (core->options.worker_nice > 0) {
+    Status lowered = lowerCurrentThreadPriority(core->options.worker_nice);
+    // A platform without per-thread priorities runs the workers as they are: that is not an error.
+    if (!lowered.ok() && lowered.code() != StatusCode::kUnsupported) {
+      std::cerr << "kvdump: writer thread keeps the caller's priority: " << lowered.message() << std::endl;
+    }
+  }
   std::unique_lock<std::mutex> lock(core->mu);
   for (;;) {
     core->work_cv.wait(lock, [&] { return core->shutting_down || !core->queue.empty(); });

@@ -120,8 +120,10 @@ class Writer:
         max_abandoned_threads: int,
         layer_begin: int,
         layer_end: int,
+        worker_nice: int,
     ) -> None:
-        """``num_threads=0`` picks default_num_threads(); ``max_abandoned_threads=0`` means
+        """``num_threads=0`` picks default_num_threads(); ``worker_nice`` lowers each worker's
+        scheduling priority (0 keeps the caller's); ``max_abandoned_threads=0`` means
         num_threads; ``layer_begin == layer_end == 0`` means every layer; timeouts are seconds."""
     def init(self) -> None: ...
     def submit(

@@ -80,6 +80,7 @@ class KVLoader:
         num_threads: int | None = None,
         staging_bytes: int = 256 << 20,
         abort_timeout: float = 5.0,
+        worker_nice: int = 10,
     ) -> None:
         self._writer = AsyncWriter(
             store,
@@ -89,6 +90,7 @@ class KVLoader:
             tp_size=tp_size,
             staging_bytes=staging_bytes,
             abort_timeout=abort_timeout,
+            worker_nice=worker_nice,
         )
 
     @property

@@ -14,9 +14,11 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         flag = "--" + f.name.replace("_", "-")
         kind = type(f.default)
         if f.name == "dtype":
-            parser.add_argument(flag, default=f.default, choices=["float32", "bfloat16", "float16"])
+            parser.add_argument(flag, default=f.default, choices=["float32", "bfloat16", "float16"],
+                                help=f"{f.metadata.get('help', '')} (default {f.default})".strip())
         else:
-            parser.add_argument(flag, type=kind, default=f.default, help=f"(default {f.default})")
+            parser.add_argument(flag, type=kind, default=f.default,
+                                help=f"{f.metadata.get('help', '')} (default {f.default})".strip())
 
 
 def _demo(args: argparse.Namespace) -> int:

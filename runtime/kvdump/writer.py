@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import threading
 import time
 import weakref
@@ -23,6 +24,13 @@ class CycleReport(NamedTuple):
     completed: int
     failed: int
     cancelled: int
+
+
+def default_num_threads() -> int:
+    """Workers when ``num_threads`` is not given: the cores that torch's intra-op threads leave to
+    this process, 1 to 8, so the forward and the workers never oversubscribe the cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores - torch.get_num_threads()))
 
 
 def default_staging_device() -> str:
@@ -64,6 +72,12 @@ class AsyncWriter:
 
     ``layers=(begin, end)`` declares the layers this writer stores (a pipeline stage); by default a
     block is published when every layer from 0 to the highest written in the cycle stored.
+
+    Workers yield the cores to the forward: each runs in Linux's batch scheduling class with its
+    nice value raised by ``worker_nice`` (1..19, default 10), so the kernel runs them where the
+    forward leaves a core idle; ``worker_nice=0`` keeps the caller's priority (for a GPU server
+    whose CPUs are mostly idle, where the workers should never wait). ``num_threads`` defaults to
+    :func:`default_num_threads`.
     """
 
     def __init__(
@@ -82,14 +96,20 @@ class AsyncWriter:
         abort_timeout: float = 5.0,
         max_abandoned_threads: int | None = None,
         layers: tuple[int, int] | range | None = None,
+        worker_nice: int = 10,
     ) -> None:
         _arguments.store("store", store)
-        threads = None if num_threads is None else _arguments.integer("num_threads", num_threads, minimum=1, maximum=1024)
+        threads = (
+            default_num_threads()
+            if num_threads is None
+            else _arguments.integer("num_threads", num_threads, minimum=1, maximum=1024)
+        )
+        nice = _arguments.integer("worker_nice", worker_nice, minimum=0, maximum=19)
         layer_range = _arguments.layer_range("layers", layers)
         self._store = store
         self._impl = _C.Writer(
             store,
-            0 if threads is None else threads,
+            threads,
             _arguments.integer("queue_capacity", queue_capacity, minimum=1, maximum=2**32),
             _arguments.seconds("submit_timeout", submit_timeout),
             _arguments.integer("staging_bytes", staging_bytes, minimum=1, maximum=2**62),
@@ -103,6 +123,7 @@ class AsyncWriter:
             if max_abandoned_threads is None
             else _arguments.integer("max_abandoned_threads", max_abandoned_threads, minimum=1, maximum=1024),
             *(layer_range or (0, 0)),
+            nice,
         )
         self.namespace = namespace
         self.tp_rank = tp_rank

@@ -81,6 +81,10 @@ struct WriterOptions {
   /// Threads that may be left inside abandoned calls while the pool still starts replacements;
   /// 0 means num_threads. Past the bound the pool runs with fewer threads until calls return.
   size_t max_abandoned_threads = 0;
+  /// Each worker lowers its own scheduling priority by this much when it starts (Linux: the batch
+  /// class and this nice increment, 1..19), so it runs on cores the forward leaves idle; 0 leaves
+  /// the workers at the caller's priority.
+  int worker_nice = 10;
   /// Called by the destructor when it had to cancel or wait for work; default logs to stderr.
   std::function<void(const AbortReport&)> on_destroy_report;
   /// Called by waitAllDone once every task of the cycle has finished, without the writer's lock
