@@ -74,8 +74,7 @@ struct MemoryStore::Entry {
   uint32_t generation = 0;
   uint32_t group = kNone;
   uint32_t leases = 0;
-  size_t size = 0;
-  size_t charged = 0;  // bytes counted as used: the value's size
+  size_t size = 0;  // also what the entry counts in `used`: capacity counts value bytes
   SlabArena::Slot slot;
   alignas(64) uint8_t inline_bytes[kInlineBytes];
 };
@@ -219,9 +218,9 @@ struct MemoryStore::Impl {
   uint8_t* bytesOf(Entry& e) { return e.inline_value ? e.inline_bytes : arena.data(e.slot); }
   void freeEntry(uint32_t id) {
     Entry& e = entries[id];
-    if (!e.inline_value && e.charged > 0) arena.free(e.slot);
-    used -= e.charged;
-    e.charged = 0;
+    if (!e.inline_value) arena.free(e.slot);
+    used -= e.size;
+    e.size = 0;
     e.state = Entry::State::kFree;
     e.group = kNone;
     e.is_commit = e.unsettled = e.inline_value = false;
@@ -269,17 +268,17 @@ struct MemoryStore::Impl {
     for (uint32_t id : order) detach(id);
     place(g, false);
   }
-  // Makes room for `charge` bytes (a slot of `size` bytes unless inline); false when nothing more
+  // Makes room for a value of `size` bytes (and a slot for it unless inline); false when nothing more
   // may be evicted.
-  bool makeRoom(std::string_view key, size_t size, size_t charge, bool inline_value, SlabArena::Slot* slot) {
+  bool makeRoom(std::string_view key, size_t size, bool inline_value, SlabArena::Slot* slot) {
     // An overwrite counts on the bytes of the value it replaces, unless a reader holds them; looked
     // up again after each eviction, which may have taken that value.
     auto creditFor = [&] {
       auto old = index.find(key);
-      return old != index.end() && entries[old->second].leases == 0 ? entries[old->second].charged : size_t{0};
+      return old != index.end() && entries[old->second].leases == 0 ? entries[old->second].size : size_t{0};
     };
     size_t credit = creditFor();
-    auto needed = [&] { return used + charge - std::min(used + charge, credit); };
+    auto needed = [&] { return used + size - std::min(used + size, credit); };
     auto evict = [&] {
       if (!evictOne()) return false;
       credit = creditFor();
@@ -306,8 +305,6 @@ struct MemoryStore::Impl {
   Result<LentSlot> lend(std::string_view key, size_t size) {
     if (key.empty()) return Status::InvalidArgument("empty key");
     const bool inline_value = size <= kInlineBytes;
-    // Capacity counts value bytes; the arena's own bound covers what slot rounding adds.
-    const size_t charge = size;
     if (!inline_value && arena.slotBytesFor(size) == 0) {
       if (size > options.capacity_bytes) {
         ++rejected_full;
@@ -322,7 +319,7 @@ struct MemoryStore::Impl {
     // The entry first: if making it throws, no slot has been taken yet.
     const uint32_t id = newEntry(key);
     SlabArena::Slot slot;
-    if (!makeRoom(key, size, charge, inline_value, &slot)) {
+    if (!makeRoom(key, size, inline_value, &slot)) {
       free_entries.push_back(id);
       ++rejected_full;
       return Status::StoreFull("memory store full (policy " + std::string(evictionPolicyName(options.eviction)) + "): " +
@@ -336,8 +333,7 @@ struct MemoryStore::Impl {
     e.inline_value = inline_value;
     e.slot = slot;
     e.size = size;
-    e.charged = charge;
-    used += charge;
+    used += size;
     ++lent;
     return LentSlot{bytesOf(e), size, (uint64_t{e.generation} << 32) | id};
   }
@@ -384,19 +380,19 @@ struct MemoryStore::Impl {
     freeEntry(static_cast<uint32_t>(slot.token & 0xffffffffu));
   }
 
-  // Under the lock: finds `key` and takes a read lease on it.
-  Entry* lease(std::string_view key) {
+  // Under the lock: finds `key` and takes a read lease on it; its entry's id, or kNone.
+  uint32_t lease(std::string_view key) {
     auto it = index.find(key);
     if (it == index.end()) {
       ++misses;
-      return nullptr;
+      return kNone;
     }
     ++hits;
     Entry& e = entries[it->second];
     if (e.leases++ == 0) ++leased;
     ++groups[e.group].leases;
     place(e.group, true);
-    return &e;
+    return it->second;
   }
   void release(Entry& e, uint32_t id) {
     if (--e.leases == 0) --leased;
@@ -490,10 +486,15 @@ MemoryStore::~MemoryStore() = default;
 Status MemoryStore::put(std::string_view key, ByteView value) {
   if (key.empty()) return Status::InvalidArgument("empty key");
   if (value.size > 0 && value.data == nullptr) return Status::InvalidArgument("null value pointer").withKey(std::string(key));
-  std::vector<Result<LentSlot>> slots = lendSlots({std::string(key)}, value.size);
-  if (!slots[0].ok()) return slots[0].status();
-  if (value.size > 0) std::memcpy(slots[0].value().data, value.data, value.size);
-  return publishSlots({slots[0].value()})[0];
+  Result<LentSlot> slot = Status::Internal("unset");
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    slot = impl_->lend(key, value.size);
+  }
+  if (!slot.ok()) return slot.status();
+  if (value.size > 0) std::memcpy(slot.value().data, value.data, value.size);
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->publish(slot.value());
 }
 
 std::vector<Result<LentSlot>> MemoryStore::lendSlots(const std::vector<std::string>& keys, size_t size) {
@@ -519,26 +520,26 @@ void MemoryStore::abandonSlots(const std::vector<LentSlot>& slots) {
 
 Status MemoryStore::readLeased(std::string_view key, const std::function<Status(ByteView)>& reader) {
   if (key.empty()) return Status::InvalidArgument("empty key");
-  Entry* e = nullptr;
-  uint32_t id = 0;
+  uint32_t id = kNone;
   ByteView view;
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
-    e = impl_->lease(key);
-    if (e == nullptr) return Status::NotFound("no such key").withKey(std::string(key));
-    id = impl_->index.find(key)->second;
-    view = ByteView{impl_->bytesOf(*e), e->size};
+    id = impl_->lease(key);
+    if (id == kNone) return Status::NotFound("no such key").withKey(std::string(key));
+    Entry& e = impl_->entries[id];
+    view = ByteView{impl_->bytesOf(e), e.size};
   }
+  Entry& e = impl_->entries[id];  // a deque element: it stays put while the lease holds it
   Status result;
   try {
     result = reader(view);
   } catch (...) {
     std::lock_guard<std::mutex> lock(impl_->mu);
-    impl_->release(*e, id);
+    impl_->release(e, id);
     throw;
   }
   std::lock_guard<std::mutex> lock(impl_->mu);
-  impl_->release(*e, id);
+  impl_->release(e, id);
   return result;
 }
 

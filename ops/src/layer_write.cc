@@ -63,10 +63,6 @@ Status explainTooLarge(const WriteTarget& target, const LayerKv& kv, uint32_t la
       .withKey(key);
 }
 
-}  // namespace
-
-namespace {
-
 // Where one chunk's records are built: slots the store lends (filled in place, then published), or
 // a staging lease whose records are then handed to batchPut. Per block: the record's address, or
 // null with the reason in `status` when the store could not lend a slot for it.

@@ -48,22 +48,22 @@ HostAllocator registeringAllocator(HostAllocator base, std::shared_ptr<CacheStor
   };
 }
 
-// Tells the store which blocks of finished or aborted cycles will never be committed, so that it
+// Tells the store which blocks of a finished or aborted cycle will never be committed, so that it
 // may reclaim them first. Blocks in `committed` were just published: the store keeps them anyway,
 // so they are left out rather than named by the thousand.
-void discardStored(const WriteTarget& target, const std::vector<LedgerSnapshot>& snapshots,
+void discardStored(const WriteTarget& target, const LedgerSnapshot& snapshot,
                    const std::unordered_set<uint64_t>& committed = {}) {
-  std::vector<std::string> keys;
-  for (const auto& snapshot : snapshots) {
-    std::vector<std::string> more = storedKeys(snapshot, target.keys, committed);
-    keys.insert(keys.end(), std::make_move_iterator(more.begin()), std::make_move_iterator(more.end()));
-  }
+  std::vector<std::string> keys = storedKeys(snapshot, target.keys, committed);
   if (keys.empty()) return;
   try {
     target.store->discard(keys);
   } catch (...) {
     // A plug-in store's discard is advice: failing it leaves space unreclaimed, never data wrong.
   }
+}
+
+void discardStored(const WriteTarget& target, const std::vector<LedgerSnapshot>& snapshots) {
+  for (const LedgerSnapshot& snapshot : snapshots) discardStored(target, snapshot);
 }
 
 // The cycle's last task: publish what the ledger says stored, for requests that neither failed nor
@@ -75,15 +75,15 @@ ControlledTask commitFinisher(const std::shared_ptr<WriteTarget>& target, const 
   if (!target->ledger.recorded(outcome.cycle)) return nullptr;
   return [target, outcome](TaskControl& control) {
     std::vector<LedgerSnapshot> earlier;
-    auto snapshot = std::make_shared<LedgerSnapshot>(target->ledger.take(outcome.cycle, &earlier));
+    const LedgerSnapshot snapshot = target->ledger.take(outcome.cycle, &earlier);
     discardStored(*target, earlier);
-    const LayerRange expected = target->layers.empty() ? observedLayers(*snapshot) : target->layers;
+    const LayerRange expected = target->layers.empty() ? observedLayers(snapshot) : target->layers;
     std::set<std::string> excluded = outcome.failed_requests;
     excluded.insert(outcome.cancelled_requests.begin(), outcome.cancelled_requests.end());
     if (outcome.empty_request_failed) excluded.insert("");
-    const std::vector<uint64_t> hashes = publishableBlocks(*snapshot, expected, excluded);
+    const std::vector<uint64_t> hashes = publishableBlocks(snapshot, expected, excluded);
     if (hashes.empty()) {
-      discardStored(*target, {*snapshot});
+      discardStored(*target, snapshot);
       return control.seal() ? Status::Ok() : Status::Cancelled("the cycle was aborted before its commit");
     }
     control.setActivity(commitKey(target->keys, hashes.front(), expected));
@@ -91,7 +91,7 @@ ControlledTask commitFinisher(const std::shared_ptr<WriteTarget>& target, const 
     if (control.seal()) {
       // After a failed publish some records may be missing: discard everything, and let the store
       // keep what a commit record covers.
-      discardStored(*target, {*snapshot},
+      discardStored(*target, snapshot,
                     published.ok() ? std::unordered_set<uint64_t>(hashes.begin(), hashes.end())
                                    : std::unordered_set<uint64_t>{});
       return published;
@@ -99,7 +99,7 @@ ControlledTask commitFinisher(const std::shared_ptr<WriteTarget>& target, const 
     // The cycle was aborted while the records were in flight: an aborted cycle publishes nothing,
     // so take back whatever landed.
     (void)retractCommits(*target->store, target->keys, hashes, expected);
-    discardStored(*target, {*snapshot});
+    discardStored(*target, snapshot);
     return Status::Cancelled("the commit was abandoned by abort(); its records were retracted");
   };
 }
