@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import threading
 import time
@@ -43,11 +42,12 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import median, percentile  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from forwarding_store import ForwardingStore  # noqa: E402
+from timing import machine_info, median, percentile  # noqa: E402
 
 import kvdump  # noqa: E402
 
-C = kvdump.CacheStore
 KINDS = ("barrier", "abort", "cycle", "loader_finish", "loader_abort", "loader_wait")
 CALLS = {
     "barrier": "wait_all_done(timeout=d)",
@@ -85,13 +85,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-class StalledStore(kvdump.PythonStore):
+class StalledStore(ForwardingStore):
     """A MemoryStore behind a Python store whose block puts and gets wait on ``release`` (at most
     ``stall`` seconds) once ``stalled`` is set; commit records are never held."""
 
     def __init__(self, stall: float) -> None:
-        super().__init__("stalled")
-        self.inner = kvdump.MemoryStore(capacity_bytes=256 << 20)
+        super().__init__("stalled", kvdump.MemoryStore(capacity_bytes=256 << 20))
         self.stall = stall
         self.stalled = False
         self.release = threading.Event()
@@ -111,18 +110,11 @@ class StalledStore(kvdump.PythonStore):
 
     def put(self, key: str, value: memoryview) -> None:
         self._wait(key)
-        C.put(self.inner, key, value)
+        super().put(key, value)
 
     def get(self, key: str) -> bytes | None:
         self._wait(key)
-        return C.get(self.inner, key)
-
-    def exists(self, key: str) -> bool:
-        return C.exists(self.inner, key)
-
-    def remove(self, key: str) -> bool:
-        C.remove(self.inner, key)
-        return True
+        return super().get(key)
 
 
 class Stores:
@@ -326,13 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             "stores": args.stores,
             "layer_bytes": cache.numel() * cache.element_size(),
         },
-        "machine": {
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-            "cpu_count": os.cpu_count(),
-            "kvdump": kvdump.__version__,
-        },
+        "machine": machine_info(),
         "wall_s": wall,
         "overrun": results,
         "unexpected": unexpected,

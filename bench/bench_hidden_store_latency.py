@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import sys
 import time
@@ -38,7 +37,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import interleaved, median, summarize_ms  # noqa: E402
+from timing import interleaved, machine_info, median, summarize_ms  # noqa: E402
 
 import kvdump  # noqa: E402
 from kvdump.hashing import block_hashes, flatten_blocks  # noqa: E402
@@ -191,13 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             "repeats": args.repeats,
             "warmup": args.warmup,
         },
-        "machine": {
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-            "cpu_count": os.cpu_count(),
-            "kvdump": kvdump.__version__,
-        },
+        "machine": machine_info(),
         "wall_s": wall,
         "forward": forward,
         "ratio_vs_no_store": {name: forward[name]["median_ms"] / base for name in VARIANTS},

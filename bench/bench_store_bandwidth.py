@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import threading
@@ -38,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import kvdump  # noqa: E402
 from dict_store import DictStore  # noqa: E402
-from timing import interleaved, median  # noqa: E402
+from timing import interleaved, machine_info, median  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -348,7 +347,7 @@ def main() -> int:
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "bytes_per_forward": nbytes,
         "record_bytes": record,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "machine": machine_info(),
         "results": results,
     }, indent=2) + "\n")
     print(f"\nwritten to {args.out}")

@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import kvdump
+from timing import machine_info
 
 
 def noop() -> None:
@@ -109,12 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             "queue_capacity": queue_capacity,
             "warmup": args.warmup,
         },
-        "machine": {
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "cpu_count": os.cpu_count(),
-            "kvdump": kvdump.__version__,
-        },
+        "machine": machine_info(),
         "wall_s": wall_s,
         "cycle": cycle,
         "submit_python": submit,

@@ -6,7 +6,10 @@ instead of timing one variant's repeats and then the next's."""
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -72,3 +75,17 @@ def interleaved(
             if round_index >= warmup:
                 times[name].append(elapsed)
     return times
+
+
+def machine_info() -> dict[str, Any]:
+    """What a result file records about the machine and versions it was measured on."""
+    import kvdump
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "kvdump": kvdump.__version__,
+    }

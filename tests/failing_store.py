@@ -8,19 +8,29 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 
+from forwarding_store import ForwardingStore
+
 import kvdump
 from kvdump import _C
 
-C = kvdump.CacheStore
+
+def no_room(key: str) -> Exception:
+    return kvdump.StoreFullError("injected: no room for this block", key=key)
 
 
-class FailingStore(kvdump.PythonStore):
-    """Refuses the puts for which ``fails(key)`` is true and records them in ``refused``."""
+class FailingStore(ForwardingStore):
+    """Refuses the puts for which ``fails(key)`` is true, raising ``error(key)`` (by default a
+    :class:`kvdump.StoreFullError`), and records them in ``refused``."""
 
-    def __init__(self, inner: kvdump.CacheStore, fails: Callable[[str], bool]) -> None:
-        super().__init__("failing")
-        self.inner = inner
+    def __init__(
+        self,
+        inner: kvdump.CacheStore,
+        fails: Callable[[str], bool],
+        error: Callable[[str], Exception] = no_room,
+    ) -> None:
+        super().__init__("failing", inner)
         self.fails = fails
+        self.error = error
         self.refused: list[str] = []
         self._lock = threading.Lock()
 
@@ -28,17 +38,8 @@ class FailingStore(kvdump.PythonStore):
         if self.fails(key):
             with self._lock:
                 self.refused.append(key)
-            raise kvdump.StoreFullError("injected: no room for this block", key=key)
-        C.put(self.inner, key, bytes(value))
-
-    def get(self, key: str) -> bytes | None:
-        return C.get(self.inner, key)
-
-    def exists(self, key: str) -> bool:
-        return C.exists(self.inner, key)
-
-    def remove(self, key: str) -> bool:
-        return C.remove(self.inner, key)
+            raise self.error(key)
+        super().put(key, value)
 
 
 def block_keys(hashes: Iterable[int], layers: Iterable[int], namespace: str = "kvdump") -> set[str]:

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 import kvdump
 import pytest
 import torch
+from failing_store import FailingStore
+from forwarding_store import ForwardingStore
 from kvdump import _C
 
-C = kvdump.CacheStore
 LIMIT = 30.0  # every wait is bounded, so that a bug fails a test instead of hanging it
 NS = "kvdump"
 
@@ -36,38 +37,6 @@ MAX_REQUESTS = 4
 BLOCK = (4, 1, 4)  # tokens per block, kv heads, head_dim
 FAILURE_RATE = 0.04  # per write task (one request, one layer)
 ACTIONS = {"plain": 40, "cancel": 15, "abort": 10, "deadline_then_wait": 20, "deadline_then_abort": 15}
-
-
-class FailingStore(kvdump.PythonStore):
-    """A MemoryStore behind a Python store that fails the puts of chosen keys and records each one
-    it failed. ``fail_keys`` changes only between cycles, while no task runs."""
-
-    def __init__(self, inner: kvdump.CacheStore) -> None:
-        super().__init__("failing")
-        self.inner = inner
-        self.fail_keys: set[str] = set()
-        self.failed: list[str] = []
-        self._lock = threading.Lock()
-
-    def put(self, key: str, value: memoryview) -> None:
-        if key in self.fail_keys:
-            with self._lock:
-                self.failed.append(key)
-            raise kvdump.StoreError("injected failure", key=key)
-        C.put(self.inner, key, value)
-
-    def get(self, key: str) -> bytes | None:
-        return C.get(self.inner, key)
-
-    def exists(self, key: str) -> bool:
-        return C.exists(self.inner, key)
-
-    def remove(self, key: str) -> bool:
-        try:
-            C.remove(self.inner, key)
-        except kvdump.KeyNotFoundError:
-            return False
-        return True
 
 
 @dataclass
@@ -115,7 +84,9 @@ class Gate:
 def test_fault_injection_soak() -> None:
     rng = random.Random(20261122)
     inner = kvdump.MemoryStore(capacity_bytes=256 << 20)
-    store = FailingStore(inner)
+    fail_keys: set[str] = set()  # changes only between cycles, while no task runs
+    store = FailingStore(inner, lambda key: key in fail_keys,
+                         error=lambda key: kvdump.StoreError("injected failure", key=key))
     writer = kvdump.AsyncWriter(store, num_threads=2)
     caches = [torch.empty((2, MAX_REQUESTS * BLOCKS_PER_REQUEST, *BLOCK)) for _ in range(LAYERS)]
     gen = torch.Generator().manual_seed(7)
@@ -138,7 +109,8 @@ def test_fault_injection_soak() -> None:
                 for layer in range(LAYERS):
                     if rng.random() < FAILURE_RATE:
                         failing[block_key(rng.choice(req.hashes), layer)] = req.name
-            store.fail_keys = set(failing)
+            fail_keys.clear()
+            fail_keys.update(failing)
             tally.injected_planned += len(failing)
             writes = [(layer, req) for layer in range(LAYERS) for req in requests]  # layer order, as a forward
             action = rng.choices(action_names, action_weights)[0]
@@ -148,7 +120,7 @@ def test_fault_injection_soak() -> None:
             use_gate = action == "deadline_then_abort" or (action == "deadline_then_wait" and rng.random() < 0.5)
             for cache in caches:
                 cache.normal_(generator=gen)  # no task of the previous cycle can still read it
-            failed_before = len(store.failed)
+            failed_before = len(store.refused)
 
             # --- run ----------------------------------------------------------------------------
             writer.init()
@@ -205,7 +177,7 @@ def test_fault_injection_soak() -> None:
             assert writer.state == "idle", f"cycle {cycle}: writer left {writer.state}"
 
             # --- account ------------------------------------------------------------------------
-            failed_now = store.failed[failed_before:]
+            failed_now = store.refused[failed_before:]
             assert set(failed_now) <= set(failing), f"cycle {cycle}: failed a key it was not told to"
             failed_requests = {failing[k] for k in failed_now}
             if aborted:
@@ -242,7 +214,7 @@ def test_fault_injection_soak() -> None:
 
     # --- the whole soak, from the store ---------------------------------------------------------
     tally.requests = len(all_requests)
-    injected = len(store.failed)
+    injected = len(store.refused)
     published = [req for req in all_requests if kvdump.lookup(inner, req.hashes, num_layers=LAYERS) > 0]
     tally.published = len(published)
     published_names = {req.name for req in published}
@@ -278,12 +250,11 @@ def test_fault_injection_soak() -> None:
     assert tally.aborted_cycles > 0 and tally.cancelled_requests > 0 and tally.zero_deadline_timeouts > 0
 
 
-class CommitGate(kvdump.PythonStore):
+class CommitGate(ForwardingStore):
     """A MemoryStore behind a Python store whose commit-record puts wait for ``release``."""
 
     def __init__(self) -> None:
-        super().__init__("commit-gate")
-        self.inner = kvdump.MemoryStore(capacity_bytes=1 << 20)
+        super().__init__("commit-gate", kvdump.MemoryStore(capacity_bytes=1 << 20))
         self.entered = threading.Event()
         self.release = threading.Event()
 
@@ -292,17 +263,7 @@ class CommitGate(kvdump.PythonStore):
             self.entered.set()
             if not self.release.wait(LIMIT):
                 raise TimeoutError("commit put never released")
-        C.put(self.inner, key, value)
-
-    def get(self, key: str) -> bytes | None:
-        return C.get(self.inner, key)
-
-    def exists(self, key: str) -> bool:
-        return C.exists(self.inner, key)
-
-    def remove(self, key: str) -> bool:
-        C.remove(self.inner, key)
-        return True
+        super().put(key, value)
 
 
 @pytest.mark.parametrize("abort_deadline", [pytest.param(LIMIT, id="commit-finishes-within-the-abort"),

@@ -6,6 +6,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from forwarding_store import ForwardingStore
+
 import kvdump
 
 # Every wait in these tests is bounded, so that a bug fails a test instead of hanging it.
@@ -30,15 +32,14 @@ class Gate:
         self.finished.set()
 
 
-class GatedStore(kvdump.PythonStore):
+class GatedStore(ForwardingStore):
     """A store whose every put and get announces itself (``entered``), then blocks until ``release``
     is set (at most LIMIT seconds, then fails), before forwarding to a native store. While a task
     is blocked in it, the task is certainly still running: no sleep has to guess how long a call
     takes."""
 
     def __init__(self, inner: kvdump.CacheStore | None = None) -> None:
-        super().__init__("gated")
-        self.inner = inner if inner is not None else kvdump.MemoryStore(capacity_bytes=64 << 20)
+        super().__init__("gated", inner if inner is not None else kvdump.MemoryStore(capacity_bytes=64 << 20))
         self.entered = threading.Event()
         self.release = threading.Event()
 
@@ -49,17 +50,11 @@ class GatedStore(kvdump.PythonStore):
 
     def put(self, key: str, value: memoryview) -> None:
         self._gate()
-        kvdump.CacheStore.put(self.inner, key, bytes(value))
+        super().put(key, value)
 
     def get(self, key: str) -> bytes | None:
         self._gate()
-        return kvdump.CacheStore.get(self.inner, key)
-
-    def exists(self, key: str) -> bool:
-        return kvdump.CacheStore.exists(self.inner, key)
-
-    def remove(self, key: str) -> bool:
-        return kvdump.CacheStore.remove(self.inner, key)
+        return super().get(key)
 
 
 def raiser(exc: BaseException) -> Callable[[], None]:

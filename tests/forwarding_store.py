@@ -1,0 +1,29 @@
+"""A Python store that forwards every call to a native store: the base of the test and benchmark
+stores that inject a failure or a stall into some calls and pass the rest through unchanged."""
+
+from __future__ import annotations
+
+import kvdump
+
+C = kvdump.CacheStore
+
+
+class ForwardingStore(kvdump.PythonStore):
+    """Forwards put, get, exists and remove to ``inner``; subclasses override what they intercept
+    and call ``super()`` to pass the call on. Thread-safe as ``inner`` is."""
+
+    def __init__(self, name: str, inner: kvdump.CacheStore) -> None:
+        super().__init__(name)
+        self.inner = inner
+
+    def put(self, key: str, value: memoryview) -> None:
+        C.put(self.inner, key, value)
+
+    def get(self, key: str) -> bytes | None:
+        return C.get(self.inner, key)
+
+    def exists(self, key: str) -> bool:
+        return C.exists(self.inner, key)
+
+    def remove(self, key: str) -> bool:
+        return C.remove(self.inner, key)
