@@ -261,11 +261,11 @@ struct MemoryStore::Impl {
     return false;
   }
   void evictGroup(uint32_t g, bool reclaim) {
-    // Commit records first: a reader racing this never sees a commit whose layers are gone.
-    std::vector<uint32_t> order = groups[g].members;
-    std::stable_partition(order.begin(), order.end(), [&](uint32_t id) { return entries[id].is_commit; });
-    (reclaim ? reclaimed : evictions) += order.size();
-    for (uint32_t id : order) detach(id);
+    // The whole block goes under the one lock, commit records and layers together: no reader ever
+    // sees a commit whose layers are gone. A copy, since detach() edits the member list.
+    const std::vector<uint32_t> members = groups[g].members;
+    (reclaim ? reclaimed : evictions) += members.size();
+    for (uint32_t id : members) detach(id);
     place(g, false);
   }
   // Makes room for a value of `size` bytes (and a slot for it unless inline); false when nothing more

@@ -65,7 +65,7 @@ struct MemoryStoreStats {
 /// whole slabs), allocated and touched when it is made, so a put never allocates or faults. Values live in slab slots; up to 64 bytes (commit records) live
 /// in the key's entry instead. Writers may fill slots in place (lendSlots), readers read in place
 /// under a lease (readLeased). Eviction works on blocks: all layers of a block hash and its commit
-/// records go together, commit record first; a block a writer has stored but neither committed
+/// records go together, in one step under the lock; a block a writer has stored but neither committed
 /// nor discarded (its cycle is still open) and a block under a read lease are never evicted.
 /// Every method is thread-safe: one mutex guards the metadata, bytes are copied outside it.
 class MemoryStore final : public CacheStore {
