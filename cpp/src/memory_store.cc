@@ -521,25 +521,26 @@ void MemoryStore::abandonSlots(const std::vector<LentSlot>& slots) {
 Status MemoryStore::readLeased(std::string_view key, const std::function<Status(ByteView)>& reader) {
   if (key.empty()) return Status::InvalidArgument("empty key");
   uint32_t id = kNone;
+  Entry* leased = nullptr;  // a deque element stays put while the lease holds it, but indexing the
+                            // deque outside the lock races with growth, so take the address inside
   ByteView view;
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     id = impl_->lease(key);
     if (id == kNone) return Status::NotFound("no such key").withKey(std::string(key));
-    Entry& e = impl_->entries[id];
-    view = ByteView{impl_->bytesOf(e), e.size};
+    leased = &impl_->entries[id];
+    view = ByteView{impl_->bytesOf(*leased), leased->size};
   }
-  Entry& e = impl_->entries[id];  // a deque element: it stays put while the lease holds it
   Status result;
   try {
     result = reader(view);
   } catch (...) {
     std::lock_guard<std::mutex> lock(impl_->mu);
-    impl_->release(e, id);
+    impl_->release(*leased, id);
     throw;
   }
   std::lock_guard<std::mutex> lock(impl_->mu);
-  impl_->release(e, id);
+  impl_->release(*leased, id);
   return result;
 }
 
