@@ -401,7 +401,7 @@ def test_write_refuses_and_queues_nothing(make_writer, overrides: dict[str, Any]
 
 @pytest.mark.parametrize(
     "not_a_writer",
-    [pytest.param(lambda w: None, id="none"), pytest.param(lambda w: w.handle, id="a-handle"),
+    [pytest.param(lambda w: None, id="none"), pytest.param(lambda w: w.torch_writer, id="the-torch-writer"),
      pytest.param(lambda w: w.store, id="a-store")],
 )
 def test_write_refuses_a_non_writer(make_writer, not_a_writer: Callable[[kvdump.AsyncWriter], object]) -> None:

@@ -3,7 +3,8 @@ queued task holds them, a task blocked in its store put has already let go, and 
 after the cycle's barrier, abort() (queued tasks cancelled), a failed cycle, or close().
 
 Two probes: a weak reference to the Python tensor (dead once nothing holds it), and the use count of
-the tensor's storage (the captured K/V views hold it while the task is alive). A task is kept alive
+the tensor's storage. The op holds the tensor it is given, not a view of it, so the storage probe
+passes a fresh view (``captured(kv)``): the storage's count then rises exactly while the op holds it. A task is kept alive
 by blocking its store put on an event (GatedStore), never by a delay: how long a delay covers
 depends on the machine, and only the release itself is guaranteed, by the time the barrier, abort()
 or close() returns."""
@@ -21,6 +22,11 @@ from writer_support import LIMIT, GatedStore, wait_until
 import kvdump
 
 SHAPE = (2, 8, 4, 2, 16)  # [2, blocks, block_size, heads, head_dim]
+
+
+def captured(t: torch.Tensor) -> torch.Tensor:
+    """A new tensor over ``t``'s storage that only the op keeps once the call returns."""
+    return t.view(t.shape)
 
 
 def storage_refs(t: torch.Tensor) -> int:
@@ -56,7 +62,7 @@ def test_tensors_are_released_after_the_cycle(make_writer) -> None:
     baseline = storage_refs(kv)
 
     writer.init()
-    kvdump.write_cache_store(writer, 0, kv, [1, 5, 2], [11, 15, 12])
+    kvdump.write_cache_store(writer, 0, captured(kv), [1, 5, 2], [11, 15, 12])
     assert store.entered.wait(LIMIT)
     # The task is blocked in the store's put, its blocks already gathered: it holds nothing of kv,
     # so the caller may reuse those blocks however long the store takes.
@@ -94,7 +100,7 @@ def test_tensors_are_released_after_abort_with_queued_tasks(make_writer) -> None
 
     writer.init()
     for layer, kv in enumerate(layers):
-        kvdump.write_cache_store(writer, layer, kv, [0, 3], [100 + layer, 200 + layer])
+        kvdump.write_cache_store(writer, layer, captured(kv), [0, 3], [100 + layer, 200 + layer])
     assert store.entered.wait(LIMIT)
     # Layer 0's task is blocked in the store, past its gather; the other three are queued behind it
     # (one thread) and still hold their layers.
@@ -119,7 +125,7 @@ def test_tensors_are_released_after_a_failed_cycle(make_writer) -> None:
     ref = weakref.ref(kv)
     baseline = storage_refs(kv)
     writer.init()
-    kvdump.write_cache_store(writer, 0, kv, [0, 1], [1, 2])
+    kvdump.write_cache_store(writer, 0, captured(kv), [0, 1], [1, 2])
     with pytest.raises(kvdump.WriteError) as info:
         writer.wait_all_done(timeout=LIMIT)
     assert info.value.code is kvdump.StatusCode.STORE_FULL
@@ -136,7 +142,7 @@ def test_tensors_are_released_when_an_open_cycle_is_closed(make_writer, capfd) -
     baselines = [storage_refs(kv) for kv in layers]
     writer.init()
     for layer, kv in enumerate(layers):
-        kvdump.write_cache_store(writer, layer, kv, [0], [layer])
+        kvdump.write_cache_store(writer, layer, captured(kv), [0], [layer])
     assert store.entered.wait(LIMIT)
     # close() cancels the two queued tasks (dropping their captures), then waits for the blocked one.
     queued = list(zip(layers[1:], baselines[1:]))

@@ -428,13 +428,18 @@ def test_an_abandoned_task_never_gathers_blocks_the_caller_reuses(make_writer, s
     kvdump.write_cache_store(writer, 0, kv, [0], [1], request="first")
     assert store.entered.wait(LIMIT)
     kvdump.write_cache_store(writer, 1, kv, [1], [2], request="second")
+    # With a worker running, the forward's thread wakes an idle peer only once a second task waits.
+    kvdump.write_cache_store(writer, 2, kv, [2], [3], request="third")
     assert wait_until(lambda: writer.stats()["staging"]["waits"] >= 1)
     report = writer.abort(timeout=0)
     assert report["abandoned"] == 2
-    kv[:, 1].fill_(float("nan"))  # the caller reuses the block
+    assert report["cancelled"] == 1
+    kv[:, 1].fill_(float("nan"))  # the caller reuses the blocks
+    kv[:, 2].fill_(float("nan"))
     store.release.set()
     settle(writer)
     assert not store.exists(kvdump._C.block_key("kvdump", 0, 1, 2, 1))
+    assert not store.exists(kvdump._C.block_key("kvdump", 0, 1, 3, 2))
     assert kvdump.lookup(store, [1]) == 0
 
 
@@ -444,7 +449,8 @@ def test_tensors_are_released_once_gathered_even_while_the_put_is_stuck(make_wri
     kv = torch.randn(SHAPE)
     baseline = torch._C._storage_Use_Count(kv.untyped_storage()._cdata)
     writer.init()
-    kvdump.write_cache_store(writer, 0, kv, [0, 1], [1, 2])
+    # A fresh view: the storage's use count then counts the op's reference to the tensor it holds.
+    kvdump.write_cache_store(writer, 0, kv.view(kv.shape), [0, 1], [1, 2])
     assert store.entered.wait(LIMIT)
     assert torch._C._storage_Use_Count(kv.untyped_storage()._cdata) == baseline
     store.release.set()

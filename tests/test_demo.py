@@ -19,12 +19,15 @@ def test_demo_decodes_the_reference_tokens_from_the_store() -> None:
     report = run_demo(small(), progress=lines.append)
     assert report.tokens_match
     assert report.tokens["pd"] == report.tokens["reference"]
-    assert len(lines) >= 4  # one line per stage
+    assert len(lines) == 3  # the model, then one line per stage
+    # Every layer of the probed forward timed both the op and the tiny add at the same point.
+    assert report.write["call_in_forward_us"] > 0 and report.write["tiny_op_in_forward_us"] > 0
     # Shared prefix blocks are stored once; every prompt's blocks were found and loaded.
     assert report.store["entries"] > 0 and report.store["hits"] > 0 and report.store["misses"] == 0
     assert report.store["eviction"] == "evict"
     text = format_report(report)
     assert "tokens match across all prompts: YES" in text and "policy evict" in text
+    assert "a 4-float add at the same point" in text
     json.dumps(report_json(report))
 
 

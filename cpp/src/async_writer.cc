@@ -36,7 +36,7 @@ void logDestroyReport(const AbortReport& r) {
             << " queued task(s), waited for " << r.finished_running << " running task(s), abandoned "
             << r.abandoned << ", " << r.failed << " failed";
   if (r.first_failure) {
-    std::cerr << " (first: " << r.first_failure->label.label << ": " << r.first_failure->status.toString() << ")";
+    std::cerr << " (first: " << r.first_failure->label.text() << ": " << r.first_failure->status.toString() << ")";
   }
   if (r.first_abandoned) std::cerr << " (abandoned: " << r.first_abandoned->status.toString() << ")";
   std::cerr << std::endl;
@@ -94,6 +94,7 @@ struct AsyncWriter::Core : std::enable_shared_from_this<AsyncWriter::Core> {
   uint64_t generation = 0;         // bumps whenever a cycle ends, so a waiter can tell it was aborted
   size_t live_threads = 0;         // threads serving the queue (idle or running a live task)
   size_t abandoned_threads = 0;    // threads still inside an abandoned task
+  size_t idle_workers = 0;         // threads asleep on work_cv
 
   CycleReport cycle;
 
@@ -189,10 +190,15 @@ void AsyncWriter::Core::workerMain(std::shared_ptr<Core> core) {
   }
   std::unique_lock<std::mutex> lock(core->mu);
   for (;;) {
+    ++core->idle_workers;
     core->work_cv.wait(lock, [&] { return core->shutting_down || !core->queue.empty(); });
+    --core->idle_workers;
     if (core->queue.empty()) break;  // shutting down with nothing left
     QueuedTask item = std::move(core->queue.front());
     core->queue.pop_front();
+    // A backlog is shared out by the workers themselves, so the submitting thread pays for at most
+    // the first wake of a burst.
+    const bool wake_peer = !core->queue.empty() && core->idle_workers > 0;
     auto run = std::make_shared<TaskRun>();
     run->label = std::move(item.label);
     run->started = Clock::now();
@@ -201,6 +207,7 @@ void AsyncWriter::Core::workerMain(std::shared_ptr<Core> core) {
     core->running.push_back(run);
     lock.unlock();
     core->space_cv.notify_one();
+    if (wake_peer) core->work_cv.notify_one();
     core->queue_wait.record(nanosSince(item.enqueued));
 
     Status status;
@@ -269,7 +276,7 @@ Status AsyncWriter::Core::timeoutStatusLocked() const {
                                        [](const auto& a, const auto& b) { return a->started < b->started; });
   const TaskRun& run = **oldest;
   std::string activity = run.control.activity();
-  message += "; the oldest, '" + run.label.label + "', has run " + secondsText(Clock::now() - run.started);
+  message += "; the oldest, '" + run.label.text() + "', has run " + secondsText(Clock::now() - run.started);
   Status status = Status::Timeout(message + (activity.empty() ? "" : ", in a store call"));
   if (!activity.empty()) status.withKey(std::move(activity));
   return status;
@@ -364,15 +371,20 @@ Status AsyncWriter::submit(ControlledTask task, TaskLabel label, std::optional<s
     if (!got_space) {
       ++c.total_rejected;
       return Status::Timeout("queue full (" + std::to_string(c.options.queue_capacity) +
-                             " tasks) for the whole submit deadline; task '" + label.label + "' was not queued");
+                             " tasks) for the whole submit deadline; task '" + label.text() + "' was not queued");
     }
   }
   c.queue.push_back(Core::QueuedTask{std::move(task), std::move(label), Clock::now()});
   c.queue_high_water = std::max<uint64_t>(c.queue_high_water, c.queue.size());
   ++c.total_submitted;
   ++c.cycle.submitted;
+  // The forward's thread wakes a worker only when none is running (a running one comes back to the
+  // queue when its task ends) or when a task already waits; a wake is a syscall, and the woken
+  // worker competes with the forward for the cores. waitAllDone wakes every idle worker, so a task
+  // behind a slow store call waits at most until the barrier for an idle peer.
+  const bool wake = c.idle_workers > 0 && (c.running.empty() || c.queue.size() > 1);
   lock.unlock();
-  c.work_cv.notify_one();
+  if (wake) c.work_cv.notify_one();
   c.submit_latency.record(nanosSince(start));
   return Status::Ok();
 }
@@ -392,6 +404,7 @@ Status AsyncWriter::waitAllDone(std::optional<std::chrono::nanoseconds> timeout,
   }
   c.state = WriterState::kDraining;
   c.barrier_waiting = true;
+  if (!c.queue.empty()) c.work_cv.notify_all();
   const uint64_t generation = c.generation;
   // Submitters blocked on a full queue must learn that the cycle is closing.
   c.space_cv.notify_all();
@@ -430,7 +443,7 @@ Status AsyncWriter::waitAllDone(std::optional<std::chrono::nanoseconds> timeout,
     if (c.generation != generation) continue;  // aborted meanwhile: reported above
     if (!last) break;
     c.queue.push_back(
-        Core::QueuedTask{std::move(last), TaskLabel{"commit records of the cycle", -1, ""}, Clock::now(), true});
+        Core::QueuedTask{std::move(last), TaskLabel{"commit records of the cycle", -1, "", nullptr}, Clock::now(), true});
     c.work_cv.notify_one();
   }
   CycleReport finished = std::move(c.cycle);

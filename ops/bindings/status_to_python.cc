@@ -35,7 +35,7 @@ void throwWriteError(const TaskFailure& failure, uint64_t failed, uint64_t submi
   py::object layer = failure.label.layer >= 0 ? py::object(py::int_(failure.label.layer)) : py::object(py::none());
   py::object exc = errorsModule().attr("WriteError")(
       failure.status.message(), py::arg("code") = static_cast<int>(failure.status.code()),
-      py::arg("key") = failure.status.key(), py::arg("label") = failure.label.label, py::arg("layer") = layer,
+      py::arg("key") = failure.status.key(), py::arg("label") = failure.label.text(), py::arg("layer") = layer,
       py::arg("request") = failure.label.request, py::arg("failed") = failed, py::arg("submitted") = submitted,
       py::arg("failed_requests") = py::tuple(py::cast(failed_requests)));
   raise(std::move(exc), failure.status);

@@ -149,7 +149,7 @@ class PyWriter {
     check(status);
     auto describe = [](const std::optional<TaskFailure>& f) -> py::object {
       if (!f) return py::none();
-      return py::str(f->label.label + ": " + f->status.toString());
+      return py::str(f->label.text() + ": " + f->status.toString());
     };
     py::dict out;
     out["cancelled"] = report.cancelled;
@@ -217,7 +217,7 @@ class PyWriter {
     check(status);
   }
 
-  int64_t handle() { return ctx()->handle(); }
+  int64_t offerToTorch() { return WriterContext::offer(ctx()); }
   bool closed() {
     std::lock_guard<std::mutex> lock(mu_);
     return ctx_ == nullptr;
@@ -251,7 +251,8 @@ void bindWriter(py::module_& m) {
       .def("wait_layer_loaded", &PyWriter::waitLayerLoaded, py::arg("layer"), py::arg("timeout"))
       .def("close", &PyWriter::close, py::arg("timeout"))
       .def_property_readonly("state", &PyWriter::state)
-      .def_property_readonly("handle", &PyWriter::handle)
+      .def("offer_to_torch", &PyWriter::offerToTorch,
+           "A one-shot ticket from which torch.classes.kvdump.Writer takes this writer.")
       .def_property_readonly("closed", &PyWriter::closed)
       .def("stats", &PyWriter::stats);
   m.def("default_num_threads", &defaultNumThreads);

@@ -11,7 +11,7 @@ namespace kvdump {
 namespace {
 
 at::Tensor blockView(uint8_t* data, const LayerKv& kv) {
-  return at::from_blob(data, {kv.block_size, kv.num_kv_heads, kv.head_dim}, at::TensorOptions().dtype(kv.k.scalar_type()));
+  return at::from_blob(data, {kv.block_size, kv.num_kv_heads, kv.head_dim}, at::TensorOptions().dtype(kv.scalarType()));
 }
 
 // The payloads of `count` records seen as one [count, 2, block_size, heads, head_dim] tensor over a
@@ -19,7 +19,7 @@ at::Tensor blockView(uint8_t* data, const LayerKv& kv) {
 at::Tensor payloadView(const at::Tensor& record_bytes, const LayerKv& kv) {
   const int64_t count = record_bytes.size(0);
   return record_bytes.narrow(1, static_cast<int64_t>(BlockHeader::kBytes), static_cast<int64_t>(2 * kv.halfBytes()))
-      .view(kv.k.scalar_type())
+      .view(kv.scalarType())
       .view({count, 2, kv.block_size, kv.num_kv_heads, kv.head_dim});
 }
 
@@ -31,10 +31,10 @@ void gatherOnCpu(const LayerKv& kv, const int64_t* ids, size_t count, uint8_t* c
                  const RecordFilled& filled) {
   const size_t half = kv.halfBytes();
   if (kv.blocksAreDense()) {
-    const auto* k = static_cast<const uint8_t*>(kv.k.data_ptr());
-    const auto* v = static_cast<const uint8_t*>(kv.v.data_ptr());
-    const size_t k_stride = static_cast<size_t>(kv.k.stride(0)) * kv.k.element_size();
-    const size_t v_stride = static_cast<size_t>(kv.v.stride(0)) * kv.v.element_size();
+    const uint8_t* k = kv.k_data;
+    const uint8_t* v = kv.v_data;
+    const size_t k_stride = static_cast<size_t>(kv.k_block_stride);
+    const size_t v_stride = static_cast<size_t>(kv.v_block_stride);
     for (size_t i = 0; i < count; ++i) {
       uint8_t* payload = records[i] + BlockHeader::kBytes;
       std::memcpy(payload, k + static_cast<size_t>(ids[i]) * k_stride, half);
@@ -43,10 +43,12 @@ void gatherOnCpu(const LayerKv& kv, const int64_t* ids, size_t count, uint8_t* c
     }
     return;
   }
+  const at::Tensor k = kv.k();
+  const at::Tensor v = kv.v();
   for (size_t i = 0; i < count; ++i) {
     uint8_t* payload = records[i] + BlockHeader::kBytes;
-    blockView(payload, kv).copy_(kv.k.select(0, ids[i]));
-    blockView(payload + half, kv).copy_(kv.v.select(0, ids[i]));
+    blockView(payload, kv).copy_(k.select(0, ids[i]));
+    blockView(payload + half, kv).copy_(v.select(0, ids[i]));
     if (filled) filled(i);
   }
 }
@@ -54,10 +56,10 @@ void gatherOnCpu(const LayerKv& kv, const int64_t* ids, size_t count, uint8_t* c
 void scatterOnCpu(const LayerKv& kv, const int64_t* ids, size_t count, const uint8_t* const* records) {
   const size_t half = kv.halfBytes();
   if (kv.blocksAreDense()) {
-    auto* k = static_cast<uint8_t*>(kv.k.data_ptr());
-    auto* v = static_cast<uint8_t*>(kv.v.data_ptr());
-    const size_t k_stride = static_cast<size_t>(kv.k.stride(0)) * kv.k.element_size();
-    const size_t v_stride = static_cast<size_t>(kv.v.stride(0)) * kv.v.element_size();
+    uint8_t* k = kv.k_data;
+    uint8_t* v = kv.v_data;
+    const size_t k_stride = static_cast<size_t>(kv.k_block_stride);
+    const size_t v_stride = static_cast<size_t>(kv.v_block_stride);
     for (size_t i = 0; i < count; ++i) {
       const uint8_t* payload = records[i] + BlockHeader::kBytes;
       std::memcpy(k + static_cast<size_t>(ids[i]) * k_stride, payload, half);
@@ -65,10 +67,12 @@ void scatterOnCpu(const LayerKv& kv, const int64_t* ids, size_t count, const uin
     }
     return;
   }
+  const at::Tensor k = kv.k();
+  const at::Tensor v = kv.v();
   for (size_t i = 0; i < count; ++i) {
     auto* payload = const_cast<uint8_t*>(records[i] + BlockHeader::kBytes);
-    kv.k.select(0, ids[i]).copy_(blockView(payload, kv));
-    kv.v.select(0, ids[i]).copy_(blockView(payload + half, kv));
+    k.select(0, ids[i]).copy_(blockView(payload, kv));
+    v.select(0, ids[i]).copy_(blockView(payload + half, kv));
   }
 }
 
@@ -100,7 +104,7 @@ Status guarded(const char* what, Fn&& fn) {
 Status gatherBlocksToRecords(const LayerKv& kv, const int64_t* ids, size_t count, uint8_t* const* records,
                              const c10::Event* ready, const RecordFilled& filled) {
   return guarded("gather of KV blocks", [&] {
-    const c10::Device device = kv.k.device();
+    const c10::Device device = kv.device();
     if (device.is_cpu()) {
       gatherOnCpu(kv, ids, count, records, filled);
       return;
@@ -112,11 +116,11 @@ Status gatherBlocksToRecords(const LayerKv& kv, const int64_t* ids, size_t count
     // Ordered after the forward's writes to this layer without ever blocking the main thread.
     if (ready != nullptr) ready->block(stream);
     const int64_t record = static_cast<int64_t>(kv.recordBytes());
-    at::Tensor device_records = at::empty({static_cast<int64_t>(count), record}, kv.k.options().dtype(at::kByte));
+    at::Tensor device_records = at::empty({static_cast<int64_t>(count), record}, kv.whole.options().dtype(at::kByte));
     at::Tensor payload = payloadView(device_records, kv);
     at::Tensor index = idsOn(ids, count, device);
-    payload.select(1, 0).copy_(kv.k.index_select(0, index));
-    payload.select(1, 1).copy_(kv.v.index_select(0, index));
+    payload.select(1, 0).copy_(kv.k().index_select(0, index));
+    payload.select(1, 1).copy_(kv.v().index_select(0, index));
     try {
       forEachContiguousRun(records, count, kv.recordBytes(), [&](size_t first, size_t n) {
         at::Tensor host = at::from_blob(records[first], {static_cast<int64_t>(n), record}, at::kByte);
@@ -140,7 +144,7 @@ Status gatherBlocksToRecords(const LayerKv& kv, const int64_t* ids, size_t count
 
 Status scatterRecordsToBlocks(const LayerKv& kv, const int64_t* ids, size_t count, const uint8_t* const* records) {
   return guarded("scatter of KV blocks", [&] {
-    const c10::Device device = kv.k.device();
+    const c10::Device device = kv.device();
     if (device.is_cpu()) {
       scatterOnCpu(kv, ids, count, records);
       return;
@@ -148,15 +152,15 @@ Status scatterRecordsToBlocks(const LayerKv& kv, const int64_t* ids, size_t coun
     c10::impl::VirtualGuardImpl impl(device.type());
     c10::DeviceGuard device_guard(device);
     const int64_t record = static_cast<int64_t>(kv.recordBytes());
-    at::Tensor device_records = at::empty({static_cast<int64_t>(count), record}, kv.k.options().dtype(at::kByte));
+    at::Tensor device_records = at::empty({static_cast<int64_t>(count), record}, kv.whole.options().dtype(at::kByte));
     forEachContiguousRun(records, count, kv.recordBytes(), [&](size_t first, size_t n) {
       at::Tensor host = at::from_blob(const_cast<uint8_t*>(records[first]), {static_cast<int64_t>(n), record}, at::kByte);
       device_records.narrow(0, static_cast<int64_t>(first), static_cast<int64_t>(n)).copy_(host, /*non_blocking=*/true);
     });
     at::Tensor payload = payloadView(device_records, kv);
     at::Tensor index = idsOn(ids, count, device);
-    kv.k.index_copy_(0, index, payload.select(1, 0));
-    kv.v.index_copy_(0, index, payload.select(1, 1));
+    kv.k().index_copy_(0, index, payload.select(1, 0));
+    kv.v().index_copy_(0, index, payload.select(1, 1));
     impl.getStream(device).synchronize();
   });
 }

@@ -1,6 +1,6 @@
-// The torch ops: torch.ops.kvdump.write_cache_store / load_cache_store / load_cache_store_async
-// (waiting for an async load is kvdump._C.Writer.wait_layer_loaded, which releases the GIL). Writers are passed as integer handles (see WriterContext), because the
-// dispatcher cannot carry arbitrary C++ objects.
+// The torch ops: torch.ops.kvdump.write_cache_store / load_cache_store / load_cache_store_async,
+// and the torch.classes.kvdump.Writer they take (waiting for an async load is
+// kvdump._C.Writer.wait_layer_loaded, which releases the GIL).
 #include <ATen/ATen.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
 #include <torch/library.h>
@@ -9,26 +9,14 @@
 
 #include "kv_tensors.h"
 #include "layer_write.h"
+#include "layer_write_call.h"
 #include "torch_status.h"
+#include "torch_writer.h"
 
 namespace kvdump {
 namespace {
 
-std::shared_ptr<WriterContext> requireWriter(int64_t handle) {
-  auto ctx = WriterContext::lookup(handle);
-  if (!ctx) {
-    throwIfError(Status::InvalidArgument("writer handle " + std::to_string(handle) +
-                                         " does not name a live kvdump writer (closed, or not a writer)"));
-  }
-  return ctx;
-}
-
-uint32_t requireLayer(int64_t layer) {
-  if (layer < 0 || layer > std::numeric_limits<int32_t>::max()) {
-    throwIfError(Status::InvalidArgument("layer must be a non-negative int32, got " + std::to_string(layer)));
-  }
-  return static_cast<uint32_t>(layer);
-}
+using WriterArg = c10::intrusive_ptr<TorchWriter>;
 
 template <typename T>
 T unwrap(Result<T> r) {
@@ -36,56 +24,17 @@ T unwrap(Result<T> r) {
   return std::move(r).value();
 }
 
-std::string describe(uint32_t layer, const std::string& request) {
-  std::string s = "write layer " + std::to_string(layer);
-  if (!request.empty()) s += " of request " + request;
-  return s;
-}
-
-void writeCacheStore(int64_t writer, int64_t layer, const at::Tensor& kv_cache, const std::optional<at::Tensor>& v_cache,
-                     const at::Tensor& block_ids, const at::Tensor& block_hashes, std::string request) {
-  auto ctx = requireWriter(writer);
-  auto write = std::make_shared<LayerWrite>();
-  write->layer = requireLayer(layer);
-  const LayerRange& stage = ctx->options().layers;
-  if (!stage.empty() && (write->layer < stage.begin || write->layer >= stage.end)) {
-    throwIfError(Status::InvalidArgument("layer " + std::to_string(write->layer) + " is outside this writer's layers " +
-                                         stage.toString()));
-  }
-  write->kv = unwrap(describeLayerKv(kv_cache, v_cache));
-  write->ids = unwrap(hostBlockIds(block_ids, write->kv.num_blocks));
-  write->hashes = unwrap(hostBlockHashes(block_hashes, write->ids.size()));
-  // Two blocks under one key would leave whichever was put last: refuse rather than guess.
-  throwIfError(checkDistinct(write->hashes, "block_hashes"));
-  if (write->ids.empty()) {
-    // Nothing to store, but the lifecycle rule holds for every call, not only for those that queue.
-    if (ctx->writer().state() != WriterState::kAccepting) {
-      throwIfError(Status::Lifecycle("write_cache_store() with no open cycle: call init() first"));
-    }
-    return;
-  }
-  const c10::Device device = write->kv.k.device();
-  if (!device.is_cpu()) {
-    // Recorded on the producing stream at capture time, so the worker copies exactly what the
-    // forward wrote to this layer, and the main thread never waits.
-    c10::impl::VirtualGuardImpl impl(device.type());
-    write->ready = std::make_shared<c10::Event>(device.type());
-    write->ready->record(impl.getStream(device));
-  }
-  write->request = request;
-  const uint32_t layer_id = write->layer;
-  std::shared_ptr<WriteTarget> target = ctx->target();
-  Status submitted = ctx->writer().submit(
-      [target, write](TaskControl& control) { return runLayerWrite(*target, *write, control); },
-      TaskLabel{describe(layer_id, request), layer_id, std::move(request)});
-  throwIfError(submitted);
+void writeCacheStore(WriterArg writer, int64_t layer, const at::Tensor& kv_cache, const std::optional<at::Tensor>& v_cache,
+                     const at::Tensor& block_ids, const at::Tensor& block_hashes, c10::string_view request) {
+  const std::shared_ptr<WriterContext> held = writer->context();
+  queueLayerWrite(*held, layer, kv_cache, v_cache, block_ids, block_hashes, std::string_view(request.data(), request.size()));
 }
 
 struct LoadArguments {
   uint32_t layer = 0;
   LayerKv kv;
-  std::vector<int64_t> ids;
-  std::vector<uint64_t> hashes;
+  BlockIds ids;
+  BlockHashes hashes;
 };
 
 LoadArguments loadArguments(int64_t layer, const at::Tensor& kv_cache, const std::optional<at::Tensor>& v_cache,
@@ -93,25 +42,25 @@ LoadArguments loadArguments(int64_t layer, const at::Tensor& kv_cache, const std
   LoadArguments a;
   a.layer = requireLayer(layer);
   a.kv = unwrap(describeLayerKv(kv_cache, v_cache));
-  a.ids = unwrap(hostBlockIds(block_ids, a.kv.num_blocks));
-  a.hashes = unwrap(hostBlockHashes(block_hashes, a.ids.size()));
+  throwIfError(hostBlockIds(block_ids, a.kv.num_blocks, a.ids));
+  throwIfError(hostBlockHashes(block_hashes, a.ids.size(), a.hashes));
   // Two records scattered into one block would leave whichever came last.
   throwIfError(checkDistinct(a.ids, "block_ids"));
   return a;
 }
 
-void loadCacheStore(int64_t writer, int64_t layer, const at::Tensor& kv_cache, const std::optional<at::Tensor>& v_cache,
+void loadCacheStore(WriterArg writer, int64_t layer, const at::Tensor& kv_cache, const std::optional<at::Tensor>& v_cache,
                     const at::Tensor& block_ids, const at::Tensor& block_hashes) {
-  auto ctx = requireWriter(writer);
+  const std::shared_ptr<WriterContext> ctx = writer->context();
   LoadArguments a = loadArguments(layer, kv_cache, v_cache, block_ids, block_hashes);
   TaskControl on_this_thread;  // never abandoned: the caller waits for its own load
   throwIfError(runLayerLoad(*ctx->target(), a.kv, a.layer, a.ids, a.hashes, on_this_thread));
 }
 
-void loadCacheStoreAsync(int64_t writer, int64_t layer, const at::Tensor& kv_cache,
+void loadCacheStoreAsync(WriterArg writer, int64_t layer, const at::Tensor& kv_cache,
                          const std::optional<at::Tensor>& v_cache, const at::Tensor& block_ids,
                          const at::Tensor& block_hashes) {
-  auto ctx = requireWriter(writer);
+  const std::shared_ptr<WriterContext> ctx = writer->context();
   auto a = std::make_shared<LoadArguments>(loadArguments(layer, kv_cache, v_cache, block_ids, block_hashes));
   const uint32_t layer_id = a->layer;
   std::shared_ptr<WriteTarget> target = ctx->target();
@@ -123,7 +72,7 @@ void loadCacheStoreAsync(int64_t writer, int64_t layer, const at::Tensor& kv_cac
         control.runIfLive([&] { target->loads->complete(a->layer, s); });
         return s;
       },
-      TaskLabel{"load layer " + std::to_string(layer_id), layer_id, ""});
+      TaskLabel{std::string(), layer_id, std::string(), "load"});
   if (!submitted.ok()) target->loads->complete(layer_id, submitted);
   throwIfError(submitted);
 }
@@ -131,15 +80,24 @@ void loadCacheStoreAsync(int64_t writer, int64_t layer, const at::Tensor& kv_cac
 }  // namespace
 
 TORCH_LIBRARY(kvdump, m) {
-  m.def("write_cache_store(int writer, int layer, Tensor kv_cache, Tensor? v_cache, Tensor block_ids, "
-        "Tensor block_hashes, str request=\"\") -> ()",
-        &writeCacheStore);
-  m.def("load_cache_store(int writer, int layer, Tensor(a!) kv_cache, Tensor(b!)? v_cache, Tensor block_ids, "
-        "Tensor block_hashes) -> ()",
-        &loadCacheStore);
-  m.def("load_cache_store_async(int writer, int layer, Tensor(a!) kv_cache, Tensor(b!)? v_cache, "
-        "Tensor block_ids, Tensor block_hashes) -> ()",
-        &loadCacheStoreAsync);
+  // The class first: the schemas below name it.
+  m.class_<TorchWriter>("Writer")
+      .def(torch::init<int64_t>())
+      .def("__obj_flatten__", &TorchWriter::flatten);
+  m.def("write_cache_store(__torch__.torch.classes.kvdump.Writer writer, int layer, Tensor kv_cache, "
+        "Tensor? v_cache, Tensor block_ids, Tensor block_hashes, str request=\"\") -> ()");
+  m.def("load_cache_store(__torch__.torch.classes.kvdump.Writer writer, int layer, Tensor(a!) kv_cache, "
+        "Tensor(b!)? v_cache, Tensor block_ids, Tensor block_hashes) -> ()");
+  m.def("load_cache_store_async(__torch__.torch.classes.kvdump.Writer writer, int layer, Tensor(a!) kv_cache, "
+        "Tensor(b!)? v_cache, Tensor block_ids, Tensor block_hashes) -> ()");
+}
+
+// One kernel for every real device (CPU, CUDA, an NPU): the device-specific work is inside. Not a
+// catch-all, so the fake kernels that torch.compile traces with (kvdump.compile_support) own Meta.
+TORCH_LIBRARY_IMPL(kvdump, CompositeExplicitAutograd, m) {
+  m.impl("write_cache_store", &writeCacheStore);
+  m.impl("load_cache_store", &loadCacheStore);
+  m.impl("load_cache_store_async", &loadCacheStoreAsync);
 }
 
 }  // namespace kvdump

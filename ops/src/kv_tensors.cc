@@ -32,11 +32,15 @@ size_t LayerKv::halfBytes() const {
   return static_cast<size_t>(block_size * num_kv_heads * head_dim) * blockDtypeSize(dtype);
 }
 
-bool LayerKv::blocksAreDense() const {
-  auto dense = [&](const at::Tensor& t) {
-    return t.device().is_cpu() && t.stride(3) == 1 && t.stride(2) == head_dim && t.stride(1) == num_kv_heads * head_dim;
-  };
-  return dense(k) && dense(v);
+at::Tensor LayerKv::k() const { return v_alone.defined() ? whole : whole.select(0, 0); }
+
+at::Tensor LayerKv::v() const { return v_alone.defined() ? v_alone : whole.select(0, 1); }
+
+void LayerKv::release() {
+  whole = at::Tensor();
+  v_alone = at::Tensor();
+  k_data = nullptr;
+  v_data = nullptr;
 }
 
 BlockHeader LayerKv::headerFor(uint32_t layer, uint64_t hash, const KeySpace& space, uint64_t fingerprint) const {
@@ -58,7 +62,10 @@ BlockHeader LayerKv::headerFor(uint32_t layer, uint64_t hash, const KeySpace& sp
 Result<LayerKv> describeLayerKv(const at::Tensor& kv_or_k, const std::optional<at::Tensor>& v) {
   if (!kv_or_k.defined()) return Status::InvalidArgument("kv_cache is undefined");
   LayerKv out;
-  if (v.has_value()) {
+  const bool separate = v.has_value() && v->defined();
+  // The sizes and strides of K and of V, as the last four dimensions of their tensors.
+  c10::IntArrayRef k_sizes, k_strides, v_strides;
+  if (separate) {
     const at::Tensor& k = kv_or_k;
     if (k.dim() != 4) {
       return Status::InvalidArgument("with a separate v_cache, k_cache must be 4-D [num_blocks, block_size, "
@@ -69,36 +76,54 @@ Result<LayerKv> describeLayerKv(const at::Tensor& kv_or_k, const std::optional<a
     }
     if (v->scalar_type() != k.scalar_type()) return Status::InvalidArgument("k_cache and v_cache dtypes differ");
     if (v->device() != k.device()) return Status::InvalidArgument("k_cache and v_cache are on different devices");
-    out.k = k;
-    out.v = *v;
+    if (v->is_sparse() || v->is_quantized()) return Status::InvalidArgument("v_cache must be a dense tensor");
+    k_sizes = k.sizes();
+    k_strides = k.strides();
+    v_strides = v->strides();
   } else {
     if (kv_or_k.dim() != 5 || kv_or_k.size(0) != 2) {
       return Status::InvalidArgument("kv_cache must be 5-D [2, num_blocks, block_size, num_kv_heads, head_dim] "
                                      "(K then V), or pass K and V separately; got shape " + shapeOf(kv_or_k));
     }
-    out.k = kv_or_k.select(0, 0);
-    out.v = kv_or_k.select(0, 1);
+    k_sizes = kv_or_k.sizes().slice(1);
+    k_strides = kv_or_k.strides().slice(1);
+    v_strides = k_strides;
   }
-  const auto device = out.k.device();
-  if (device.is_meta()) return Status::InvalidArgument("kv_cache is on the meta device and holds no data");
-  if (out.k.is_sparse() || out.k.is_quantized()) return Status::InvalidArgument("kv_cache must be a dense tensor");
-  auto dtype = blockDtypeOf(out.k.scalar_type());
+  if (kv_or_k.device().is_meta()) return Status::InvalidArgument("kv_cache is on the meta device and holds no data");
+  if (kv_or_k.is_sparse() || kv_or_k.is_quantized()) return Status::InvalidArgument("kv_cache must be a dense tensor");
+  auto dtype = blockDtypeOf(kv_or_k.scalar_type());
   if (!dtype.ok()) return dtype.status();
   out.dtype = dtype.value();
-  out.num_blocks = out.k.size(0);
-  out.block_size = out.k.size(1);
-  out.num_kv_heads = out.k.size(2);
-  out.head_dim = out.k.size(3);
+  out.num_blocks = k_sizes[0];
+  out.block_size = k_sizes[1];
+  out.num_kv_heads = k_sizes[2];
+  out.head_dim = k_sizes[3];
   if (out.block_size <= 0 || out.num_kv_heads <= 0 || out.head_dim <= 0) {
     return Status::InvalidArgument("kv_cache has an empty block dimension: " + shapeOf(kv_or_k));
   }
-  if (out.k.stride(3) != 1 || out.v.stride(3) != 1) {
+  if (k_strides[3] != 1 || v_strides[3] != 1) {
     return Status::InvalidArgument("kv_cache's head_dim must be the innermost, contiguous dimension");
   }
+  const int64_t element = static_cast<int64_t>(kv_or_k.element_size());
+  out.whole = kv_or_k;
+  out.k_data = static_cast<uint8_t*>(kv_or_k.data_ptr());
+  out.k_block_stride = k_strides[0] * element;
+  out.v_block_stride = v_strides[0] * element;
+  if (separate) {
+    out.v_alone = *v;
+    out.v_data = static_cast<uint8_t*>(v->data_ptr());
+  } else {
+    out.v_data = out.k_data + kv_or_k.stride(0) * element;
+  }
+  auto dense = [&](c10::IntArrayRef strides) {
+    return strides[2] == out.head_dim && strides[1] == out.num_kv_heads * out.head_dim;
+  };
+  out.dense = kv_or_k.device().is_cpu() && dense(k_strides) && dense(v_strides);
   return out;
 }
 
-Result<std::vector<int64_t>> hostBlockIds(const at::Tensor& ids, int64_t num_blocks) {
+Status hostBlockIds(const at::Tensor& ids, int64_t num_blocks, BlockIds& out) {
+  if (!ids.defined()) return Status::InvalidArgument("block_ids is undefined");
   if (!ids.device().is_cpu()) {
     return Status::InvalidArgument("block_ids must be on the CPU (reading device ids would sync the stream), got " +
                                    ids.device().str());
@@ -107,19 +132,22 @@ Result<std::vector<int64_t>> hostBlockIds(const at::Tensor& ids, int64_t num_blo
   if (!at::isIntegralType(ids.scalar_type(), /*includeBool=*/false)) {
     return Status::InvalidArgument(std::string("block_ids must be integers, got ") + c10::toString(ids.scalar_type()));
   }
-  at::Tensor as_long = ids.to(at::kLong).contiguous();
+  // int64 and contiguous, as the hashing helpers make them, is read in place; anything else converts.
+  const bool direct = ids.scalar_type() == at::kLong && ids.is_contiguous();
+  const at::Tensor as_long = direct ? ids : ids.to(at::kLong).contiguous();
   const int64_t* p = as_long.data_ptr<int64_t>();
-  std::vector<int64_t> out(p, p + as_long.numel());
+  out.assign(p, p + as_long.numel());
   for (size_t i = 0; i < out.size(); ++i) {
     if (out[i] < 0 || out[i] >= num_blocks) {
       return Status::InvalidArgument("block_ids[" + std::to_string(i) + "] = " + std::to_string(out[i]) +
                                      " is out of range for a cache of " + std::to_string(num_blocks) + " blocks");
     }
   }
-  return out;
+  return Status::Ok();
 }
 
-Result<std::vector<uint64_t>> hostBlockHashes(const at::Tensor& hashes, size_t expected) {
+Status hostBlockHashes(const at::Tensor& hashes, size_t expected, BlockHashes& out) {
+  if (!hashes.defined()) return Status::InvalidArgument("block_hashes is undefined");
   if (!hashes.device().is_cpu()) return Status::InvalidArgument("block_hashes must be on the CPU");
   if (hashes.dim() != 1 || hashes.scalar_type() != at::kLong) {
     return Status::InvalidArgument("block_hashes must be a 1-D int64 tensor, got " +
@@ -129,11 +157,11 @@ Result<std::vector<uint64_t>> hostBlockHashes(const at::Tensor& hashes, size_t e
     return Status::InvalidArgument("block_ids and block_hashes differ in length: " + std::to_string(expected) +
                                    " ids, " + std::to_string(hashes.numel()) + " hashes");
   }
-  at::Tensor c = hashes.contiguous();
+  const at::Tensor c = hashes.is_contiguous() ? hashes : hashes.contiguous();
   const int64_t* p = c.data_ptr<int64_t>();
-  std::vector<uint64_t> out(static_cast<size_t>(c.numel()));
+  out.resize(static_cast<size_t>(c.numel()));
   for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<uint64_t>(p[i]);
-  return out;
+  return Status::Ok();
 }
 
 }  // namespace kvdump

@@ -240,8 +240,7 @@ Status runLayerWrite(const WriteTarget& target, LayerWrite& write, TaskControl& 
       if (last_chunk || !gathered.ok()) {
         // The caller may reuse these blocks once the writer lets go: drop the references now, not
         // after a put that may stall.
-        write.kv.k = at::Tensor();
-        write.kv.v = at::Tensor();
+        write.kv.release();
         write.ready.reset();
       }
       if (!gathered.ok()) return gathered;
@@ -261,8 +260,8 @@ Status runLayerWrite(const WriteTarget& target, LayerWrite& write, TaskControl& 
 namespace {
 
 // One copy: each record is checked and scattered straight from the store's memory, under a read lease.
-Status loadInPlace(const WriteTarget& target, const LayerKv& kv, uint32_t layer, const std::vector<int64_t>& ids,
-                   const std::vector<uint64_t>& hashes, TaskControl& control) {
+Status loadInPlace(const WriteTarget& target, const LayerKv& kv, uint32_t layer, const BlockIds& ids,
+                   const BlockHashes& hashes, TaskControl& control) {
   for (size_t i = 0; i < ids.size(); ++i) {
     const std::string key = blockKey(target.keys, hashes[i], layer);
     control.setActivity(key);
@@ -288,10 +287,10 @@ Status loadInPlace(const WriteTarget& target, const LayerKv& kv, uint32_t layer,
 
 }  // namespace
 
-Status runLayerLoad(const WriteTarget& target, const LayerKv& kv, uint32_t layer, const std::vector<int64_t>& ids,
-                    const std::vector<uint64_t>& hashes, TaskControl& control) {
+Status runLayerLoad(const WriteTarget& target, const LayerKv& kv, uint32_t layer, const BlockIds& ids,
+                    const BlockHashes& hashes, TaskControl& control) {
   // A device destination keeps the staged path: one batched host-to-device copy beats one per block.
-  if (target.store->lendsMemory() && kv.k.device().is_cpu()) return loadInPlace(target, kv, layer, ids, hashes, control);
+  if (target.store->lendsMemory() && kv.device().is_cpu()) return loadInPlace(target, kv, layer, ids, hashes, control);
   const size_t record = kv.recordBytes();
   const size_t total = ids.size();
   auto chunk = blocksPerChunk(target, record, total);

@@ -15,12 +15,14 @@
 namespace kvdump {
 
 /// Everything a write task captured on the calling thread: tensor references (no copy), the host
-/// copies of ids and hashes, and the event recorded after the layer's KV was produced. The task
-/// owns it; the tensors and the event are dropped as soon as the last block is gathered.
+/// copies of ids and hashes (inline for a typical batch), and the event recorded after the layer's
+/// KV was produced. The task owns it by value, so capturing a call is one allocation; the tensors
+/// and the event are dropped as soon as the last block is gathered. Not thread-safe.
 struct LayerWrite {
+  std::shared_ptr<WriteTarget> target;
   LayerKv kv;
-  std::vector<int64_t> ids;
-  std::vector<uint64_t> hashes;
+  BlockIds ids;
+  BlockHashes hashes;
   uint32_t layer = 0;
   std::string request;
   std::shared_ptr<c10::Event> ready;  // null for CPU tensors
@@ -35,7 +37,7 @@ Status runLayerWrite(const WriteTarget& target, LayerWrite& write, TaskControl& 
 /// Reads blocks `ids` of `layer` (named by `hashes`), checks each record's header, key space and
 /// checksum, and scatters them into `kv` inside a caller-memory section of `control` (a fresh
 /// control when run on the calling thread). The first failure names its key.
-Status runLayerLoad(const WriteTarget& target, const LayerKv& kv, uint32_t layer, const std::vector<int64_t>& ids,
-                    const std::vector<uint64_t>& hashes, TaskControl& control);
+Status runLayerLoad(const WriteTarget& target, const LayerKv& kv, uint32_t layer, const BlockIds& ids,
+                    const BlockHashes& hashes, TaskControl& control);
 
 }  // namespace kvdump

@@ -11,16 +11,17 @@
 namespace kvdump {
 namespace {
 
-struct Registry {
+// Contexts offered to the torch side and not yet claimed.
+struct Offers {
   std::mutex mu;
-  std::unordered_map<int64_t, std::weak_ptr<WriterContext>> contexts;
-  int64_t next_handle = 1;
+  std::unordered_map<int64_t, std::weak_ptr<WriterContext>> pending;
+  int64_t next_ticket = 1;
 };
 
-Registry& registry() {
+Offers& offers() {
   // Leaked on purpose: contexts may be destroyed during static destruction at interpreter exit.
-  static Registry* r = new Registry();
-  return *r;
+  static Offers* o = new Offers();
+  return *o;
 }
 
 // Registers every staging buffer with the store before it is used and unregisters it before it is
@@ -128,10 +129,6 @@ WriterContext::WriterContext(std::shared_ptr<CacheStore> store, WriterContextOpt
 }
 
 WriterContext::~WriterContext() {
-  if (handle_ != 0) {
-    std::lock_guard<std::mutex> lock(registry().mu);
-    registry().contexts.erase(handle_);
-  }
   writer_.reset();  // aborts within abort_timeout; tasks left in abandoned calls keep the target alive
   discardStored(*target_, target_->ledger.drain());  // an open cycle's blocks will never be committed
   target_->loads->close("the loader was closed");
@@ -157,17 +154,27 @@ void WriterContext::shutdown(std::optional<std::chrono::nanoseconds> timeout) {
 }
 
 std::shared_ptr<WriterContext> WriterContext::create(std::shared_ptr<CacheStore> store, WriterContextOptions options) {
-  auto ctx = std::make_shared<WriterContext>(std::move(store), std::move(options));
-  std::lock_guard<std::mutex> lock(registry().mu);
-  ctx->handle_ = registry().next_handle++;
-  registry().contexts[ctx->handle_] = ctx;
-  return ctx;
+  return std::make_shared<WriterContext>(std::move(store), std::move(options));
 }
 
-std::shared_ptr<WriterContext> WriterContext::lookup(int64_t handle) {
-  std::lock_guard<std::mutex> lock(registry().mu);
-  auto it = registry().contexts.find(handle);
-  return it == registry().contexts.end() ? nullptr : it->second.lock();
+int64_t WriterContext::offer(const std::shared_ptr<WriterContext>& context) {
+  std::lock_guard<std::mutex> lock(offers().mu);
+  // Offers never claimed (their Python writer failed before claiming) are dropped once dead.
+  for (auto it = offers().pending.begin(); it != offers().pending.end();) {
+    it = it->second.expired() ? offers().pending.erase(it) : std::next(it);
+  }
+  const int64_t ticket = offers().next_ticket++;
+  offers().pending.emplace(ticket, context);
+  return ticket;
+}
+
+std::shared_ptr<WriterContext> WriterContext::claim(int64_t ticket) {
+  std::lock_guard<std::mutex> lock(offers().mu);
+  auto it = offers().pending.find(ticket);
+  if (it == offers().pending.end()) return nullptr;
+  std::shared_ptr<WriterContext> context = it->second.lock();
+  offers().pending.erase(it);
+  return context;
 }
 
 }  // namespace kvdump

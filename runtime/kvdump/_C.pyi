@@ -7,6 +7,7 @@ kvdump.KvdumpValueError for a bad argument and kvdump.LifecycleError on a closed
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from typing_extensions import Buffer
 
 def default_num_threads() -> int:
@@ -63,6 +64,21 @@ class PythonStore(CacheStore):
     the call."""
 
     def __init__(self, name: str) -> None: ...
+
+def write_cache_store_direct(
+    writer: object,
+    layer: int,
+    kv_cache: torch.Tensor,
+    v_cache: torch.Tensor | None,
+    block_ids: torch.Tensor,
+    block_hashes: torch.Tensor,
+    request: str,
+) -> object:
+    """Queues one layer write (None), or declines (NotImplemented, nothing done) what the
+    registered op must handle; errors carry a "[kvdump:CODE]" message."""
+
+def direct_writer_handle(ticket: int) -> object:
+    """The capsule through which write_cache_store_direct reaches the writer offered under ticket."""
 
 def buffer_address(buffer: Buffer) -> int:
     """The address of a buffer's first byte, valid only while the buffer is."""
@@ -147,7 +163,7 @@ class Writer:
     def state(self) -> str:
         """One of "idle", "accepting", "draining", "aborting"."""
     @property
-    def handle(self) -> int: ...
+    def offer_to_torch(self) -> int: ...
     @property
     def closed(self) -> bool: ...
     def stats(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch  # noqa: F401  (loads libtorch before the extension that links it)
 
 from kvdump import _C
+from kvdump import compile_support  # noqa: F401  (fake kernels for torch.compile)
 from kvdump.errors import (
     AbortedError,
     ChecksumError,

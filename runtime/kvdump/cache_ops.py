@@ -10,11 +10,14 @@ from typing import Any
 import torch
 
 from kvdump import _C, _arguments
-from kvdump._torch_errors import call_op
+from kvdump._torch_errors import call_op, translate
 from kvdump.errors import KvdumpTypeError
 from kvdump.writer import AsyncWriter, CycleReport
 
 IntsLike = torch.Tensor | Sequence[int]
+
+_WRITE = torch.ops.kvdump.write_cache_store.default
+_DIRECT = _C.write_cache_store_direct
 
 
 def as_int64(values: IntsLike, what: str) -> torch.Tensor:
@@ -49,11 +52,50 @@ def write_cache_store(
     ``block_hashes``. The tensors are captured by reference (no copy, no device sync): do not
     modify those blocks until ``wait_all_done`` returns. Bad input raises
     :class:`kvdump.KvdumpValueError` before anything is queued."""
+    try:
+        # The hot path is this one call: the C++ side validates everything before it queues, and
+        # declines (NotImplemented) whatever the registered op should handle instead.
+        if _DIRECT(writer, layer, kv_cache, v_cache, block_ids, block_hashes, request) is None:
+            return
+    except Exception as exc:  # noqa: BLE001 - every failure is explained, typed, below
+        typed = translate(exc)
+        if typed is not None:
+            raise typed from None
+        raise
+    _write_through_op(writer, layer, kv_cache, block_ids, block_hashes, v_cache, request)
+
+
+@torch._dynamo.substitute_in_graph(_C.write_cache_store_direct, skip_signature_check=True)
+def _direct_as_traced(
+    writer: AsyncWriter,
+    layer: int,
+    kv_cache: torch.Tensor,
+    v_cache: torch.Tensor | None,
+    block_ids: torch.Tensor,
+    block_hashes: torch.Tensor,
+    request: str,
+) -> None:
+    """What ``torch.compile`` puts in the graph for the direct entry: the registered op."""
+    _WRITE(writer.torch_writer, layer, kv_cache, v_cache, block_ids, block_hashes, request)
+
+
+def _write_through_op(
+    writer: object,
+    layer: object,
+    kv_cache: object,
+    block_ids: object,
+    block_hashes: object,
+    v_cache: object,
+    request: object,
+) -> None:
+    """``write_cache_store`` for what the direct entry declines: check the arguments one by one
+    (naming the bad one), convert what needs it (block ids as a list), and call the registered op,
+    which goes through the dispatcher (tensor subclasses, dispatch modes)."""
     if not isinstance(writer, AsyncWriter):
-        raise KvdumpTypeError(f"writer must be a kvdump.AsyncWriter, got {type(writer).__name__} {writer!r}")
+        raise KvdumpTypeError(f"writer must be a kvdump.AsyncWriter, got {type(writer).__name__} {writer!r}") from None
     call_op(
-        torch.ops.kvdump.write_cache_store,
-        writer.handle,
+        _WRITE,
+        writer.torch_writer,
         _layer(layer),
         _arguments.tensor("kv_cache", kv_cache),
         _arguments.tensor("v_cache", v_cache, optional=True),
@@ -137,7 +179,7 @@ class KVLoader:
     ) -> None:
         call_op(
             op,  # type: ignore[arg-type]
-            self._writer.handle,
+            self._writer.torch_writer,
             _layer(layer),
             _arguments.tensor("kv_cache", kv_cache),
             _arguments.tensor("v_cache", v_cache, optional=True),

@@ -85,13 +85,49 @@ def _tables(prompts: list[list[int]], allocator: BlockAllocator, block_size: int
     return [allocator.allocate(blocks_needed(len(p), block_size)) for p in prompts]
 
 
-def _time_ms(fn: Any, repeats: int) -> tuple[float, Any]:
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times), result
+def _time_interleaved_ms(variants: dict[str, Any], repeats: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """Median wall time of each variant, run round-robin (one untimed round first) so that a noisy
+    machine slows them alike; and each variant's last result."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    results: dict[str, Any] = {}
+    for round_index in range(repeats + 1):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            results[name] = fn()
+            if round_index > 0:
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}, results
+
+
+class _CallingThreadProbe:
+    """A layer hook that times ``write_cache_store`` on the forward's thread next to a 4-float add
+    timed at the same point (caches just churned by the layer), alternating which goes first."""
+
+    def __init__(self, writer: AsyncWriter, ids: torch.Tensor, hashes: torch.Tensor) -> None:
+        self.writer, self.ids, self.hashes = writer, ids, hashes
+        self.write_ns: list[int] = []
+        self.tiny_ns: list[int] = []
+        self._x = torch.ones(4)
+
+    def __call__(self, layer: int, kv: torch.Tensor) -> None:
+        clock = time.perf_counter_ns
+        x = self._x
+        if layer % 2 == 0:
+            t0 = clock()
+            x + x
+            t1 = clock()
+            write_cache_store(self.writer, layer, kv, self.ids, self.hashes, request="demo")
+            t2 = clock()
+            self.tiny_ns.append(t1 - t0)
+            self.write_ns.append(t2 - t1)
+        else:
+            t0 = clock()
+            write_cache_store(self.writer, layer, kv, self.ids, self.hashes, request="demo")
+            t1 = clock()
+            x + x
+            t2 = clock()
+            self.write_ns.append(t1 - t0)
+            self.tiny_ns.append(t2 - t1)
 
 
 def run_demo(cfg: DemoConfig, progress: Any = print) -> DemoReport:
@@ -129,42 +165,53 @@ def run_demo(cfg: DemoConfig, progress: Any = print) -> DemoReport:
     progress(f"model: {cfg.layers} layers, {params / 1e6:.1f} M parameters, {cfg.dtype}; "
              f"{cfg.batch} prompts, {report.tokens['prompt_tokens']} tokens in {blocks} blocks")
 
-    # 1. The reference: prefill and decode in one process, nothing leaves the cache.
-    progress("1/4 single-process reference: prefill + greedy decode")
     cache = model.new_cache(num_blocks, cfg.block_size)
     allocator = BlockAllocator(num_blocks)
     tables = _tables(prompts, allocator, cfg.block_size)
-    no_store_ms, logits = _time_ms(lambda: model.prefill(prompts, cache, tables), cfg.repeats)
-    reference = greedy_continue(model, logits, prompts, cache, [list(t) for t in tables], cfg.new_tokens, allocator)
-
-    # 2. Synchronous writes: the same per-layer op, but the forward waits for each layer's store.
-    progress("2/4 prefill with synchronous per-layer writes")
-    sync_store, _ = _store(cfg)
-    sync_writer = AsyncWriter(sync_store, num_threads=cfg.threads)
     hashes = [block_hashes(p, cfg.block_size) for p in prompts]
     ids_t, hashes_t = flatten_blocks(hashes, tables)
+
+    # Synchronous writes: the same per-layer op, but the forward waits for each layer's store.
+    sync_store, _ = _store(cfg)
+    sync_writer = AsyncWriter(sync_store, num_threads=cfg.threads)
 
     def sync_hook(layer: int, kv: torch.Tensor) -> None:
         sync_writer.init()
         write_cache_store(sync_writer, layer, kv, ids_t, hashes_t)
         sync_writer.wait_all_done()
 
-    sync_ms, _ = _time_ms(lambda: model.prefill(prompts, cache, tables, layer_hook=sync_hook), cfg.repeats)
-    sync_writer.close()
-
-    # 3. kvdump: the wrapped forward, the layer op returns in microseconds, one barrier at the end.
-    progress("3/4 prefill with kvdump (asynchronous per-layer writes, one barrier)")
+    # kvdump: the wrapped forward; the layer op returns at once, one barrier at the end.
     store, memory = _store(cfg)
     writer = AsyncWriter(store, num_threads=cfg.threads)
-    model.attach_writer(writer, request="demo")
+    plain_prefill = model.prefill
     wrap_model(model, writer, method="prefill")
-    kvdump_ms, prefill_logits = _time_ms(lambda: model.prefill(prompts, cache, tables), cfg.repeats)
+    probe = _CallingThreadProbe(writer, ids_t, hashes_t)
+
+    def run(attached: AsyncWriter | None, fn: Any, **kwargs: Any) -> Any:
+        model.attach_writer(attached, request="demo")
+        return fn(prompts, cache, tables, **kwargs)
+
+    progress(f"1/2 prefill {cfg.repeats} times each, interleaved: no store, synchronous writes, kvdump, "
+             "and kvdump with the calling thread's cost probed")
+    forward_ms, results = _time_interleaved_ms(
+        {
+            "no_store": lambda: run(None, plain_prefill),
+            "synchronous": lambda: run(None, plain_prefill, layer_hook=sync_hook),
+            "kvdump": lambda: run(writer, model.prefill),
+            "probe": lambda: run(None, model.prefill, layer_hook=probe),
+        },
+        cfg.repeats,
+    )
     model.attach_writer(None)
+    no_store_ms, sync_ms, kvdump_ms = forward_ms["no_store"], forward_ms["synchronous"], forward_ms["kvdump"]
+    logits, prefill_logits = results["no_store"], results["kvdump"]
+    reference = greedy_continue(model, logits, prompts, cache, [list(t) for t in tables], cfg.new_tokens, allocator)
+    sync_writer.close()
     stats = writer.stats()
     writer.close()
 
-    # 4. The decode side: a fresh cache with different block ids, filled from the store.
-    progress("4/4 decode side: lookup, load every layer into new block ids, greedy decode")
+    # The decode side: a fresh cache with different block ids, filled from the store.
+    progress("2/2 decode side: lookup, load every layer into new block ids, greedy decode")
     decode_cache = model.new_cache(num_blocks, cfg.block_size)
     decode_alloc = BlockAllocator(num_blocks, shuffle_seed=cfg.seed + 1)
     found = [lookup(store, h, num_layers=cfg.layers) for h in hashes]
@@ -211,6 +258,8 @@ def run_demo(cfg: DemoConfig, progress: Any = print) -> DemoReport:
         "write_GBps": round(written * cfg.repeats / task_s / 1e9, 3) if task_s > 0 else None,
         "load_GBps": round(written / load_s / 1e9, 3),
         "submit_p50_us": stats["submit_latency"]["p50_us"],
+        "call_in_forward_us": round(statistics.median(probe.write_ns) / 1e3, 2),
+        "tiny_op_in_forward_us": round(statistics.median(probe.tiny_ns) / 1e3, 2),
         "barrier_p50_ms": round(stats["barrier_wait"]["p50_us"] / 1e3, 3),
         "tasks": stats["completed"],
         "failed": stats["failed"],
@@ -248,7 +297,10 @@ def format_report(report: DemoReport) -> str:
         f"{t['generated_per_prompt']} generated each",
         f"  bytes written   {w['bytes_per_forward'] / 2**20:.2f} MiB per prefill ({report.store['entries']} records)",
         f"  write bandwidth {w['write_GBps']} GB/s on the workers; load {w['load_GBps']} GB/s",
-        f"  submit cost     {w['submit_p50_us']:.2f} µs median on the calling thread",
+        f"  calling thread  write_cache_store {w['call_in_forward_us']:.1f} µs median inside the forward, "
+        f"a 4-float add at the same point {w['tiny_op_in_forward_us']:.1f} µs "
+        f"({w['call_in_forward_us'] / max(w['tiny_op_in_forward_us'], 0.01):.1f}x); queueing alone (submit) "
+        f"{w['submit_p50_us']:.2f} µs",
         f"  store           {report.store['bytes'] / 2**20:.2f} of {report.store['capacity_bytes'] / 2**20:.0f} MiB used, "
         f"policy {report.store['eviction']}: {report.store['hits']} hits, {report.store['misses']} misses, "
         f"{report.store['evictions']} evictions, {report.store['reclaimed']} reclaimed",

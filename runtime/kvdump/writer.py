@@ -125,6 +125,10 @@ class AsyncWriter:
             *(layer_range or (0, 0)),
             nice,
         )
+        # What the torch ops take: the same writer as a torch custom class, claimed once here; and
+        # the handle by which write_cache_store's direct entry reaches it without torch.ops.
+        self._torch = torch.classes.kvdump.Writer(self._impl.offer_to_torch())
+        self._direct = _C.direct_writer_handle(self._impl.offer_to_torch())
         self.namespace = namespace
         self.tp_rank = tp_rank
         self.tp_size = tp_size
@@ -149,9 +153,10 @@ class AsyncWriter:
         return self._impl.state
 
     @property
-    def handle(self) -> int:
-        """The integer by which ``torch.ops.kvdump.*`` find this writer."""
-        return self._impl.handle
+    def torch_writer(self) -> torch.ScriptObject:
+        """This writer as the ``torch.classes.kvdump.Writer`` that ``torch.ops.kvdump.*`` take
+        (for calling the ops directly, e.g. from a compiled graph)."""
+        return self._torch
 
     def init(self) -> None:
         """Open a cycle (idle -> accepting). :class:`LifecycleError` if one is open."""

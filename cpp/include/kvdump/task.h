@@ -19,11 +19,17 @@ using Task = std::function<Status()>;
 /// it never touches that memory afterwards. Ownership as for Task.
 using ControlledTask = std::function<Status(TaskControl&)>;
 
-/// Names a task in errors and in per-request cancellation; a plain value, copied once per submit.
+/// Names a task in errors and in per-request cancellation; a plain value, moved once per submit.
+/// The hot path leaves `label` empty and names only a static `kind`: the text is built by text()
+/// when a failure or a report needs it, never on the submitting thread.
 struct TaskLabel {
-  std::string label;    // free text, e.g. "layer 3 of req-17"
-  int64_t layer = -1;   // model layer, or -1 when not layer-bound
-  std::string request;  // request id, or empty
+  std::string label;           // free text, e.g. "layer 3 of req-17"; empty: built from the rest
+  int64_t layer = -1;          // model layer, or -1 when not layer-bound
+  std::string request;         // request id, or empty
+  const char* kind = nullptr;  // static text naming the work ("write", "load") when label is empty
+
+  /// `label` when set, else "<kind> layer <layer>[ of request <request>]". Pure.
+  std::string text() const;
 };
 
 /// The first failure of a cycle: which task failed and the Status it returned; a plain value.

@@ -45,8 +45,8 @@ struct WriteTarget {
 /// Owns an AsyncWriter and shares the WriteTarget with its tasks. After a successful barrier it
 /// publishes, for every request that neither failed nor was cancelled, the longest prefix of its
 /// blocks whose every expected layer stored (the cycle's last task, under the barrier's deadline).
-/// Thread-safe as its parts are. Registered under an integer handle so that torch ops (which cannot
-/// take arbitrary C++ objects as arguments) can find it; the handle is dropped on destruction.
+/// Thread-safe as its parts are. The torch ops take it through a torch custom class that holds a
+/// strong reference; that object claims the context once, by a ticket (see offer()).
 class WriterContext {
  public:
   WriterContext(std::shared_ptr<CacheStore> store, WriterContextOptions options);
@@ -63,7 +63,6 @@ class WriterContext {
   const std::shared_ptr<CompletionBoard>& loads() const { return target_->loads; }
   const KeySpace& keys() const { return target_->keys; }
   const WriterContextOptions& options() const { return options_; }
-  int64_t handle() const { return handle_; }
 
   /// Opens a cycle.
   Status init();
@@ -74,16 +73,21 @@ class WriterContext {
   /// with LIFECYCLE. The context stays valid but refuses work.
   void shutdown(std::optional<std::chrono::nanoseconds> timeout);
 
-  /// The live context registered under `handle`, or nullptr. Thread-safe.
-  static std::shared_ptr<WriterContext> lookup(int64_t handle);
-  /// Makes a context and registers it; the registry holds only a weak reference.
+  /// Makes a context.
   static std::shared_ptr<WriterContext> create(std::shared_ptr<CacheStore> store, WriterContextOptions options);
+  /// A one-shot ticket by which the torch side claims `context`. A pybind11 object cannot become a
+  /// torch object without its bindings including libtorch, so the hand-over goes through this
+  /// number: the Python writer offers, the torch custom class claims, and no call ever looks the
+  /// context up again. Holds only a weak reference until claimed. Thread-safe.
+  static int64_t offer(const std::shared_ptr<WriterContext>& context);
+  /// The live context offered under `ticket`, which stops naming it; nullptr when the ticket was
+  /// never issued, was already claimed, or its context is gone. Thread-safe.
+  static std::shared_ptr<WriterContext> claim(int64_t ticket);
 
  private:
   const WriterContextOptions options_;
   std::shared_ptr<WriteTarget> target_;
   std::unique_ptr<AsyncWriter> writer_;
-  int64_t handle_ = 0;
 };
 
 }  // namespace kvdump

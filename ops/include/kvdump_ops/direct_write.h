@@ -1,0 +1,26 @@
+// The direct Python entry of write_cache_store: the calling thread's whole cost of a layer write,
+// without the generic torch.ops call path (which converts every argument against the schema and,
+// for the writer object, imports modules on each call). Declared with Python's C API only, so the
+// pybind11 module that exports it never sees libtorch.
+#pragma once
+
+#include <Python.h>
+
+namespace kvdump {
+
+/// kvdump._C.write_cache_store_direct(writer, layer, kv_cache, v_cache, block_ids, block_hashes,
+/// request): queues the layer write exactly as torch.ops.kvdump.write_cache_store does (one shared
+/// implementation) and returns None, or raises ValueError/RuntimeError carrying the "[kvdump:CODE]"
+/// message. Returns NotImplemented, having done nothing, when an argument is not in the exact form
+/// it takes (a torch.Tensor, not a subclass; an int layer; a str request; a writer with a direct
+/// handle) or a torch function or dispatch mode is active: the caller then goes through the
+/// registered op.
+/// METH_FASTCALL; call with the GIL held; thread-safe as the writer is.
+PyObject* writeCacheStoreDirect(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
+
+/// kvdump._C.direct_writer_handle(ticket): claims the writer offered under `ticket` (see
+/// WriterContext::offer) as a capsule holding a weak reference, which the writer keeps as its
+/// `_direct` attribute. ValueError when the ticket names no writer. METH_O; thread-safe.
+PyObject* claimDirectWriterHandle(PyObject* module, PyObject* ticket);
+
+}  // namespace kvdump

@@ -1,0 +1,181 @@
+#include "kvdump_ops/direct_write.h"
+
+#include <ATen/PythonTorchFunctionTLS.h>
+#include <ATen/Tensor.h>
+#include <c10/core/impl/TorchDispatchModeTLS.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "../src/layer_write_call.h"
+
+namespace kvdump {
+namespace {
+
+constexpr const char* kCapsuleName = "kvdump.DirectWriterHandle";
+
+using Handle = std::weak_ptr<WriterContext>;
+
+PyObject* directAttributeName() {
+  static PyObject* name = PyUnicode_InternFromString("_direct");  // interned once, never freed
+  return name;
+}
+
+void destroyHandle(PyObject* capsule) {
+  delete static_cast<Handle*>(PyCapsule_GetPointer(capsule, kCapsuleName));
+}
+
+// Null when the writer has no direct handle (not a kvdump writer): the caller explains that.
+Handle* handleOf(PyObject* writer) {
+  PyObject* capsule = PyObject_GetAttr(writer, directAttributeName());
+  if (capsule == nullptr) {
+    PyErr_Clear();
+    return nullptr;
+  }
+  auto* handle = static_cast<Handle*>(PyCapsule_GetPointer(capsule, kCapsuleName));
+  Py_DECREF(capsule);  // the writer keeps the capsule alive for this call
+  if (handle == nullptr) PyErr_Clear();
+  return handle;
+}
+
+// torch.Tensor and torch.nn.Parameter, looked up once. Other subclasses may give their tensors
+// other semantics (__torch_function__), so they are left to the registered op.
+struct PlainTensorTypes {
+  PyObject* tensor = nullptr;
+  PyObject* parameter = nullptr;
+  PyObject* cdata = nullptr;  // the attribute holding a tensor's TensorImpl address
+};
+
+const PlainTensorTypes* plainTensorTypes() {
+  static const PlainTensorTypes* types = []() -> const PlainTensorTypes* {
+    PyObject* torch = PyImport_ImportModule("torch");
+    if (torch == nullptr) return nullptr;
+    PyObject* nn = PyImport_ImportModule("torch.nn");
+    auto* t = new PlainTensorTypes();  // kept for the life of the process, like the modules
+    t->tensor = PyObject_GetAttrString(torch, "Tensor");
+    t->parameter = nn != nullptr ? PyObject_GetAttrString(nn, "Parameter") : nullptr;
+    t->cdata = PyUnicode_InternFromString("_cdata");
+    Py_DECREF(torch);
+    Py_XDECREF(nn);
+    if (t->tensor == nullptr || t->parameter == nullptr || t->cdata == nullptr) return nullptr;
+    return t;
+  }();
+  if (types == nullptr) PyErr_Clear();
+  return types;
+}
+
+bool isPlainTensor(PyObject* o) {
+  const PlainTensorTypes* types = plainTensorTypes();
+  if (types == nullptr) return false;
+  auto* type = reinterpret_cast<PyObject*>(Py_TYPE(o));
+  return type == types->tensor || type == types->parameter;
+}
+
+// A new reference to the tensor of a plain Python tensor (checked by isPlainTensor), read through
+// torch's own `_cdata` attribute: this file needs none of torch's Python headers.
+std::optional<at::Tensor> tensorOf(PyObject* o) {
+  PyObject* address = PyObject_GetAttr(o, plainTensorTypes()->cdata);
+  if (address == nullptr) {
+    PyErr_Clear();
+    return std::nullopt;
+  }
+  void* impl = PyLong_AsVoidPtr(address);
+  Py_DECREF(address);
+  if (impl == nullptr) {
+    PyErr_Clear();
+    return std::nullopt;
+  }
+  return at::Tensor(c10::intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>::reclaim_copy(
+      static_cast<c10::TensorImpl*>(impl)));
+}
+
+PyObject* declined() { Py_RETURN_NOTIMPLEMENTED; }
+
+// The c10 errors the shared implementation raises, as the Python exceptions torch.ops would raise.
+PyObject* raised(const c10::Error& e, PyObject* type) {
+  PyErr_SetString(type, e.what_without_backtrace());
+  return nullptr;
+}
+
+}  // namespace
+
+PyObject* writeCacheStoreDirect(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 7) {
+    PyErr_Format(PyExc_TypeError, "write_cache_store_direct takes 7 arguments, got %zd", nargs);
+    return nullptr;
+  }
+  PyObject* writer = args[0];
+  PyObject* layer = args[1];
+  PyObject* kv = args[2];
+  PyObject* v = args[3];
+  PyObject* ids = args[4];
+  PyObject* hashes = args[5];
+  PyObject* request = args[6];
+  // Anything unusual goes through the registered op, where the dispatcher (modes, subclasses) and
+  // the Python checks (conversions, typed errors naming the argument) take care of it.
+  if (!PyLong_CheckExact(layer) || !isPlainTensor(kv) || (v != Py_None && !isPlainTensor(v)) || !isPlainTensor(ids) ||
+      !isPlainTensor(hashes) || !PyUnicode_CheckExact(request) || c10::impl::TorchDispatchModeTLS::any_modes_set() ||
+      at::impl::torch_function_mode_enabled()) {
+    return declined();
+  }
+  int overflow = 0;
+  const long long layer_index = PyLong_AsLongLongAndOverflow(layer, &overflow);
+  if (overflow != 0) return declined();
+  Py_ssize_t request_size = 0;
+  const char* request_text = PyUnicode_AsUTF8AndSize(request, &request_size);
+  if (request_text == nullptr) {
+    PyErr_Clear();
+    return declined();
+  }
+  Handle* handle = handleOf(writer);
+  if (handle == nullptr) return declined();
+  std::optional<at::Tensor> kv_cache = tensorOf(kv);
+  std::optional<at::Tensor> block_ids = tensorOf(ids);
+  std::optional<at::Tensor> block_hashes = tensorOf(hashes);
+  std::optional<at::Tensor> v_cache;
+  if (v != Py_None) {
+    v_cache = tensorOf(v);
+    if (!v_cache) return declined();
+  }
+  if (!kv_cache || !block_ids || !block_hashes) return declined();
+  try {
+    std::shared_ptr<WriterContext> ctx = handle->lock();
+    if (!ctx) {
+      PyErr_SetString(PyExc_RuntimeError, "[kvdump:LIFECYCLE] the kvdump writer was closed");
+      return nullptr;
+    }
+    queueLayerWrite(*ctx, layer_index, *kv_cache, v_cache, *block_ids, *block_hashes,
+                    std::string_view(request_text, static_cast<size_t>(request_size)));
+  } catch (const c10::ValueError& e) {
+    return raised(e, PyExc_ValueError);
+  } catch (const c10::Error& e) {
+    return raised(e, PyExc_RuntimeError);
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+
+PyObject* claimDirectWriterHandle(PyObject* /*module*/, PyObject* ticket) {
+  if (!PyLong_Check(ticket)) {
+    PyErr_SetString(PyExc_TypeError, "direct_writer_handle takes the int ticket of Writer.offer_to_torch()");
+    return nullptr;
+  }
+  const long long number = PyLong_AsLongLong(ticket);
+  if (number == -1 && PyErr_Occurred()) return nullptr;
+  std::shared_ptr<WriterContext> claimed = WriterContext::claim(number);
+  if (!claimed) {
+    PyErr_Format(PyExc_ValueError, "[kvdump:INVALID_ARGUMENT] ticket %lld names no kvdump writer waiting to be claimed",
+                 number);
+    return nullptr;
+  }
+  auto* handle = new Handle(claimed);
+  PyObject* capsule = PyCapsule_New(handle, kCapsuleName, &destroyHandle);
+  if (capsule == nullptr) delete handle;
+  return capsule;
+}
+
+}  // namespace kvdump

@@ -1,0 +1,143 @@
+"""write_cache_store's direct entry and the registered op are one implementation: whatever the
+direct entry takes it stores exactly as the op does, and whatever it declines (tensor subclasses,
+active torch modes, arguments needing conversion) still goes through the op, so no call is lost
+or treated differently."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import kvdump
+from kvdump import _C
+
+SHAPE = (2, 6, 4, 2, 8)
+
+
+class LoggingTensor(torch.Tensor):
+    """A tensor subclass that sees every torch call made with it."""
+
+    calls: list[str] = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN206
+        cls.calls.append(str(func))
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+class SeenOps(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN206
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+class SeenCalls(TorchFunctionMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN206
+        self.calls.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def loaded(store: kvdump.CacheStore, layer: int, hashes: list[int]) -> torch.Tensor:
+    out = torch.full(SHAPE, float("nan"))
+    kvdump.load_cache_store(store, layer, out, list(range(len(hashes))), hashes)
+    return out[:, : len(hashes)]
+
+
+def test_plain_arguments_take_the_direct_entry(make_writer: Callable[..., kvdump.AsyncWriter]) -> None:
+    writer = make_writer()
+    kv = torch.randn(SHAPE)
+    writer.init()
+    ids, hashes = torch.tensor([4, 1]), torch.tensor([7, 8])
+    assert _C.write_cache_store_direct(writer, 0, kv, None, ids, hashes, "r") is None
+    assert writer.wait_all_done().completed == 1
+    assert torch.equal(loaded(writer.store, 0, [7, 8]), kv[:, [4, 1]])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(lambda w, kv, ids, hs: (w, 0, kv.as_subclass(LoggingTensor), None, ids, hs, ""), id="tensor-subclass"),
+        pytest.param(lambda w, kv, ids, hs: (w, 0, kv, None, [4, 1], hs, ""), id="ids-as-a-list"),
+        pytest.param(lambda w, kv, ids, hs: (w, True, kv, None, ids, hs, ""), id="bool-layer"),
+        pytest.param(lambda w, kv, ids, hs: (w, 2**70, kv, None, ids, hs, ""), id="huge-layer"),
+        pytest.param(lambda w, kv, ids, hs: (w.torch_writer, 0, kv, None, ids, hs, ""), id="not-an-AsyncWriter"),
+        pytest.param(lambda w, kv, ids, hs: (w, 0, kv, None, ids, hs, b"r"), id="bytes-request"),
+    ],
+)
+def test_the_direct_entry_declines_what_needs_the_op(make_writer, args) -> None:
+    writer = make_writer()
+    writer.init()
+    call = args(writer, torch.randn(SHAPE), torch.tensor([4, 1]), torch.tensor([7, 8]))
+    assert _C.write_cache_store_direct(*call) is NotImplemented
+    assert writer.wait_all_done().submitted == 0  # declining queued nothing
+
+
+def test_a_subclass_still_sees_the_call_and_the_write_is_stored(make_writer) -> None:
+    writer = make_writer()
+    kv = torch.randn(SHAPE)
+    LoggingTensor.calls.clear()
+    writer.init()
+    kvdump.write_cache_store(writer, 0, kv.as_subclass(LoggingTensor), [4, 1], [7, 8])
+    writer.wait_all_done()
+    assert any("write_cache_store" in c for c in LoggingTensor.calls)
+    assert torch.equal(loaded(writer.store, 0, [7, 8]), kv[:, [4, 1]])
+
+
+@pytest.mark.parametrize("mode", [SeenOps, SeenCalls], ids=["dispatch-mode", "function-mode"])
+def test_an_active_torch_mode_sees_the_call(make_writer, mode) -> None:
+    writer = make_writer()
+    kv = torch.randn(SHAPE)
+    ids, hashes = torch.tensor([4, 1]), torch.tensor([7, 8])
+    writer.init()
+    with mode() as seen:
+        kvdump.write_cache_store(writer, 0, kv, ids, hashes)
+    writer.wait_all_done()
+    names = seen.ops if isinstance(seen, SeenOps) else seen.calls
+    assert any("write_cache_store" in n for n in names), names
+    assert torch.equal(loaded(writer.store, 0, [7, 8]), kv[:, [4, 1]])
+
+
+def test_direct_errors_are_the_typed_errors_of_the_op(make_writer) -> None:
+    writer = make_writer()
+    kv = torch.randn(SHAPE)
+    with pytest.raises(kvdump.LifecycleError):  # no cycle open
+        kvdump.write_cache_store(writer, 0, kv, torch.tensor([0]), torch.tensor([1]))
+    writer.init()
+    with pytest.raises(kvdump.KvdumpValueError, match="block_hashes\\[1\\] repeats block_hashes\\[0\\]"):
+        kvdump.write_cache_store(writer, 0, kv, torch.tensor([0, 1]), torch.tensor([5, 5]))
+    with pytest.raises(kvdump.KvdumpValueError, match="out of range"):
+        kvdump.write_cache_store(writer, 0, kv, torch.tensor([6]), torch.tensor([5]))
+    assert writer.wait_all_done().submitted == 0
+    writer.close()
+    with pytest.raises(RuntimeError, match=r"^\[kvdump:LIFECYCLE\] the kvdump writer was closed"):
+        _C.write_cache_store_direct(writer, 0, kv, None, torch.tensor([0]), torch.tensor([1]), "")
+
+
+def test_distinct_hashes_that_collide_in_the_bitmap_are_still_accepted(make_writer) -> None:
+    """The duplicate check hashes into a bitmap first; values whose bits collide must fall back to
+    the exact check, not be refused. 200 hashes into 4096 bits collide with near certainty."""
+    writer = make_writer()
+    n = 200
+    kv = torch.randn(2, n, 2, 1, 4)
+    writer.init()
+    hashes = torch.arange(n, dtype=torch.int64) * 4096
+    kvdump.write_cache_store(writer, 0, kv, torch.arange(n), hashes)
+    assert writer.wait_all_done().completed == 1
+    dup = hashes.clone()
+    dup[150] = dup[3]
+    writer.init()
+    with pytest.raises(kvdump.KvdumpValueError, match="block_hashes\\[150\\] repeats block_hashes\\[3\\]"):
+        kvdump.write_cache_store(writer, 0, kv, torch.arange(n), dup)
+    writer.wait_all_done()
