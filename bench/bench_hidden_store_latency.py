@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--layers", type=int, default=16, help="decoder layers (default 16)")
     p.add_argument("--put-delay", type=float, default=0.002, help="seconds each store put call sleeps (0.002)")
     p.add_argument("--threads", type=int, default=2, help="kvdump writer threads (default 2)")
+    p.add_argument("--idle-poll", type=float, default=0.0005,
+                   help="AsyncWriter idle_poll in seconds (default 0.0005; 0: each call wakes a worker)")
+    p.add_argument("--worker-nice", type=int, default=10, help="AsyncWriter worker_nice (default 10)")
     p.add_argument("--hidden", type=int, default=512, help="hidden size (default 512; head_dim = hidden/8)")
     p.add_argument("--batch", type=int, default=2, help="prompts per prefill (default 2)")
     p.add_argument("--prompt-len", type=int, default=128, help="tokens per prompt (default 128)")
@@ -115,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         inner = kvdump.MemoryStore(capacity_bytes=4 * args.layers * layer_bytes + (1 << 20))
         return kvdump.DelayedStore(inner, put_delay=args.put_delay)
 
-    sync_writer = kvdump.AsyncWriter(slow_store(), num_threads=args.threads)
-    writer = kvdump.AsyncWriter(slow_store(), num_threads=args.threads)
+    knobs = {"num_threads": args.threads, "idle_poll": args.idle_poll, "worker_nice": args.worker_nice}
+    sync_writer = kvdump.AsyncWriter(slow_store(), **knobs)
+    writer = kvdump.AsyncWriter(slow_store(), **knobs)
     kvdump.wrap_model(model, writer, method="prefill")
     wrapped_prefill = model.prefill
     plain_prefill = wrapped_prefill.__kvdump_original__

@@ -120,6 +120,11 @@ CONSTRUCTOR_CASES = [
     pytest.param({"layers": (0, 1, 2)}, TE, "layers", id="layers-triple"),
     pytest.param({"layers": range(0, 4, 2)}, VE, "layers", id="layers-strided-range"),
     pytest.param({"layers": (0.0, 2)}, TE, "layers", id="layers-float"),
+    pytest.param({"idle_poll": -0.001}, VE, "idle_poll", id="idle_poll-negative"),
+    pytest.param({"idle_poll": 2.0}, VE, "idle_poll", id="idle_poll-over-a-second"),
+    pytest.param({"idle_poll": float("nan")}, VE, "idle_poll", id="idle_poll-nan"),
+    pytest.param({"idle_poll": "fast"}, TE, "idle_poll", id="idle_poll-str"),
+    pytest.param({"idle_poll": True}, TE, "idle_poll", id="idle_poll-bool"),
 ]
 
 

@@ -94,7 +94,8 @@ struct AsyncWriter::Core : std::enable_shared_from_this<AsyncWriter::Core> {
   uint64_t generation = 0;         // bumps whenever a cycle ends, so a waiter can tell it was aborted
   size_t live_threads = 0;         // threads serving the queue (idle or running a live task)
   size_t abandoned_threads = 0;    // threads still inside an abandoned task
-  size_t idle_workers = 0;         // threads asleep on work_cv
+  size_t idle_workers = 0;         // threads waiting on work_cv (the poller included)
+  bool polling = false;            // one idle worker looks at the queue every idle_poll
 
   CycleReport cycle;
 
@@ -156,6 +157,10 @@ Status validateWriterOptions(const WriterOptions& options) {
   }
   if (options.submit_timeout.count() < 0) return Status::InvalidArgument("submit_timeout must not be negative");
   if (options.abort_timeout.count() < 0) return Status::InvalidArgument("abort_timeout must not be negative");
+  if (options.idle_poll.count() < 0 || options.idle_poll > std::chrono::seconds(1)) {
+    return Status::InvalidArgument("idle_poll must be in [0, 1 s] (0: submit wakes a worker), got " +
+                                   std::to_string(options.idle_poll.count()) + " us");
+  }
   if (options.worker_nice < 0 || options.worker_nice > 19) {
     return Status::InvalidArgument("worker_nice must be in [0, 19] (0 keeps the caller's priority), got " +
                                    std::to_string(options.worker_nice));
@@ -190,9 +195,17 @@ void AsyncWriter::Core::workerMain(std::shared_ptr<Core> core) {
   }
   std::unique_lock<std::mutex> lock(core->mu);
   for (;;) {
+    auto has_work = [&] { return core->shutting_down || !core->queue.empty(); };
     ++core->idle_workers;
-    core->work_cv.wait(lock, [&] { return core->shutting_down || !core->queue.empty(); });
+    if (core->options.idle_poll.count() > 0 && core->state == WriterState::kAccepting && !core->polling) {
+      core->polling = true;
+      core->work_cv.wait_for(lock, core->options.idle_poll, has_work);
+      core->polling = false;
+    } else {
+      core->work_cv.wait(lock, has_work);
+    }
     --core->idle_workers;
+    if (!has_work()) continue;       // a poll found nothing: look again, or sleep once the cycle ends
     if (core->queue.empty()) break;  // shutting down with nothing left
     QueuedTask item = std::move(core->queue.front());
     core->queue.pop_front();
@@ -378,11 +391,12 @@ Status AsyncWriter::submit(ControlledTask task, TaskLabel label, std::optional<s
   c.queue_high_water = std::max<uint64_t>(c.queue_high_water, c.queue.size());
   ++c.total_submitted;
   ++c.cycle.submitted;
-  // The forward's thread wakes a worker only when none is running (a running one comes back to the
-  // queue when its task ends) or when a task already waits; a wake is a syscall, and the woken
-  // worker competes with the forward for the cores. waitAllDone wakes every idle worker, so a task
-  // behind a slow store call waits at most until the barrier for an idle peer.
-  const bool wake = c.idle_workers > 0 && (c.running.empty() || c.queue.size() > 1);
+  // The forward's thread wakes a worker only when no idle worker is polling and either none is
+  // running (a running one comes back to the queue when its task ends) or a task already waits: a
+  // wake is a syscall, and the woken worker competes with the forward for the cores. waitAllDone
+  // wakes every idle worker, so a task behind a slow store call waits at most until the barrier
+  // for an idle peer.
+  const bool wake = c.idle_workers > 0 && !c.polling && (c.running.empty() || c.queue.size() > 1);
   lock.unlock();
   if (wake) c.work_cv.notify_one();
   c.submit_latency.record(nanosSince(start));

@@ -82,6 +82,32 @@ TEST(WriterWake, EveryTaskOfManyCyclesRunsWithOneWorkerOrMany) {
   }
 }
 
+TEST(WriterWake, WithPollingOrWakingEveryTaskRunsBeforeTheBarrierReturns) {
+  for (auto poll : {std::chrono::microseconds(0), std::chrono::microseconds(200), std::chrono::microseconds(50000)}) {
+    WriterOptions o = threads(2);
+    o.idle_poll = poll;
+    AsyncWriter w(o);
+    for (int cycle = 0; cycle < 20; ++cycle) {
+      ASSERT_TRUE(w.init().ok());
+      std::atomic<int> ran{0};
+      for (int i = 0; i < 8; ++i) ASSERT_TRUE(w.submit([&] { ++ran; return Status::Ok(); }, {"t", i, ""}).ok());
+      Status done = w.waitAllDone(seconds(30));
+      ASSERT_TRUE(done.ok()) << done.toString();
+      ASSERT_EQ(ran.load(), 8) << poll.count() << " us poll, cycle " << cycle;
+    }
+  }
+}
+
+TEST(WriterWake, IdlePollIsValidated) {
+  WriterOptions o;
+  o.idle_poll = std::chrono::microseconds(-1);
+  EXPECT_EQ(validateWriterOptions(o).code(), StatusCode::kInvalidArgument);
+  o.idle_poll = std::chrono::seconds(2);
+  EXPECT_EQ(validateWriterOptions(o).code(), StatusCode::kInvalidArgument);
+  o.idle_poll = std::chrono::seconds(1);
+  EXPECT_TRUE(validateWriterOptions(o).ok());
+}
+
 TEST(WriterWake, ALabelWithoutTextIsNamedFromItsParts) {
   EXPECT_EQ((TaskLabel{"", 3, "req-17", "write"}.text()), "write layer 3 of request req-17");
   EXPECT_EQ((TaskLabel{"", 3, "", "load"}.text()), "load layer 3");

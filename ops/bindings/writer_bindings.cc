@@ -42,7 +42,7 @@ class PyWriter {
   PyWriter(std::shared_ptr<CacheStore> store, size_t num_threads, size_t queue_capacity, double submit_timeout,
            size_t staging_bytes, double staging_timeout, std::string key_namespace, int tp_rank, int tp_size,
            std::string staging_device, double abort_timeout, size_t max_abandoned_threads, int64_t layer_begin,
-           int64_t layer_end, int worker_nice) {
+           int64_t layer_end, int worker_nice, double idle_poll) {
     if (!store) throwStatus(Status::InvalidArgument("store must not be None"));
     WriterContextOptions options;
     options.writer.num_threads = num_threads;
@@ -51,6 +51,11 @@ class PyWriter {
     options.writer.abort_timeout = millis(abort_timeout, "abort_timeout");
     options.writer.max_abandoned_threads = max_abandoned_threads;
     options.writer.worker_nice = worker_nice;
+    if (!(idle_poll >= 0.0 && idle_poll <= 1.0)) {
+      throwStatus(Status::InvalidArgument("idle_poll must be in [0, 1] seconds (0: submit wakes a worker), got " +
+                                          std::to_string(idle_poll)));
+    }
+    options.writer.idle_poll = std::chrono::microseconds(static_cast<int64_t>(idle_poll * 1e6));
     check(validateWriterOptions(options.writer));
     if (staging_bytes == 0) throwStatus(Status::InvalidArgument("staging_bytes must be positive"));
     options.staging_bytes = staging_bytes;
@@ -237,11 +242,11 @@ std::vector<uint64_t> hashList(const std::vector<int64_t>& hashes) {
 void bindWriter(py::module_& m) {
   py::class_<PyWriter>(m, "Writer")
       .def(py::init<std::shared_ptr<CacheStore>, size_t, size_t, double, size_t, double, std::string, int, int,
-                    std::string, double, size_t, int64_t, int64_t, int>(),
+                    std::string, double, size_t, int64_t, int64_t, int, double>(),
            py::arg("store"), py::arg("num_threads"), py::arg("queue_capacity"), py::arg("submit_timeout"),
            py::arg("staging_bytes"), py::arg("staging_timeout"), py::arg("namespace"), py::arg("tp_rank"),
            py::arg("tp_size"), py::arg("staging_device"), py::arg("abort_timeout"), py::arg("max_abandoned_threads"),
-           py::arg("layer_begin"), py::arg("layer_end"), py::arg("worker_nice"))
+           py::arg("layer_begin"), py::arg("layer_end"), py::arg("worker_nice"), py::arg("idle_poll"))
       .def("init", &PyWriter::init)
       .def("submit", &PyWriter::submit, py::arg("fn"), py::arg("label"), py::arg("layer"), py::arg("request"),
            py::arg("timeout"))

@@ -40,35 +40,20 @@ Handle* handleOf(PyObject* writer) {
   return handle;
 }
 
-// torch.Tensor and torch.nn.Parameter, looked up once. Other subclasses may give their tensors
-// other semantics (__torch_function__), so they are left to the registered op.
+// torch.Tensor and torch.nn.Parameter, looked up once when the module is loaded. Other subclasses
+// may give their tensors other semantics (__torch_function__), so they are left to the op.
 struct PlainTensorTypes {
   PyObject* tensor = nullptr;
   PyObject* parameter = nullptr;
   PyObject* cdata = nullptr;  // the attribute holding a tensor's TensorImpl address
 };
 
-const PlainTensorTypes* plainTensorTypes() {
-  static const PlainTensorTypes* types = []() -> const PlainTensorTypes* {
-    PyObject* torch = PyImport_ImportModule("torch");
-    if (torch == nullptr) return nullptr;
-    PyObject* nn = PyImport_ImportModule("torch.nn");
-    auto* t = new PlainTensorTypes();  // kept for the life of the process, like the modules
-    t->tensor = PyObject_GetAttrString(torch, "Tensor");
-    t->parameter = nn != nullptr ? PyObject_GetAttrString(nn, "Parameter") : nullptr;
-    t->cdata = PyUnicode_InternFromString("_cdata");
-    Py_DECREF(torch);
-    Py_XDECREF(nn);
-    if (t->tensor == nullptr || t->parameter == nullptr || t->cdata == nullptr) return nullptr;
-    return t;
-  }();
-  if (types == nullptr) PyErr_Clear();
-  return types;
-}
+const PlainTensorTypes* plain_tensor_types = nullptr;  // set once by addDirectWriteFunctions
+
+const PlainTensorTypes* plainTensorTypes() { return plain_tensor_types; }
 
 bool isPlainTensor(PyObject* o) {
   const PlainTensorTypes* types = plainTensorTypes();
-  if (types == nullptr) return false;
   auto* type = reinterpret_cast<PyObject*>(Py_TYPE(o));
   return type == types->tensor || type == types->parameter;
 }
@@ -176,6 +161,31 @@ PyObject* claimDirectWriterHandle(PyObject* /*module*/, PyObject* ticket) {
   PyObject* capsule = PyCapsule_New(handle, kCapsuleName, &destroyHandle);
   if (capsule == nullptr) delete handle;
   return capsule;
+}
+
+int addDirectWriteFunctions(PyObject* module) {
+  static PyMethodDef functions[] = {
+      {"write_cache_store_direct", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&writeCacheStoreDirect)),
+       METH_FASTCALL,
+       "write_cache_store_direct(writer: object, layer: int, kv_cache: torch.Tensor, v_cache: torch.Tensor | None, "
+       "block_ids: torch.Tensor, block_hashes: torch.Tensor, request: str) -> object\n\n"
+       "The calling thread's share of kvdump.write_cache_store: None once queued, NotImplemented when declined."},
+      {"direct_writer_handle", &claimDirectWriterHandle, METH_O,
+       "direct_writer_handle(ticket: int) -> object\n\n"
+       "Claims a writer offered by Writer.offer_to_torch() for write_cache_store_direct."},
+      {nullptr, nullptr, 0, nullptr}};
+  PyObject* torch = PyImport_ImportModule("torch");
+  if (torch == nullptr) return -1;
+  PyObject* nn = PyImport_ImportModule("torch.nn");
+  auto* types = new PlainTensorTypes();  // kept for the life of the process, as the modules are
+  types->tensor = PyObject_GetAttrString(torch, "Tensor");
+  types->parameter = nn != nullptr ? PyObject_GetAttrString(nn, "Parameter") : nullptr;
+  types->cdata = PyUnicode_InternFromString("_cdata");
+  Py_DECREF(torch);
+  Py_XDECREF(nn);
+  if (types->tensor == nullptr || types->parameter == nullptr || types->cdata == nullptr) return -1;
+  plain_tensor_types = types;
+  return PyModule_AddFunctions(module, functions);
 }
 
 }  // namespace kvdump

@@ -137,10 +137,13 @@ class Writer:
         layer_begin: int,
         layer_end: int,
         worker_nice: int,
+        idle_poll: float,
     ) -> None:
         """``num_threads=0`` picks default_num_threads(); ``worker_nice`` lowers each worker's
-        scheduling priority (0 keeps the caller's); ``max_abandoned_threads=0`` means
-        num_threads; ``layer_begin == layer_end == 0`` means every layer; timeouts are seconds."""
+        scheduling priority (0 keeps the caller's); ``idle_poll`` is how often, in seconds, one
+        idle worker looks at the queue while a cycle is open (0: submit wakes a worker);
+        ``max_abandoned_threads=0`` means num_threads; ``layer_begin == layer_end == 0`` means
+        every layer; timeouts are seconds."""
     def init(self) -> None: ...
     def submit(
         self,

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import torch
 
 from kvdump import _C, _arguments
-from kvdump.errors import KvdumpTypeError, WriteTimeout
+from kvdump.errors import KvdumpTypeError, KvdumpValueError, WriteTimeout
 
 
 class CycleReport(NamedTuple):
@@ -77,7 +77,9 @@ class AsyncWriter:
     nice value raised by ``worker_nice`` (1..19, default 10), so the kernel runs them where the
     forward leaves a core idle; ``worker_nice=0`` keeps the caller's priority (for a GPU server
     whose CPUs are mostly idle, where the workers should never wait). ``num_threads`` defaults to
-    :func:`default_num_threads`.
+    :func:`default_num_threads`. While a cycle is open, one idle worker looks at the queue every
+    ``idle_poll`` seconds (default 0.5 ms), so ``write_cache_store`` never pays for waking a thread;
+    ``idle_poll=0`` makes each call wake a worker when none is running instead.
     """
 
     def __init__(
@@ -97,6 +99,7 @@ class AsyncWriter:
         max_abandoned_threads: int | None = None,
         layers: tuple[int, int] | range | None = None,
         worker_nice: int = 10,
+        idle_poll: float = 0.0005,
     ) -> None:
         _arguments.store("store", store)
         threads = (
@@ -105,6 +108,9 @@ class AsyncWriter:
             else _arguments.integer("num_threads", num_threads, minimum=1, maximum=1024)
         )
         nice = _arguments.integer("worker_nice", worker_nice, minimum=0, maximum=19)
+        poll = _arguments.seconds("idle_poll", idle_poll)
+        if poll is not None and poll > 1.0:
+            raise KvdumpValueError(f"idle_poll must be at most 1 second (0: submit wakes a worker), got {idle_poll!r}")
         layer_range = _arguments.layer_range("layers", layers)
         self._store = store
         self._impl = _C.Writer(
@@ -124,6 +130,7 @@ class AsyncWriter:
             else _arguments.integer("max_abandoned_threads", max_abandoned_threads, minimum=1, maximum=1024),
             *(layer_range or (0, 0)),
             nice,
+            poll,
         )
         # What the torch ops take: the same writer as a torch custom class, claimed once here; and
         # the handle by which write_cache_store's direct entry reaches it without torch.ops.

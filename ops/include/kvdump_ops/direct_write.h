@@ -23,4 +23,8 @@ PyObject* writeCacheStoreDirect(PyObject* module, PyObject* const* args, Py_ssiz
 /// `_direct` attribute. ValueError when the ticket names no writer. METH_O; thread-safe.
 PyObject* claimDirectWriterHandle(PyObject* module, PyObject* ticket);
 
+/// Adds both functions to `module` (kvdump._C) and looks up the tensor types they accept; imports
+/// torch if needed. Call once, while the module loads. 0, or -1 with a Python error set.
+int addDirectWriteFunctions(PyObject* module);
+
 }  // namespace kvdump
