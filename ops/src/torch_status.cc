@@ -4,8 +4,7 @@
 
 namespace kvdump {
 
-void throwIfError(const Status& status) {
-  if (status.ok()) return;
+void throwStatus(const Status& status) {
   std::string message = std::string("[kvdump:") + statusCodeName(status.code());
   if (!status.key().empty()) message += " key=" + status.key();
   message += "] " + status.message();

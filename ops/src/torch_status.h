@@ -6,8 +6,14 @@
 
 namespace kvdump {
 
-/// Throws c10::ValueError for INVALID_ARGUMENT/TOO_LARGE, c10::TypeError never (types are checked in
-/// Python), c10::Error otherwise. Does nothing for OK.
-void throwIfError(const Status& status);
+/// Throws `status` (not OK): c10::ValueError for INVALID_ARGUMENT/TOO_LARGE, c10::Error otherwise
+/// (types are checked in Python, so never c10::TypeError). Out of line and cold, so the checks that
+/// call throwIfError stay small on the caller's hot path.
+[[noreturn, gnu::cold]] void throwStatus(const Status& status);
+
+/// Throws `status` as throwStatus does; does nothing for OK.
+inline void throwIfError(const Status& status) {
+  if (__builtin_expect(!status.ok(), 0)) throwStatus(status);
+}
 
 }  // namespace kvdump
