@@ -359,7 +359,8 @@ Status AsyncWriter::submit(Task task, TaskLabel label, std::optional<std::chrono
   return submit(controlled(std::move(task)), std::move(label), timeout);
 }
 
-Status AsyncWriter::submit(ControlledTask task, TaskLabel label, std::optional<std::chrono::nanoseconds> timeout) {
+// [[gnu::hot]]: on the calling thread's path of a layer write (see layer_write_call.cc).
+[[gnu::hot]] Status AsyncWriter::submit(ControlledTask task, TaskLabel label, std::optional<std::chrono::nanoseconds> timeout) {
   const auto start = Clock::now();
   if (!task) return Status::InvalidArgument("submit() of an empty task");
   Core& c = *core_;

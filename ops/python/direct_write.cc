@@ -86,7 +86,8 @@ PyObject* raised(const c10::Error& e, PyObject* type) {
 
 }  // namespace
 
-PyObject* writeCacheStoreDirect(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+// [[gnu::hot]]: on the calling thread's path of a layer write (see layer_write_call.cc).
+[[gnu::hot]] PyObject* writeCacheStoreDirect(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
   if (nargs != 7) {
     PyErr_Format(PyExc_TypeError, "write_cache_store_direct takes 7 arguments, got %zd", nargs);
     return nullptr;

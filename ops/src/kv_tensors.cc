@@ -59,7 +59,8 @@ BlockHeader LayerKv::headerFor(uint32_t layer, uint64_t hash, const KeySpace& sp
   return h;
 }
 
-Result<LayerKv> describeLayerKv(const at::Tensor& kv_or_k, const std::optional<at::Tensor>& v) {
+// [[gnu::hot]]: on the calling thread's path of a layer write (see layer_write_call.cc).
+[[gnu::hot]] Result<LayerKv> describeLayerKv(const at::Tensor& kv_or_k, const std::optional<at::Tensor>& v) {
   if (!kv_or_k.defined()) return Status::InvalidArgument("kv_cache is undefined");
   LayerKv out;
   const bool separate = v.has_value() && v->defined();
@@ -122,7 +123,7 @@ Result<LayerKv> describeLayerKv(const at::Tensor& kv_or_k, const std::optional<a
   return out;
 }
 
-Status hostBlockIds(const at::Tensor& ids, int64_t num_blocks, BlockIds& out) {
+[[gnu::hot]] Status hostBlockIds(const at::Tensor& ids, int64_t num_blocks, BlockIds& out) {
   if (!ids.defined()) return Status::InvalidArgument("block_ids is undefined");
   if (!ids.device().is_cpu()) {
     return Status::InvalidArgument("block_ids must be on the CPU (reading device ids would sync the stream), got " +
@@ -146,7 +147,7 @@ Status hostBlockIds(const at::Tensor& ids, int64_t num_blocks, BlockIds& out) {
   return Status::Ok();
 }
 
-Status hostBlockHashes(const at::Tensor& hashes, size_t expected, BlockHashes& out) {
+[[gnu::hot]] Status hostBlockHashes(const at::Tensor& hashes, size_t expected, BlockHashes& out) {
   if (!hashes.defined()) return Status::InvalidArgument("block_hashes is undefined");
   if (!hashes.device().is_cpu()) return Status::InvalidArgument("block_hashes must be on the CPU");
   if (hashes.dim() != 1 || hashes.scalar_type() != at::kLong) {
