@@ -423,7 +423,8 @@ def test_ids_that_are_not_ints_raise_type_error(make_writer, ids) -> None:
 
 @pytest.mark.parametrize(
     "not_a_writer",
-    [pytest.param(lambda w: w._impl, id="the-native-writer"), pytest.param(lambda w: w.torch_writer, id="the-torch-writer"),
+    [pytest.param(lambda w: w._impl, id="the-native-writer"),
+     pytest.param(lambda w: w.torch_writer, id="the-torch-writer"),
      pytest.param(lambda w: None, id="none"), pytest.param(lambda w: w.store, id="a-store")],
 )
 def test_a_writer_that_is_not_an_async_writer_raises_type_error(make_writer, not_a_writer) -> None:

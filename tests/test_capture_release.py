@@ -4,10 +4,10 @@ after the cycle's barrier, abort() (queued tasks cancelled), a failed cycle, or 
 
 Two probes: a weak reference to the Python tensor (dead once nothing holds it), and the use count of
 the tensor's storage. The op holds the tensor it is given, not a view of it, so the storage probe
-passes a fresh view (``captured(kv)``): the storage's count then rises exactly while the op holds it. A task is kept alive
-by blocking its store put on an event (GatedStore), never by a delay: how long a delay covers
-depends on the machine, and only the release itself is guaranteed, by the time the barrier, abort()
-or close() returns."""
+passes a fresh view (``captured(kv)``): the storage's count then rises exactly while the op holds
+it. A task is kept alive by blocking its store put on an event (GatedStore), never by a delay: how
+long a delay covers depends on the machine, and only the release itself is guaranteed, by the time
+the barrier, abort() or close() returns."""
 
 from __future__ import annotations
 

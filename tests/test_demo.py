@@ -41,3 +41,15 @@ def test_store_latency_stands_in_for_a_remote_store() -> None:
     assert "every put call takes 1 ms" in text
     # Synchronous writes wait for one delayed put per layer inside the forward.
     assert report.forward_ms["synchronous"] >= cfg.layers * cfg.store_latency_ms
+
+
+def test_store_latency_has_a_short_flag_too() -> None:
+    import argparse
+
+    from kvdump.cli import _add_dataclass_flags
+
+    parser = argparse.ArgumentParser()
+    _add_dataclass_flags(parser, DemoConfig)
+    assert parser.parse_args(["--store-latency", "2"]).store_latency_ms == 2.0
+    assert parser.parse_args(["--store-latency-ms", "3.5"]).store_latency_ms == 3.5
+    assert parser.parse_args([]).store_latency_ms == 0.0

@@ -360,7 +360,8 @@ Status AsyncWriter::submit(Task task, TaskLabel label, std::optional<std::chrono
 }
 
 // [[gnu::hot]]: on the calling thread's path of a layer write (see layer_write_call.cc).
-[[gnu::hot]] Status AsyncWriter::submit(ControlledTask task, TaskLabel label, std::optional<std::chrono::nanoseconds> timeout) {
+[[gnu::hot]] Status AsyncWriter::submit(ControlledTask task, TaskLabel label,
+                                        std::optional<std::chrono::nanoseconds> timeout) {
   const auto start = Clock::now();
   if (!task) return Status::InvalidArgument("submit() of an empty task");
   Core& c = *core_;
@@ -458,7 +459,8 @@ Status AsyncWriter::waitAllDone(std::optional<std::chrono::nanoseconds> timeout,
     if (c.generation != generation) continue;  // aborted meanwhile: reported above
     if (!last) break;
     c.queue.push_back(
-        Core::QueuedTask{std::move(last), TaskLabel{"commit records of the cycle", -1, "", nullptr}, Clock::now(), true});
+        Core::QueuedTask{std::move(last), TaskLabel{"commit records of the cycle", -1, "", nullptr}, Clock::now(),
+                         true});
     c.work_cv.notify_one();
   }
   CycleReport finished = std::move(c.cycle);

@@ -24,10 +24,12 @@ T unwrap(Result<T> r) {
   return std::move(r).value();
 }
 
-void writeCacheStore(WriterArg writer, int64_t layer, const at::Tensor& kv_cache, const std::optional<at::Tensor>& v_cache,
-                     const at::Tensor& block_ids, const at::Tensor& block_hashes, c10::string_view request) {
+void writeCacheStore(WriterArg writer, int64_t layer, const at::Tensor& kv_cache,
+                     const std::optional<at::Tensor>& v_cache, const at::Tensor& block_ids,
+                     const at::Tensor& block_hashes, c10::string_view request) {
   const std::shared_ptr<WriterContext> held = writer->context();
-  queueLayerWrite(*held, layer, kv_cache, v_cache, block_ids, block_hashes, std::string_view(request.data(), request.size()));
+  queueLayerWrite(*held, layer, kv_cache, v_cache, block_ids, block_hashes,
+                  std::string_view(request.data(), request.size()));
 }
 
 struct LoadArguments {
@@ -49,8 +51,9 @@ LoadArguments loadArguments(int64_t layer, const at::Tensor& kv_cache, const std
   return a;
 }
 
-void loadCacheStore(WriterArg writer, int64_t layer, const at::Tensor& kv_cache, const std::optional<at::Tensor>& v_cache,
-                    const at::Tensor& block_ids, const at::Tensor& block_hashes) {
+void loadCacheStore(WriterArg writer, int64_t layer, const at::Tensor& kv_cache,
+                    const std::optional<at::Tensor>& v_cache, const at::Tensor& block_ids,
+                    const at::Tensor& block_hashes) {
   const std::shared_ptr<WriterContext> ctx = writer->context();
   LoadArguments a = loadArguments(layer, kv_cache, v_cache, block_ids, block_hashes);
   TaskControl on_this_thread;  // never abandoned: the caller waits for its own load

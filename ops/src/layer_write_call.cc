@@ -28,8 +28,9 @@ uint32_t requireLayer(int64_t layer) {
 
 // [[gnu::hot]]: the calling thread's path of a layer write is grouped in one text section, so the
 // few pages it runs from after a layer's matmuls evicted them are fetched together.
-[[gnu::hot]] void queueLayerWrite(WriterContext& ctx, int64_t layer, const at::Tensor& kv_cache, const std::optional<at::Tensor>& v_cache,
-                     const at::Tensor& block_ids, const at::Tensor& block_hashes, std::string_view request) {
+[[gnu::hot]] void queueLayerWrite(WriterContext& ctx, int64_t layer, const at::Tensor& kv_cache,
+                                  const std::optional<at::Tensor>& v_cache, const at::Tensor& block_ids,
+                                  const at::Tensor& block_hashes, std::string_view request) {
   LayerWrite write;
   write.layer = requireLayer(layer);
   const LayerRange& stage = ctx.options().layers;

@@ -20,7 +20,8 @@ uint32_t requireLayer(int64_t layer);
 /// Queues the write of blocks `block_ids` of `kv_cache` (or K, with `v_cache`) under keys made from
 /// `block_hashes`, or raises a c10 error carrying the Status (nothing queued). Call on the thread
 /// that produced the tensors; thread-safe as the writer is.
-void queueLayerWrite(WriterContext& ctx, int64_t layer, const at::Tensor& kv_cache, const std::optional<at::Tensor>& v_cache,
-                     const at::Tensor& block_ids, const at::Tensor& block_hashes, std::string_view request);
+void queueLayerWrite(WriterContext& ctx, int64_t layer, const at::Tensor& kv_cache,
+                     const std::optional<at::Tensor>& v_cache, const at::Tensor& block_ids,
+                     const at::Tensor& block_hashes, std::string_view request);
 
 }  // namespace kvdump

@@ -1,7 +1,8 @@
 """What ``torch.compile`` needs to trace a forward that calls kvdump's ops: fake kernels (the ops
 return nothing and, in the loads, mutate their destination in place, so tracing them does no
-work; they double as the Meta kernels, which refuse real meta tensors), a fake ``kvdump::Writer`` class rebuilt from the state the C++ class flattens to, and the
-ops marked side-effectful so that no graph pass drops a call whose result nobody reads.
+work; they double as the Meta kernels, which refuse real meta tensors), a fake ``kvdump::Writer``
+class rebuilt from the state the C++ class flattens to, and the ops marked side-effectful so that
+no graph pass drops a call whose result nobody reads.
 
 Imported by ``kvdump`` itself; nothing here is public."""
 

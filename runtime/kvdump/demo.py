@@ -47,7 +47,8 @@ class DemoConfig:
     store_latency_ms: float = field(
         default=0.0,
         metadata={"help": "milliseconds every store put call sleeps (a DelayedStore over the MemoryStore), "
-                  "standing in for a remote store: watch kvdump hide it while synchronous writes pay it"},
+                  "standing in for a remote store: watch kvdump hide it while synchronous writes pay it",
+                  "aliases": ("--store-latency",)},
     )
 
 
