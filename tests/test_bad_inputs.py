@@ -266,7 +266,9 @@ SUBMIT_CASES = [
     pytest.param({"layer": -1}, VE, "layer", id="layer-negative"),
     pytest.param({"layer": True}, TE, "layer", id="layer-bool"),
     pytest.param({"request": 3}, TE, "request", id="request-int"),
+    pytest.param({"request": "r\udfff"}, VE, "request", id="request-lone-surrogate"),
     pytest.param({"label": 3}, TE, "label", id="label-int"),
+    pytest.param({"label": "\ud800"}, VE, "label", id="label-lone-surrogate"),
     pytest.param({"timeout": NAN}, VE, "timeout", id="timeout-nan"),
     pytest.param({"timeout": -1}, VE, "timeout", id="timeout-negative"),
 ]
@@ -379,6 +381,8 @@ WRITE_CASES = [
     pytest.param({"block_hashes": [11]}, VE, "block_hashes", id="hashes-fewer"),
     pytest.param({"block_hashes": [11, 12, 13]}, VE, "block_hashes", id="hashes-more"),
     pytest.param({"block_hashes": [7, 7]}, VE, "block_hashes", id="hashes-duplicate-for-different-ids"),
+    pytest.param({"request": 3}, TE, "request", id="request-int"),
+    pytest.param({"request": "r\ud800"}, VE, "request", id="request-lone-surrogate"),
 ]
 
 

@@ -37,9 +37,13 @@ def seconds(name: str, value: Any, *, optional: bool = False) -> float | None:
 
 
 def text(name: str, value: Any) -> str:
-    """``value`` if it is a str."""
+    """``value`` if it is a str that UTF-8 can carry to the native side (a lone surrogate cannot)."""
     if not isinstance(value, str):
         raise KvdumpTypeError(f"{name} must be a str, got {type(value).__name__} {value!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise KvdumpValueError(f"{name} must be text UTF-8 can encode: {exc}") from None
     return value
 
 
