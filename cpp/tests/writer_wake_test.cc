@@ -68,33 +68,29 @@ TEST(WriterWake, ABacklogBehindABusyWorkerIsSharedOutAmongIdlePeers) {
   EXPECT_EQ(report.failed, 0u);
 }
 
-TEST(WriterWake, EveryTaskOfManyCyclesRunsWithOneWorkerOrMany) {
-  for (size_t n : {1u, 2u, 4u}) {
-    AsyncWriter w(threads(n));
-    for (int cycle = 0; cycle < 50; ++cycle) {
-      ASSERT_TRUE(w.init().ok());
-      std::atomic<int> ran{0};
-      for (int i = 0; i < 16; ++i) ASSERT_TRUE(w.submit([&] { ++ran; return Status::Ok(); }, {"t", i, ""}).ok());
-      Status done = w.waitAllDone(seconds(30));
-      ASSERT_TRUE(done.ok()) << done.toString();
-      ASSERT_EQ(ran.load(), 16) << n << " threads, cycle " << cycle;
-    }
+// Runs `cycles` cycles of `tasks` trivial tasks each and checks that every task ran by the barrier.
+void everyTaskRunsInEveryCycle(const WriterOptions& options, int cycles, int tasks) {
+  AsyncWriter w(options);
+  for (int cycle = 0; cycle < cycles; ++cycle) {
+    ASSERT_TRUE(w.init().ok());
+    std::atomic<int> ran{0};
+    for (int i = 0; i < tasks; ++i) ASSERT_TRUE(w.submit([&] { ++ran; return Status::Ok(); }, {"t", i, ""}).ok());
+    Status done = w.waitAllDone(seconds(30));
+    ASSERT_TRUE(done.ok()) << done.toString();
+    ASSERT_EQ(ran.load(), tasks) << options.num_threads << " threads, " << options.idle_poll.count()
+                                 << " us poll, cycle " << cycle;
   }
+}
+
+TEST(WriterWake, EveryTaskOfManyCyclesRunsWithOneWorkerOrMany) {
+  for (size_t n : {1u, 2u, 4u}) everyTaskRunsInEveryCycle(threads(n), 50, 16);
 }
 
 TEST(WriterWake, WithPollingOrWakingEveryTaskRunsBeforeTheBarrierReturns) {
   for (auto poll : {std::chrono::microseconds(0), std::chrono::microseconds(200), std::chrono::microseconds(50000)}) {
     WriterOptions o = threads(2);
     o.idle_poll = poll;
-    AsyncWriter w(o);
-    for (int cycle = 0; cycle < 20; ++cycle) {
-      ASSERT_TRUE(w.init().ok());
-      std::atomic<int> ran{0};
-      for (int i = 0; i < 8; ++i) ASSERT_TRUE(w.submit([&] { ++ran; return Status::Ok(); }, {"t", i, ""}).ok());
-      Status done = w.waitAllDone(seconds(30));
-      ASSERT_TRUE(done.ok()) << done.toString();
-      ASSERT_EQ(ran.load(), 8) << poll.count() << " us poll, cycle " << cycle;
-    }
+    everyTaskRunsInEveryCycle(o, 20, 8);
   }
 }
 

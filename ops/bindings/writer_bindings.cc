@@ -51,11 +51,9 @@ class PyWriter {
     options.writer.abort_timeout = millis(abort_timeout, "abort_timeout");
     options.writer.max_abandoned_threads = max_abandoned_threads;
     options.writer.worker_nice = worker_nice;
-    if (!(idle_poll >= 0.0 && idle_poll <= 1.0)) {
-      throwStatus(Status::InvalidArgument("idle_poll must be in [0, 1] seconds (0: submit wakes a worker), got " +
-                                          std::to_string(idle_poll)));
-    }
-    options.writer.idle_poll = std::chrono::microseconds(static_cast<int64_t>(idle_poll * 1e6));
+    // The upper bound (1 s) is validateWriterOptions'.
+    options.writer.idle_poll =
+        std::chrono::duration_cast<std::chrono::microseconds>(*secondsArgument(idle_poll, "idle_poll"));
     check(validateWriterOptions(options.writer));
     if (staging_bytes == 0) throwStatus(Status::InvalidArgument("staging_bytes must be positive"));
     options.staging_bytes = staging_bytes;

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "../src/held_writer.h"
 #include "../src/layer_write_call.h"
 
 namespace kvdump {
@@ -50,18 +51,15 @@ struct PlainTensorTypes {
 
 const PlainTensorTypes* plain_tensor_types = nullptr;  // set once by addDirectWriteFunctions
 
-const PlainTensorTypes* plainTensorTypes() { return plain_tensor_types; }
-
 bool isPlainTensor(PyObject* o) {
-  const PlainTensorTypes* types = plainTensorTypes();
   auto* type = reinterpret_cast<PyObject*>(Py_TYPE(o));
-  return type == types->tensor || type == types->parameter;
+  return type == plain_tensor_types->tensor || type == plain_tensor_types->parameter;
 }
 
 // A new reference to the tensor of a plain Python tensor (checked by isPlainTensor), read through
 // torch's own `_cdata` attribute: this file needs none of torch's Python headers.
 std::optional<at::Tensor> tensorOf(PyObject* o) {
-  PyObject* address = PyObject_GetAttr(o, plainTensorTypes()->cdata);
+  PyObject* address = PyObject_GetAttr(o, plain_tensor_types->cdata);
   if (address == nullptr) {
     PyErr_Clear();
     return std::nullopt;
@@ -78,9 +76,19 @@ std::optional<at::Tensor> tensorOf(PyObject* o) {
 
 PyObject* declined() { Py_RETURN_NOTIMPLEMENTED; }
 
-// The c10 errors the shared implementation raises, as the Python exceptions torch.ops would raise.
-PyObject* raised(const c10::Error& e, PyObject* type) {
-  PyErr_SetString(type, e.what_without_backtrace());
+// Runs `fn`, turning the c10 errors the shared implementation raises into the Python exceptions
+// torch.ops would raise: nullptr with the error set, or `fn`'s result.
+template <typename Fn>
+PyObject* raisingAsTorchOps(Fn&& fn) {
+  try {
+    return fn();
+  } catch (const c10::ValueError& e) {
+    PyErr_SetString(PyExc_ValueError, e.what_without_backtrace());
+  } catch (const c10::Error& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+  }
   return nullptr;
 }
 
@@ -126,23 +134,11 @@ PyObject* raised(const c10::Error& e, PyObject* type) {
     if (!v_cache) return declined();
   }
   if (!kv_cache || !block_ids || !block_hashes) return declined();
-  try {
-    std::shared_ptr<WriterContext> ctx = handle->lock();
-    if (!ctx) {
-      PyErr_SetString(PyExc_RuntimeError, "[kvdump:LIFECYCLE] the kvdump writer was closed");
-      return nullptr;
-    }
-    queueLayerWrite(*ctx, layer_index, *kv_cache, v_cache, *block_ids, *block_hashes,
+  return raisingAsTorchOps([&]() -> PyObject* {
+    queueLayerWrite(*holdWriter(*handle), layer_index, *kv_cache, v_cache, *block_ids, *block_hashes,
                     std::string_view(request_text, static_cast<size_t>(request_size)));
-  } catch (const c10::ValueError& e) {
-    return raised(e, PyExc_ValueError);
-  } catch (const c10::Error& e) {
-    return raised(e, PyExc_RuntimeError);
-  } catch (const std::exception& e) {
-    PyErr_SetString(PyExc_RuntimeError, e.what());
-    return nullptr;
-  }
-  Py_RETURN_NONE;
+    Py_RETURN_NONE;
+  });
 }
 
 PyObject* claimDirectWriterHandle(PyObject* /*module*/, PyObject* ticket) {
@@ -152,16 +148,12 @@ PyObject* claimDirectWriterHandle(PyObject* /*module*/, PyObject* ticket) {
   }
   const long long number = PyLong_AsLongLong(ticket);
   if (number == -1 && PyErr_Occurred()) return nullptr;
-  std::shared_ptr<WriterContext> claimed = WriterContext::claim(number);
-  if (!claimed) {
-    PyErr_Format(PyExc_ValueError, "[kvdump:INVALID_ARGUMENT] ticket %lld names no kvdump writer waiting to be claimed",
-                 number);
-    return nullptr;
-  }
-  auto* handle = new Handle(claimed);
-  PyObject* capsule = PyCapsule_New(handle, kCapsuleName, &destroyHandle);
-  if (capsule == nullptr) delete handle;
-  return capsule;
+  return raisingAsTorchOps([&] {
+    auto* handle = new Handle(claimOfferedWriter(number));
+    PyObject* capsule = PyCapsule_New(handle, kCapsuleName, &destroyHandle);
+    if (capsule == nullptr) delete handle;
+    return capsule;
+  });
 }
 
 int addDirectWriteFunctions(PyObject* module) {

@@ -1,23 +1,11 @@
 #include "torch_writer.h"
 
-#include "torch_status.h"
+#include "held_writer.h"
 
 namespace kvdump {
 
-TorchWriter::TorchWriter(int64_t ticket) : ticket_(ticket) {
-  std::shared_ptr<WriterContext> claimed = WriterContext::claim(ticket);
-  context_ = claimed;
-  if (!claimed) {
-    throwIfError(Status::InvalidArgument("ticket " + std::to_string(ticket) +
-                                         " does not name a kvdump writer waiting to be claimed (claimed already, "
-                                         "closed, or never offered): use AsyncWriter.torch_writer"));
-  }
-}
+TorchWriter::TorchWriter(int64_t ticket) : context_(claimOfferedWriter(ticket)), ticket_(ticket) {}
 
-std::shared_ptr<WriterContext> TorchWriter::context() const {
-  std::shared_ptr<WriterContext> live = context_.lock();
-  if (!live) throwIfError(Status::Lifecycle("the kvdump writer was closed"));
-  return live;
-}
+std::shared_ptr<WriterContext> TorchWriter::context() const { return holdWriter(context_); }
 
 }  // namespace kvdump
