@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from kvdump.errors import KvdumpError, StatusCode, error_for_code
 
@@ -25,12 +25,17 @@ def translate(exc: BaseException) -> KvdumpError | None:
     return error_for_code(code, match.group("message"), match.group("key") or "")
 
 
+def raise_typed(exc: BaseException) -> NoReturn:
+    """Raises ``exc`` as the typed kvdump exception it describes, or as it is if it is not ours."""
+    typed = translate(exc)
+    if typed is None:
+        raise exc
+    raise typed from None
+
+
 def call_op(op: Callable[..., T], *args: object) -> T:
     """Calls a kvdump torch op, re-raising its errors as typed kvdump exceptions."""
     try:
         return op(*args)
     except (RuntimeError, ValueError) as exc:
-        typed = translate(exc)
-        if typed is None:
-            raise
-        raise typed from None
+        raise_typed(exc)

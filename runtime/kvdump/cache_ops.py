@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from kvdump import _C, _arguments
-from kvdump._torch_errors import call_op, translate
+from kvdump._torch_errors import call_op, raise_typed
 from kvdump.errors import KvdumpTypeError
 from kvdump.writer import AsyncWriter, CycleReport
 
@@ -57,11 +57,8 @@ def write_cache_store(
         # declines (NotImplemented) whatever the registered op should handle instead.
         if _DIRECT(writer, layer, kv_cache, v_cache, block_ids, block_hashes, request) is None:
             return
-    except Exception as exc:  # noqa: BLE001 - every failure is explained, typed, below
-        typed = translate(exc)
-        if typed is not None:
-            raise typed from None
-        raise
+    except Exception as exc:  # noqa: BLE001 - ours are raised typed, the rest as they are
+        raise_typed(exc)
     _write_through_op(writer, layer, kv_cache, block_ids, block_hashes, v_cache, request)
 
 
