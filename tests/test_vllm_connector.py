@@ -1,0 +1,451 @@
+"""KvdumpConnector against the real vLLM 0.32.0 scheduler (see vllm_harness for what runs)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+from forwarding_store import ForwardingStore
+from vllm_harness import VllmEngine, Worker, blocks_equal, stand_in_kv
+
+import kvdump
+from kvdump import _C
+from kvdump.config import ConfigError
+from kvdump.integrations.vllm import KvdumpConnector, parse_settings
+from kvdump.integrations.vllm.request_keys import hash_namespace, prompt_chain
+from kvdump.integrations.vllm.shared_stores import forget_store, provide_store
+
+NS = "vllm-test"
+BLOCK = 16
+
+
+def chain(prompt: list[int]) -> list[int]:
+    return prompt_chain(prompt, BLOCK, hash_namespace(NS, "float32", None, None))
+
+
+def committed(store: kvdump.CacheStore, prompt: list[int], layers: int = 2, tp_rank: int = 0, tp_size: int = 1) -> int:
+    return kvdump.lookup(store, chain(prompt), namespace=NS, tp_rank=tp_rank, tp_size=tp_size, num_layers=layers)
+
+
+def snapshot(worker: Worker, block_ids: list[int]) -> list[list[torch.Tensor]]:
+    return [[worker.block(layer, b).clone() for b in block_ids] for layer in range(len(worker.engine.layer_names))]
+
+
+def same_as_snapshot(worker: Worker, block_ids: list[int], shot: list[list[torch.Tensor]]) -> bool:
+    return all(
+        torch.equal(worker.block(layer, b), shot[layer][i])
+        for layer in range(len(shot))
+        for i, b in enumerate(block_ids)
+    )
+
+
+def prompt_of(length: int, seed: int = 1) -> list[int]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(1, 999, (length,), generator=g).tolist()
+
+
+@pytest.fixture
+def store_url() -> str:
+    """A fresh in-process store under a URL of its own (connectors share one store per URL)."""
+    url = f"memory://test-{uuid.uuid4().hex}"
+    provide_store(url, kvdump.MemoryStore(capacity_bytes=64 << 20))
+    yield url
+    forget_store(url)
+
+
+@pytest.fixture
+def engines() -> list[VllmEngine]:
+    made: list[VllmEngine] = []
+    yield made
+    for engine in made:
+        engine.shutdown()
+
+
+def make(engines: list[VllmEngine], tmp_path: Path, url: str, **kwargs: object) -> VllmEngine:
+    extra = {"store_url": url, "namespace": NS, "save_timeout": 30.0, "load_timeout": 30.0}
+    extra.update(kwargs.pop("extra", {}))  # type: ignore[arg-type]
+    engine = VllmEngine(tmp_path / f"e{len(engines)}", extra, **kwargs)  # type: ignore[arg-type]
+    engines.append(engine)
+    return engine
+
+
+# -- the main flow ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["flash_attn", "flash_infer", "mla"])
+def test_shared_prefix_loads_bit_identical_into_other_blocks(tmp_path, store_url, engines, layout):
+    engine = make(engines, tmp_path, store_url, layout=layout)
+    worker = engine.workers[0]
+    prompt = prompt_of(59)
+    engine.add("a", prompt)
+    engine.step()
+    a_blocks = list(worker.tables["a"][:3])
+    shot = snapshot(worker, a_blocks)
+    engine.run()
+    assert committed(engine.workers[0].connector._worker.writer.store, prompt) == 3  # 59 tokens: 3 full blocks
+
+    engine.add("b", prompt + [5, 6, 7, 8, 9])
+    so = engine.step()
+    new = so.scheduled_new_reqs[0]
+    assert new.num_computed_tokens == 48  # the committed prefix, from the store
+    b_blocks = list(worker.tables["b"][:3])
+    assert b_blocks != a_blocks
+    assert same_as_snapshot(worker, b_blocks, shot)
+    engine.run()
+    assert not engine.invalid_block_ids
+    totals = worker.connector.stats_totals()
+    assert totals["loads"] == 3 * 2 and totals["load_failures"] == 0
+    assert engine.connector.stats_totals()["hit_tokens"] == 48
+
+
+def test_last_prompt_token_is_never_matched(tmp_path, store_url, engines):
+    engine = make(engines, tmp_path, store_url)
+    prompt = prompt_of(64)  # exactly four full blocks
+    engine.add("a", prompt)
+    engine.run()
+    assert committed(engine.workers[0].connector._worker.writer.store, prompt) == 4
+    engine.add("b", prompt)
+    so = engine.step()
+    # The fourth block holds the last prompt token, which vLLM must compute to sample from.
+    assert so.scheduled_new_reqs[0].num_computed_tokens == 48
+    assert so.num_scheduled_tokens["b"] == 16
+
+
+def test_block_saved_from_one_layout_loads_into_another(tmp_path, store_url, engines):
+    prompt = prompt_of(50, seed=3)
+    source = make(engines, tmp_path, store_url, layout="flash_attn", role="kv_producer")
+    source.add("a", prompt)
+    source.step()
+    shot = snapshot(source.workers[0], source.workers[0].tables["a"][:3])
+    source.run()
+    target = make(engines, tmp_path, store_url, layout="flash_infer", role="kv_consumer")
+    target.add("a", prompt)
+    target.step()
+    # FlashAttention's block [2, bs, heads, dim] and FlashInfer's [2, bs, heads, dim] views agree.
+    assert same_as_snapshot(target.workers[0], target.workers[0].tables["a"][:3], shot)
+
+
+def test_chunked_prefill_commits_each_chunk(tmp_path, store_url, engines):
+    engine = make(engines, tmp_path, store_url, max_num_batched_tokens=40)
+    prompt = prompt_of(100, seed=4)
+    engine.add("a", prompt)
+    store = engine.workers[0].connector._worker.writer.store
+    engine.step()  # tokens 0..39: blocks 0 and 1 complete
+    assert committed(store, prompt) == 2
+    engine.step()  # tokens 40..79: blocks 2..4 complete
+    assert committed(store, prompt) == 5
+    engine.run()
+    assert committed(store, prompt) == 6
+
+
+def test_roles_producer_saves_only_and_consumer_loads_only(tmp_path, store_url, engines):
+    prompt = prompt_of(40, seed=5)
+    consumer = make(engines, tmp_path, store_url, role="kv_consumer")
+    consumer.add("a", prompt)
+    consumer.run()
+    store = kvdump.open_store  # noqa: F841 (clarity: the consumer must not have written)
+    assert consumer.workers[0].connector._worker.writer is None
+    assert consumer.workers[0].connector.stats_totals()["saves"] == 0
+    producer = make(engines, tmp_path, store_url, role="kv_producer")
+    producer.add("a", prompt)
+    producer.run()
+    assert producer.connector.stats_totals()["lookups"] == 0
+    assert producer.workers[0].connector._worker.loader is None
+
+
+# -- failures ---------------------------------------------------------------------------------------
+
+
+class _RefusingStore(ForwardingStore):
+    """Refuses the puts whose key contains ``refuse``."""
+
+    def __init__(self, refuse: str) -> None:
+        super().__init__("refusing", kvdump.MemoryStore(capacity_bytes=64 << 20))
+        self.refuse = refuse
+
+    def put(self, key, value):
+        if self.refuse in key:
+            raise kvdump.StoreError("injected put failure", key=key)
+        super().put(key, value)
+
+
+def test_failed_save_is_reported_and_nothing_of_it_committed(tmp_path, engines, caplog):
+    good, bad = prompt_of(40, seed=6), prompt_of(40, seed=7)
+    bad_key = _C.block_key(NS, 0, 1, chain(bad)[1], 1)
+    store = _RefusingStore(bad_key)
+    url = "memory://refusing"
+    provide_store(url, store)
+    try:
+        engine = make(engines, tmp_path, url)
+        engine.add("good", good)
+        engine.add("bad", bad)
+        with caplog.at_level("ERROR", logger="kvdump.vllm"):
+            engine.run()
+        assert "bad" in caplog.text
+        assert committed(store, good) == 2
+        assert committed(store, bad) == 0  # block 0 stored, but the request failed: nothing published
+        assert engine.workers[0].connector.stats_totals()["save_failures"] == 1
+        assert all(r.is_finished() for r in engine.requests.values())
+        # The engine goes on: the next request saves and commits.
+        engine.add("after", prompt_of(40, seed=8))
+        engine.run()
+        assert committed(store, prompt_of(40, seed=8)) == 2
+    finally:
+        forget_store(url)
+
+
+def test_missing_and_corrupt_blocks_are_load_errors_and_the_rest_loads(tmp_path, store_url, engines):
+    engine = make(engines, tmp_path, store_url)
+    worker = engine.workers[0]
+    prompt = prompt_of(80, seed=9)
+    engine.add("a", prompt)
+    engine.step()
+    shot = snapshot(worker, worker.tables["a"][:4])
+    engine.run()
+    store = worker.connector._worker.writer.store
+    hashes = chain(prompt)
+    assert kvdump.CacheStore.remove(store, _C.block_key(NS, 0, 1, hashes[2], 1))
+    key = _C.block_key(NS, 0, 1, hashes[3], 0)
+    record = bytearray(kvdump.CacheStore.get(store, key))
+    record[-1] ^= 0xFF
+    kvdump.CacheStore.remove(store, key)
+    kvdump.CacheStore.put(store, key, bytes(record))
+
+    engine.add("b", prompt)
+    so = engine.step()
+    b_blocks = list(worker.tables["b"])
+    assert so.scheduled_new_reqs[0].num_computed_tokens == 64  # the records still say 4 blocks
+    assert engine.invalid_block_ids == {b_blocks[2], b_blocks[3]}
+    assert same_as_snapshot(worker, b_blocks[:2], [layer[:2] for layer in shot])
+    assert worker.connector.stats_totals()["load_failures"] == 2
+    engine.run()  # vLLM recomputes from the first bad block and finishes
+    assert engine.requests["b"].is_finished()
+
+
+class _GatedStore(ForwardingStore):
+    """Puts of keys containing one of ``stalled`` wait for ``gate``: a stalled remote store."""
+
+    def __init__(self) -> None:
+        super().__init__("gated", kvdump.MemoryStore(capacity_bytes=64 << 20))
+        self.gate = threading.Event()
+        self.stalled: list[str] = []
+
+    def put(self, key, value):
+        if any(part in key for part in self.stalled):
+            self.gate.wait(60)
+        super().put(key, value)
+
+
+def test_stalled_store_is_reported_within_the_deadline_and_blocks_reused_safely(tmp_path, engines):
+    store = _GatedStore()
+    url = "memory://gated"
+    provide_store(url, store)
+    try:
+        engine = make(engines, tmp_path, url, num_blocks=8, extra={"save_timeout": 0.5})
+        worker = engine.workers[0]
+        first = prompt_of(64, seed=10)
+        store.stalled = [f"/{h & (2**64 - 1):016x}/" for h in chain(first)]
+        engine.add("a", first)
+        started = time.monotonic()
+        engine.run()
+        # Bounded by the deadline, not by the stalled store (which would hold it for 60 s).
+        assert time.monotonic() - started < 30
+        assert worker.connector.stats_totals()["save_failures"] == 1
+        # The request finished and its blocks went back to vLLM; another request now overwrites them.
+        second = prompt_of(64, seed=11)
+        engine.add("b", second)
+        engine.run()
+        store.gate.set()
+        deadline = time.monotonic() + 30
+        while worker.connector._worker.writer.stats()["threads_in_abandoned_calls"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert committed(store, first) == 0
+        # Whatever the abandoned task put under a's keys holds a's values, never b's.
+        for index, block_hash in enumerate(chain(first)):
+            raw = kvdump.CacheStore.get(store.inner, _C.block_key(NS, 0, 1, block_hash, 0))
+            if raw is None:
+                continue
+            expected = stand_in_kv(0, 0, first, index * BLOCK, (index + 1) * BLOCK, (2, 2, 16))
+            payload = torch.frombuffer(bytearray(raw[64:]), dtype=torch.float32).reshape(2, BLOCK, 2, 16)
+            assert torch.allclose(payload.transpose(0, 1), expected, atol=1e-6)
+        assert committed(store, second) == 4
+    finally:
+        store.gate.set()
+        forget_store(url)
+
+
+def test_preempted_request_never_stores_reused_blocks_under_its_keys(tmp_path, store_url, engines):
+    # 10 blocks for two 64-token prompts that each grow by 40 tokens: the scheduler must preempt one.
+    engine = make(engines, tmp_path, store_url, num_blocks=10)
+    prompts = {"a": prompt_of(64, seed=12), "b": prompt_of(64, seed=13)}
+    for name, prompt in prompts.items():
+        engine.add(name, prompt, max_tokens=40)
+    engine.run(max_steps=200)
+    preempted = sum(r.num_preemptions for r in engine.requests.values())
+    assert preempted >= 1
+    store = engine.workers[0].connector._worker.writer.store
+    loader = kvdump.KVLoader(store, namespace=NS, num_threads=1)
+    try:
+        for prompt in prompts.values():
+            count = committed(store, prompt)
+            assert count == 4
+            scratch = torch.zeros(2, count, BLOCK, 2, 16)
+            for layer in range(2):
+                loader.load(layer, scratch, list(range(count)), chain(prompt)[:count])
+                expected = stand_in_kv(0, layer, prompt, 0, count * BLOCK, (2, 2, 16))
+                got = scratch.permute(1, 2, 0, 3, 4).reshape(count * BLOCK, 2, 2, 16)
+                assert torch.allclose(got, expected, atol=1e-6)
+    finally:
+        loader.close()
+
+
+def test_aborted_request_commits_only_complete_chunks_and_frees_its_state(tmp_path, store_url, engines):
+    from vllm.v1.request import RequestStatus
+
+    engine = make(engines, tmp_path, store_url, max_num_batched_tokens=40)
+    prompt = prompt_of(120, seed=14)
+    engine.add("a", prompt)
+    engine.step()
+    engine.scheduler.finish_requests("a", RequestStatus.FINISHED_ABORTED)
+    engine.run()
+    store = engine.workers[0].connector._worker.writer.store
+    assert committed(store, prompt) == 2
+    assert engine.connector._scheduler._requests == {}
+    engine.add("again", prompt)
+    so = engine.step()
+    assert so.scheduled_new_reqs[0].num_computed_tokens == 32
+
+
+def test_two_tp_ranks_store_their_own_shards_and_need_each_other(tmp_path, store_url, engines):
+    engine = make(engines, tmp_path, store_url, tp_size=2)
+    prompt = prompt_of(40, seed=15)
+    engine.add("a", prompt)
+    engine.step()
+    shots = [snapshot(w, w.tables["a"][:2]) for w in engine.workers]
+    assert not torch.equal(shots[0][0][0], shots[1][0][0])  # the ranks hold different shards
+    engine.run()
+    store = engine.workers[0].connector._worker.writer.store
+    assert [committed(store, prompt, tp_rank=r, tp_size=2) for r in (0, 1)] == [2, 2]
+    engine.add("b", prompt)
+    so = engine.step()
+    assert so.scheduled_new_reqs[0].num_computed_tokens == 32
+    for worker, shot in zip(engine.workers, shots, strict=True):
+        assert same_as_snapshot(worker, worker.tables["b"][:2], shot)
+    engine.run()
+    # Without rank 1's commit record of block 1, only block 0 is usable.
+    kvdump.CacheStore.remove(store, _C.commit_key(NS, 1, 2, chain(prompt)[1], 0, 2))
+    engine.add("c", prompt)
+    so = engine.step()
+    assert so.scheduled_new_reqs[0].num_computed_tokens == 16
+
+
+# -- PD across processes --------------------------------------------------------------------------
+
+_PREFILL = """
+import json, sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from vllm_harness import VllmEngine
+extra = json.loads({extra!r})
+engine = VllmEngine(Path({tmp!r}), extra, role="kv_producer", model_dir=Path({model!r}))
+prompt = json.loads({prompt!r})
+engine.add("p", prompt)
+so = engine.step()
+worker = engine.workers[0]
+table = worker.tables["p"][:3]
+blocks = [[worker.block(layer, b).tolist() for b in table] for layer in range(2)]
+engine.run()
+engine.shutdown()
+Path({out!r}).write_text(json.dumps(blocks))
+"""
+
+
+def _pd_across_processes(tmp_path: Path, url: str, engines: list[VllmEngine]) -> None:
+    from vllm_harness import write_model_dir
+
+    model = write_model_dir(tmp_path / "model", 2, 2, 16)
+    prompt = prompt_of(60, seed=16)
+    extra = {"store_url": url, "namespace": NS}
+    out = tmp_path / "prefill_blocks.json"
+    script = _PREFILL.format(
+        tests=str(Path(__file__).parent),
+        extra=json.dumps(extra),
+        tmp=str(tmp_path / "prefill"),
+        model=str(model),
+        prompt=json.dumps(prompt),
+        out=str(out),
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=240)
+    prefill_blocks = json.loads(out.read_text())
+    decode = VllmEngine(tmp_path / "decode", extra, role="kv_consumer", model_dir=model)
+    engines.append(decode)
+    decode.add("d", prompt)
+    so = decode.step()
+    assert so.scheduled_new_reqs[0].num_computed_tokens == 48
+    worker = decode.workers[0]
+    for layer in range(2):
+        for i, block_id in enumerate(worker.tables["d"][:3]):
+            assert torch.equal(worker.block(layer, block_id), torch.tensor(prefill_blocks[layer][i]))
+    decode.run()
+
+
+def test_prefill_and_decode_in_two_processes_over_file_store(tmp_path, engines):
+    url = f"file://{tmp_path / 'kv'}"
+    try:
+        _pd_across_processes(tmp_path, url, engines)
+    finally:
+        forget_store(url)
+
+
+def test_prefill_and_decode_in_two_processes_over_mooncake(tmp_path, engines, mooncake_cluster):
+    url = mooncake_cluster.url(global_segment_size=0, local_buffer_size=64 << 20)
+    try:
+        _pd_across_processes(tmp_path, url, engines)
+    finally:
+        forget_store(url)
+
+
+# -- config and metrics ---------------------------------------------------------------------------
+
+
+def test_extra_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="kv_connector_extra_config.store_url"):
+        parse_settings({})
+    with pytest.raises(ConfigError, match="kv_connector_extra_config.num_thread"):
+        parse_settings({"store_url": "memory://", "num_thread": 2})
+    with pytest.raises(ConfigError, match="kv_connector_extra_config.save_timeout"):
+        parse_settings({"store_url": "memory://", "save_timeout": -1})
+    with pytest.raises(ConfigError, match="kv_connector_extra_config.kv_layout"):
+        parse_settings({"store_url": "memory://", "kv_layout": "paged"})
+    settings = parse_settings({"store_url": "file:///srv/kv", "store_options": {"fsync": True}, "staging_bytes": "1MiB"})
+    assert settings.resolved_store_url == "file:///srv/kv?fsync=true"
+    assert settings.staging_bytes == 1 << 20
+
+
+def test_stats_reach_vllm_and_reduce(tmp_path, store_url, engines):
+    engine = make(engines, tmp_path, store_url)
+    prompt = prompt_of(40, seed=17)
+    engine.add("a", prompt)
+    engine.run()
+    engine.add("b", prompt)
+    engine.run()
+    stats = KvdumpConnector.build_kv_connector_stats(engine.workers[0].connector.stats_totals())
+    reduced = stats.reduce()
+    assert reduced["saves"] == 2 * 2 and reduced["loads"] == 2 * 2
+    assert reduced["save_bytes"] == 4 * 2 * BLOCK * 2 * 16 * 4
+    assert reduced["barrier_waits"] >= 1 and reduced["barrier_wait_ms_avg"] >= 0
+    scheduler = KvdumpConnector.build_kv_connector_stats(engine.connector.stats_totals()).reduce()
+    assert scheduler["hit_tokens"] == 32 and scheduler["lookups"] == 2
+    assert not stats.is_empty()
+
+
+def test_import_kvdump_does_not_import_vllm():
+    code = "import sys, kvdump, kvdump.integrations; assert 'vllm' not in sys.modules, 'vllm imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
