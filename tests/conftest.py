@@ -36,6 +36,22 @@ def make_writer() -> Iterator[Callable[..., kvdump.AsyncWriter]]:
         writer.close()
 
 
+@pytest.fixture
+def make_loader() -> Iterator[Callable[..., kvdump.KVLoader]]:
+    """Makes loaders (default: 2 threads) and closes them after the test."""
+    loaders: list[kvdump.KVLoader] = []
+
+    def make(store: kvdump.CacheStore, **kwargs: object) -> kvdump.KVLoader:
+        kwargs.setdefault("num_threads", 2)
+        loader = kvdump.KVLoader(store, **kwargs)  # type: ignore[arg-type]
+        loaders.append(loader)
+        return loader
+
+    yield make
+    for loader in loaders:
+        loader.close()
+
+
 @pytest.fixture(scope="session")
 def mooncake_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """One fresh Mooncake cluster on 127.0.0.1 for the session (master + a 256 MiB storage

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -59,21 +58,6 @@ def pick(num_blocks: int, n: int, seed: int) -> list[int]:
 
 def key(block_hash: int, layer: int) -> str:
     return _C.block_key(NS, 0, 1, block_hash, layer)
-
-
-@pytest.fixture
-def make_loader() -> Iterator[Callable[..., kvdump.KVLoader]]:
-    loaders: list[kvdump.KVLoader] = []
-
-    def make(store: kvdump.CacheStore, **kwargs: object) -> kvdump.KVLoader:
-        kwargs.setdefault("num_threads", 2)
-        loader = kvdump.KVLoader(store, **kwargs)  # type: ignore[arg-type]
-        loaders.append(loader)
-        return loader
-
-    yield make
-    for loader in loaders:
-        loader.close()
 
 
 def write_layer(writer: kvdump.AsyncWriter, layer: int, kv: torch.Tensor, ids: list[int], hashes: list[int],

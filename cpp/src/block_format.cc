@@ -15,6 +15,22 @@ constexpr uint8_t kMagic[4] = {'K', 'V', 'D', 'B'};
 
 }  // namespace
 
+size_t blockLayoutParts(BlockLayout layout) {
+  switch (layout) {
+    case BlockLayout::kKeyValue: return 2;
+    case BlockLayout::kLatent: return 1;
+  }
+  return 0;
+}
+
+const char* blockLayoutName(BlockLayout layout) {
+  switch (layout) {
+    case BlockLayout::kKeyValue: return "K then V (2 parts)";
+    case BlockLayout::kLatent: return "latent (1 part)";
+  }
+  return "unknown";
+}
+
 size_t blockDtypeSize(BlockDtype dtype) {
   switch (dtype) {
     case BlockDtype::kFloat32: return 4;
@@ -54,6 +70,7 @@ void encodeBlockHeader(const BlockHeader& h, uint8_t* out) {
   putField<uint16_t>(out, 6, static_cast<uint16_t>(BlockHeader::kBytes));
   putField<uint8_t>(out, 8, static_cast<uint8_t>(h.dtype));
   putField<uint8_t>(out, 9, static_cast<uint8_t>(blockDtypeSize(h.dtype)));
+  putField<uint16_t>(out, 10, static_cast<uint16_t>(h.layout));
   putField<uint32_t>(out, 12, h.layer);
   putField<uint32_t>(out, 16, h.block_size);
   putField<uint32_t>(out, 20, h.num_kv_heads);
@@ -84,6 +101,11 @@ Result<BlockHeader> decodeBlockRecord(const uint8_t* record, size_t record_bytes
   if (element == 0 || takeField<uint8_t>(record, 9) != element) {
     return Status::InvalidArgument("stored block has an unknown dtype code " + std::to_string(takeField<uint8_t>(record, 8)));
   }
+  h.layout = static_cast<BlockLayout>(takeField<uint16_t>(record, 10));
+  if (blockLayoutParts(h.layout) == 0) {
+    return Status::InvalidArgument("stored block has an unknown layout code " +
+                                   std::to_string(takeField<uint16_t>(record, 10)));
+  }
   h.layer = takeField<uint32_t>(record, 12);
   h.block_size = takeField<uint32_t>(record, 16);
   h.num_kv_heads = takeField<uint32_t>(record, 20);
@@ -94,8 +116,7 @@ Result<BlockHeader> decodeBlockRecord(const uint8_t* record, size_t record_bytes
   h.payload_bytes = takeField<uint64_t>(record, 40);
   h.checksum = takeField<uint64_t>(record, 48);
   h.key_space = takeField<uint64_t>(record, 56);
-  const uint64_t expected_payload = uint64_t{2} * h.block_size * h.num_kv_heads * h.head_dim * element;
-  if (h.payload_bytes != expected_payload || record_bytes != BlockHeader::kBytes + h.payload_bytes) {
+  if (h.payload_bytes != h.expectedPayloadBytes() || record_bytes != BlockHeader::kBytes + h.payload_bytes) {
     return Status::InvalidArgument("stored block is truncated or its header disagrees with its size (" +
                                    std::to_string(record_bytes) + " bytes, header says payload " +
                                    std::to_string(h.payload_bytes) + ")");
@@ -117,6 +138,12 @@ Status checkBlockMatches(const BlockHeader& found, const BlockHeader& expected) 
     return Status::KeySpaceMismatch(
         "stored block belongs to another key space (namespace or TP layout) than the reader's: it was copied or "
         "renamed from elsewhere");
+  }
+  // Before dtype and shape: a latent record and a K/V one can agree on both (num_kv_heads 1) and
+  // differ only in how many parts the payload holds.
+  if (found.layout != expected.layout) {
+    return Status::InvalidArgument(std::string("stored block does not match the destination cache: layout is ") +
+                                   blockLayoutName(found.layout) + ", expected " + blockLayoutName(expected.layout));
   }
   if (found.dtype != expected.dtype) {
     return Status::InvalidArgument(std::string("stored block dtype is ") + blockDtypeName(found.dtype) +

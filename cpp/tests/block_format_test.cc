@@ -14,6 +14,17 @@
 namespace kvdump {
 namespace {
 
+// Fills `h`'s payload (payload_bytes as its layout and shape imply), checksums it and encodes the
+// header in front of it.
+std::vector<uint8_t> sealRecord(BlockHeader& h, uint8_t salt) {
+  h.payload_bytes = h.expectedPayloadBytes();
+  std::vector<uint8_t> record(BlockHeader::kBytes + h.payload_bytes);
+  for (size_t i = BlockHeader::kBytes; i < record.size(); ++i) record[i] = static_cast<uint8_t>(i * salt);
+  h.checksum = payloadChecksum(record.data() + BlockHeader::kBytes, h.payload_bytes);
+  encodeBlockHeader(h, record.data());
+  return record;
+}
+
 std::vector<uint8_t> makeRecord(BlockHeader* header_out) {
   BlockHeader h;
   h.dtype = BlockDtype::kBFloat16;
@@ -24,11 +35,8 @@ std::vector<uint8_t> makeRecord(BlockHeader* header_out) {
   h.tp_rank = 1;
   h.tp_size = 2;
   h.block_hash = 0xfeedfacecafebeefULL;
-  h.payload_bytes = 2 * 4 * 2 * 3 * 2;
-  std::vector<uint8_t> record(BlockHeader::kBytes + h.payload_bytes);
-  for (size_t i = BlockHeader::kBytes; i < record.size(); ++i) record[i] = static_cast<uint8_t>(i * 7);
-  h.checksum = payloadChecksum(record.data() + BlockHeader::kBytes, h.payload_bytes);
-  encodeBlockHeader(h, record.data());
+  auto record = sealRecord(h, 7);
+  EXPECT_EQ(h.payload_bytes, uint64_t{2 * 4 * 2 * 3 * 2});  // K then V of bf16
   *header_out = h;
   return record;
 }
@@ -80,6 +88,80 @@ TEST(BlockFormat, MismatchNamesTheField) {
   other = h;
   other.dtype = BlockDtype::kFloat16;
   EXPECT_NE(checkBlockMatches(h, other).message().find("bfloat16"), std::string::npos);
+}
+
+// An MLA latent block: one part of [block_size, head_dim] under num_kv_heads 1, no V.
+std::vector<uint8_t> makeLatentRecord(BlockHeader* header_out) {
+  BlockHeader h;
+  h.dtype = BlockDtype::kFloat16;
+  h.layout = BlockLayout::kLatent;
+  h.layer = 3;
+  h.block_size = 4;
+  h.num_kv_heads = 1;
+  h.head_dim = 9;
+  h.block_hash = 0x1234;
+  auto record = sealRecord(h, 13);
+  *header_out = h;
+  return record;
+}
+
+TEST(BlockFormat, LatentRecordRoundTripsWithOnePart) {
+  BlockHeader h;
+  auto record = makeLatentRecord(&h);
+  EXPECT_EQ(record[10], 1);  // the layout field, little-endian
+  EXPECT_EQ(record[11], 0);
+  auto decoded = decodeBlockRecord(record.data(), record.size());
+  ASSERT_TRUE(decoded.ok()) << decoded.status().toString();
+  EXPECT_EQ(decoded.value().layout, BlockLayout::kLatent);
+  EXPECT_EQ(decoded.value().payload_bytes, uint64_t{4 * 9 * 2});
+  EXPECT_EQ(decoded.value().expectedPayloadBytes(), decoded.value().payload_bytes);
+  EXPECT_TRUE(checkBlockMatches(decoded.value(), h).ok());
+}
+
+TEST(BlockFormat, LatentRecordWithAKeyValueSizedPayloadIsRefused) {
+  BlockHeader h;
+  makeLatentRecord(&h);
+  h.payload_bytes *= 2;  // what K then V of the same shape would hold
+  std::vector<uint8_t> record(BlockHeader::kBytes + h.payload_bytes, 0x5a);
+  h.checksum = payloadChecksum(record.data() + BlockHeader::kBytes, h.payload_bytes);
+  encodeBlockHeader(h, record.data());
+  EXPECT_EQ(decodeBlockRecord(record.data(), record.size()).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(BlockFormat, ZeroReservedFieldStillReadsAsKeyThenValue) {
+  BlockHeader h;
+  auto record = makeRecord(&h);
+  // Records stored before the layout field had these bytes reserved and 0.
+  ASSERT_EQ(record[10], 0);
+  ASSERT_EQ(record[11], 0);
+  auto decoded = decodeBlockRecord(record.data(), record.size());
+  ASSERT_TRUE(decoded.ok()) << decoded.status().toString();
+  EXPECT_EQ(decoded.value().layout, BlockLayout::kKeyValue);
+  EXPECT_EQ(blockLayoutParts(decoded.value().layout), 2u);
+  EXPECT_EQ(decoded.value().payload_bytes, 2 * decoded.value().partBytes());
+}
+
+TEST(BlockFormat, UnknownLayoutCodeIsRefused) {
+  BlockHeader h;
+  auto record = makeRecord(&h);
+  record[10] = 7;
+  Status s = decodeBlockRecord(record.data(), record.size()).status();
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("layout"), std::string::npos);
+}
+
+TEST(BlockFormat, LayoutMismatchIsRefusedNamingTheField) {
+  BlockHeader latent;
+  makeLatentRecord(&latent);
+  // Same dtype and shape, one head: only the number of parts tells them apart.
+  BlockHeader key_value = latent;
+  key_value.layout = BlockLayout::kKeyValue;
+  key_value.payload_bytes = 2 * latent.payload_bytes;
+  for (const auto& [found, expected] : {std::pair{latent, key_value}, std::pair{key_value, latent}}) {
+    Status s = checkBlockMatches(found, expected);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(s.message().find("layout"), std::string::npos) << s.message();
+  }
 }
 
 TEST(BlockKey, NamesNamespaceShardHashAndLayer) {

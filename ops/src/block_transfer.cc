@@ -14,13 +14,15 @@ at::Tensor blockView(uint8_t* data, const LayerKv& kv) {
   return at::from_blob(data, {kv.block_size, kv.num_kv_heads, kv.head_dim}, at::TensorOptions().dtype(kv.scalarType()));
 }
 
-// The payloads of `count` records seen as one [count, 2, block_size, heads, head_dim] tensor over a
-// byte buffer of records (which may live on a device): the header gaps become a row stride.
+// The payloads of `count` records seen as one [count, parts, block_size, heads, head_dim] tensor
+// over a byte buffer of records (which may live on a device): the header gaps become a row stride.
 at::Tensor payloadView(const at::Tensor& record_bytes, const LayerKv& kv) {
   const int64_t count = record_bytes.size(0);
-  return record_bytes.narrow(1, static_cast<int64_t>(BlockHeader::kBytes), static_cast<int64_t>(2 * kv.halfBytes()))
+  const int64_t parts = static_cast<int64_t>(kv.parts());
+  const auto payload_bytes = static_cast<int64_t>(kv.recordBytes() - BlockHeader::kBytes);
+  return record_bytes.narrow(1, static_cast<int64_t>(BlockHeader::kBytes), payload_bytes)
       .view(kv.scalarType())
-      .view({count, 2, kv.block_size, kv.num_kv_heads, kv.head_dim});
+      .view({count, parts, kv.block_size, kv.num_kv_heads, kv.head_dim});
 }
 
 at::Tensor idsOn(const int64_t* ids, size_t count, const c10::Device& device) {
@@ -29,50 +31,44 @@ at::Tensor idsOn(const int64_t* ids, size_t count, const c10::Device& device) {
 
 void gatherOnCpu(const LayerKv& kv, const int64_t* ids, size_t count, uint8_t* const* records,
                  const RecordFilled& filled) {
-  const size_t half = kv.halfBytes();
+  const size_t part_bytes = kv.partBytes();
+  const size_t parts = kv.parts();
   if (kv.blocksAreDense()) {
-    const uint8_t* k = kv.k_data;
-    const uint8_t* v = kv.v_data;
-    const size_t k_stride = static_cast<size_t>(kv.k_block_stride);
-    const size_t v_stride = static_cast<size_t>(kv.v_block_stride);
     for (size_t i = 0; i < count; ++i) {
       uint8_t* payload = records[i] + BlockHeader::kBytes;
-      std::memcpy(payload, k + static_cast<size_t>(ids[i]) * k_stride, half);
-      std::memcpy(payload + half, v + static_cast<size_t>(ids[i]) * v_stride, half);
+      for (size_t p = 0; p < parts; ++p) {
+        const size_t at = static_cast<size_t>(ids[i]) * static_cast<size_t>(kv.part_block_stride[p]);
+        std::memcpy(payload + p * part_bytes, kv.part_data[p] + at, part_bytes);
+      }
       if (filled) filled(i);  // while the record is still in cache
     }
     return;
   }
-  const at::Tensor k = kv.k();
-  const at::Tensor v = kv.v();
+  const at::Tensor source[2] = {kv.part(0), parts > 1 ? kv.part(1) : at::Tensor()};
   for (size_t i = 0; i < count; ++i) {
     uint8_t* payload = records[i] + BlockHeader::kBytes;
-    blockView(payload, kv).copy_(k.select(0, ids[i]));
-    blockView(payload + half, kv).copy_(v.select(0, ids[i]));
+    for (size_t p = 0; p < parts; ++p) blockView(payload + p * part_bytes, kv).copy_(source[p].select(0, ids[i]));
     if (filled) filled(i);
   }
 }
 
 void scatterOnCpu(const LayerKv& kv, const int64_t* ids, size_t count, const uint8_t* const* records) {
-  const size_t half = kv.halfBytes();
+  const size_t part_bytes = kv.partBytes();
+  const size_t parts = kv.parts();
   if (kv.blocksAreDense()) {
-    uint8_t* k = kv.k_data;
-    uint8_t* v = kv.v_data;
-    const size_t k_stride = static_cast<size_t>(kv.k_block_stride);
-    const size_t v_stride = static_cast<size_t>(kv.v_block_stride);
     for (size_t i = 0; i < count; ++i) {
       const uint8_t* payload = records[i] + BlockHeader::kBytes;
-      std::memcpy(k + static_cast<size_t>(ids[i]) * k_stride, payload, half);
-      std::memcpy(v + static_cast<size_t>(ids[i]) * v_stride, payload + half, half);
+      for (size_t p = 0; p < parts; ++p) {
+        const size_t at = static_cast<size_t>(ids[i]) * static_cast<size_t>(kv.part_block_stride[p]);
+        std::memcpy(kv.part_data[p] + at, payload + p * part_bytes, part_bytes);
+      }
     }
     return;
   }
-  const at::Tensor k = kv.k();
-  const at::Tensor v = kv.v();
+  const at::Tensor destination[2] = {kv.part(0), parts > 1 ? kv.part(1) : at::Tensor()};
   for (size_t i = 0; i < count; ++i) {
     auto* payload = const_cast<uint8_t*>(records[i] + BlockHeader::kBytes);
-    k.select(0, ids[i]).copy_(blockView(payload, kv));
-    v.select(0, ids[i]).copy_(blockView(payload + half, kv));
+    for (size_t p = 0; p < parts; ++p) destination[p].select(0, ids[i]).copy_(blockView(payload + p * part_bytes, kv));
   }
 }
 
@@ -119,8 +115,9 @@ Status gatherBlocksToRecords(const LayerKv& kv, const int64_t* ids, size_t count
     at::Tensor device_records = at::empty({static_cast<int64_t>(count), record}, kv.whole.options().dtype(at::kByte));
     at::Tensor payload = payloadView(device_records, kv);
     at::Tensor index = idsOn(ids, count, device);
-    payload.select(1, 0).copy_(kv.k().index_select(0, index));
-    payload.select(1, 1).copy_(kv.v().index_select(0, index));
+    for (size_t p = 0; p < kv.parts(); ++p) {
+      payload.select(1, static_cast<int64_t>(p)).copy_(kv.part(p).index_select(0, index));
+    }
     try {
       forEachContiguousRun(records, count, kv.recordBytes(), [&](size_t first, size_t n) {
         at::Tensor host = at::from_blob(records[first], {static_cast<int64_t>(n), record}, at::kByte);
@@ -159,8 +156,9 @@ Status scatterRecordsToBlocks(const LayerKv& kv, const int64_t* ids, size_t coun
     });
     at::Tensor payload = payloadView(device_records, kv);
     at::Tensor index = idsOn(ids, count, device);
-    kv.k().index_copy_(0, index, payload.select(1, 0));
-    kv.v().index_copy_(0, index, payload.select(1, 1));
+    for (size_t p = 0; p < kv.parts(); ++p) {
+      kv.part(p).index_copy_(0, index, payload.select(1, static_cast<int64_t>(p)));
+    }
     impl.getStream(device).synchronize();
   });
 }

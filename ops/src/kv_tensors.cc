@@ -28,24 +28,26 @@ std::string shapeOf(const at::Tensor& t) {
 
 }  // namespace
 
-size_t LayerKv::halfBytes() const {
+size_t LayerKv::partBytes() const {
   return static_cast<size_t>(block_size * num_kv_heads * head_dim) * blockDtypeSize(dtype);
 }
 
-at::Tensor LayerKv::k() const { return v_alone.defined() ? whole : whole.select(0, 0); }
-
-at::Tensor LayerKv::v() const { return v_alone.defined() ? v_alone : whole.select(0, 1); }
+at::Tensor LayerKv::part(size_t p) const {
+  if (layout == BlockLayout::kLatent) return whole.unsqueeze(2);  // one head: the views K/V paths use
+  if (v_alone.defined()) return p == 0 ? whole : v_alone;
+  return whole.select(0, static_cast<int64_t>(p));
+}
 
 void LayerKv::release() {
   whole = at::Tensor();
   v_alone = at::Tensor();
-  k_data = nullptr;
-  v_data = nullptr;
+  part_data[0] = part_data[1] = nullptr;
 }
 
 BlockHeader LayerKv::headerFor(uint32_t layer, uint64_t hash, const KeySpace& space, uint64_t fingerprint) const {
   BlockHeader h;
   h.dtype = dtype;
+  h.layout = layout;
   h.layer = layer;
   h.block_size = static_cast<uint32_t>(block_size);
   h.num_kv_heads = static_cast<uint32_t>(num_kv_heads);
@@ -55,7 +57,7 @@ BlockHeader LayerKv::headerFor(uint32_t layer, uint64_t hash, const KeySpace& sp
   h.tp_size = static_cast<uint16_t>(space.tp_size);
   h.key_space = fingerprint;
   h.block_hash = hash;
-  h.payload_bytes = 2 * halfBytes();
+  h.payload_bytes = parts() * partBytes();
   return h;
 }
 
@@ -64,9 +66,23 @@ BlockHeader LayerKv::headerFor(uint32_t layer, uint64_t hash, const KeySpace& sp
   if (!kv_or_k.defined()) return Status::InvalidArgument("kv_cache is undefined");
   LayerKv out;
   const bool separate = v.has_value() && v->defined();
-  // The sizes and strides of K and of V, as the last four dimensions of their tensors.
-  c10::IntArrayRef k_sizes, k_strides, v_strides;
-  if (separate) {
+  // Each part as [num_blocks, block_size, heads, head_dim] sizes and element strides; a latent
+  // part is given a head dimension of 1 whose stride makes its blocks read as dense when they are.
+  int64_t sizes[4];
+  int64_t strides[2][4];
+  auto take = [](c10::IntArrayRef from, int64_t* to) { std::copy(from.begin(), from.end(), to); };
+  if (kv_or_k.dim() == 3) {
+    if (separate) {
+      return Status::InvalidArgument("a 3-D kv_cache is an MLA latent cache [num_blocks, block_size, head_size], "
+                                     "which has no V: pass v_cache=None (got v_cache of shape " + shapeOf(*v) + ")");
+    }
+    out.layout = BlockLayout::kLatent;
+    const c10::IntArrayRef s = kv_or_k.sizes(), t = kv_or_k.strides();
+    const int64_t latent[4] = {s[0], s[1], 1, s[2]};
+    const int64_t latent_strides[4] = {t[0], t[1], s[2], t[2]};
+    std::copy(latent, latent + 4, sizes);
+    std::copy(latent_strides, latent_strides + 4, strides[0]);
+  } else if (separate) {
     const at::Tensor& k = kv_or_k;
     if (k.dim() != 4) {
       return Status::InvalidArgument("with a separate v_cache, k_cache must be 4-D [num_blocks, block_size, "
@@ -78,48 +94,54 @@ BlockHeader LayerKv::headerFor(uint32_t layer, uint64_t hash, const KeySpace& sp
     if (v->scalar_type() != k.scalar_type()) return Status::InvalidArgument("k_cache and v_cache dtypes differ");
     if (v->device() != k.device()) return Status::InvalidArgument("k_cache and v_cache are on different devices");
     if (v->is_sparse() || v->is_quantized()) return Status::InvalidArgument("v_cache must be a dense tensor");
-    k_sizes = k.sizes();
-    k_strides = k.strides();
-    v_strides = v->strides();
+    take(k.sizes(), sizes);
+    take(k.strides(), strides[0]);
+    take(v->strides(), strides[1]);
   } else {
     if (kv_or_k.dim() != 5 || kv_or_k.size(0) != 2) {
       return Status::InvalidArgument("kv_cache must be 5-D [2, num_blocks, block_size, num_kv_heads, head_dim] "
-                                     "(K then V), or pass K and V separately; got shape " + shapeOf(kv_or_k));
+                                     "(K then V), 3-D [num_blocks, block_size, head_size] (an MLA latent cache), "
+                                     "or K with V passed separately; got shape " + shapeOf(kv_or_k));
     }
-    k_sizes = kv_or_k.sizes().slice(1);
-    k_strides = kv_or_k.strides().slice(1);
-    v_strides = k_strides;
+    take(kv_or_k.sizes().slice(1), sizes);
+    take(kv_or_k.strides().slice(1), strides[0]);
+    take(kv_or_k.strides().slice(1), strides[1]);
   }
   if (kv_or_k.device().is_meta()) return Status::InvalidArgument("kv_cache is on the meta device and holds no data");
   if (kv_or_k.is_sparse() || kv_or_k.is_quantized()) return Status::InvalidArgument("kv_cache must be a dense tensor");
   auto dtype = blockDtypeOf(kv_or_k.scalar_type());
   if (!dtype.ok()) return dtype.status();
   out.dtype = dtype.value();
-  out.num_blocks = k_sizes[0];
-  out.block_size = k_sizes[1];
-  out.num_kv_heads = k_sizes[2];
-  out.head_dim = k_sizes[3];
+  out.num_blocks = sizes[0];
+  out.block_size = sizes[1];
+  out.num_kv_heads = sizes[2];
+  out.head_dim = sizes[3];
   if (out.block_size <= 0 || out.num_kv_heads <= 0 || out.head_dim <= 0) {
     return Status::InvalidArgument("kv_cache has an empty block dimension: " + shapeOf(kv_or_k));
   }
-  if (k_strides[3] != 1 || v_strides[3] != 1) {
-    return Status::InvalidArgument("kv_cache's head_dim must be the innermost, contiguous dimension");
+  const size_t parts = out.parts();
+  for (size_t p = 0; p < parts; ++p) {
+    if (strides[p][3] != 1) {
+      return Status::InvalidArgument(out.layout == BlockLayout::kLatent
+                                         ? "kv_cache's head_size must be the innermost, contiguous dimension"
+                                         : "kv_cache's head_dim must be the innermost, contiguous dimension");
+    }
   }
   const int64_t element = static_cast<int64_t>(kv_or_k.element_size());
   out.whole = kv_or_k;
-  out.k_data = static_cast<uint8_t*>(kv_or_k.data_ptr());
-  out.k_block_stride = k_strides[0] * element;
-  out.v_block_stride = v_strides[0] * element;
+  out.part_data[0] = static_cast<uint8_t*>(kv_or_k.data_ptr());
   if (separate) {
     out.v_alone = *v;
-    out.v_data = static_cast<uint8_t*>(v->data_ptr());
-  } else {
-    out.v_data = out.k_data + kv_or_k.stride(0) * element;
+    out.part_data[1] = static_cast<uint8_t*>(v->data_ptr());
+  } else if (parts == 2) {
+    out.part_data[1] = out.part_data[0] + kv_or_k.stride(0) * element;
   }
-  auto dense = [&](c10::IntArrayRef strides) {
-    return strides[2] == out.head_dim && strides[1] == out.num_kv_heads * out.head_dim;
-  };
-  out.dense = kv_or_k.device().is_cpu() && dense(k_strides) && dense(v_strides);
+  bool dense = kv_or_k.device().is_cpu();
+  for (size_t p = 0; p < parts; ++p) {
+    out.part_block_stride[p] = strides[p][0] * element;
+    dense = dense && strides[p][2] == out.head_dim && strides[p][1] == out.num_kv_heads * out.head_dim;
+  }
+  out.dense = dense;
   return out;
 }
 

@@ -19,36 +19,37 @@
 
 namespace kvdump {
 
-/// A validated layer cache, K and V each [num_blocks, block_size, num_kv_heads, head_dim] on one
-/// device with one floating dtype. Holds the caller's tensors by reference (refcounts) exactly as
-/// passed: K and V are described by base pointers and strides, so validating a call makes no tensor
-/// views; k()/v() build views for the workers that need them. A plain value; not thread-safe.
+/// A validated layer cache on one device with one floating dtype: K and V each [num_blocks,
+/// block_size, num_kv_heads, head_dim], or one MLA latent part [num_blocks, block_size, head_dim]
+/// (seen as one head of head_dim, no V). Holds the caller's tensors by reference (refcounts) exactly
+/// as passed: parts are described by base pointers and strides, so validating a call makes no tensor
+/// views; part() builds views for the workers that need them. A plain value; not thread-safe.
 struct LayerKv {
-  at::Tensor whole;    // the kv_cache argument: [2, num_blocks, ...] (K then V), or K alone
-  at::Tensor v_alone;  // V when passed separately; undefined when `whole` holds both
+  at::Tensor whole;    // the kv_cache argument: [2, num_blocks, ...] (K then V), K alone, or the latent
+  at::Tensor v_alone;  // V when passed separately; undefined when `whole` holds every part
   BlockDtype dtype = BlockDtype::kFloat32;
+  BlockLayout layout = BlockLayout::kKeyValue;
   int64_t num_blocks = 0;
   int64_t block_size = 0;
-  int64_t num_kv_heads = 0;
-  int64_t head_dim = 0;
-  uint8_t* k_data = nullptr;  // first byte of K's block 0 (a device address off the CPU)
-  uint8_t* v_data = nullptr;
-  int64_t k_block_stride = 0;  // bytes from one block to the next
-  int64_t v_block_stride = 0;
-  bool dense = false;  // on the CPU with every block of K and of V one run of bytes (the memcpy path)
+  int64_t num_kv_heads = 0;  // 1 for a latent cache
+  int64_t head_dim = 0;      // the latent width (e.g. 576) for a latent cache
+  uint8_t* part_data[2] = {nullptr, nullptr};  // first byte of block 0 of each part (a device address off the CPU)
+  int64_t part_block_stride[2] = {0, 0};       // bytes from one block of a part to the next
+  bool dense = false;  // on the CPU with every block of every part one run of bytes (the memcpy path)
 
-  /// K (V) as a [num_blocks, block_size, heads, head_dim] tensor: a view when `whole` holds both.
-  at::Tensor k() const;
-  at::Tensor v() const;
+  /// Parts per block in the stored record, in payload order: 2 (K, V) or 1 (latent).
+  size_t parts() const { return blockLayoutParts(layout); }
+  /// Part `p` (0 = K or the latent, 1 = V) as a [num_blocks, block_size, heads, head_dim] view.
+  at::Tensor part(size_t p) const;
   c10::Device device() const { return whole.device(); }
   at::ScalarType scalarType() const { return whole.scalar_type(); }
   /// Drops the references to the caller's tensors.
   void release();
-  /// Bytes of K (or V) in one block.
-  size_t halfBytes() const;
-  /// Bytes of one stored record: header + K + V.
-  size_t recordBytes() const { return BlockHeader::kBytes + 2 * halfBytes(); }
-  /// True when every block of K and of V is one dense run of bytes (the memcpy fast path).
+  /// Bytes of one part of one block.
+  size_t partBytes() const;
+  /// Bytes of one stored record: header + every part.
+  size_t recordBytes() const { return BlockHeader::kBytes + parts() * partBytes(); }
+  /// True when every block of every part is one dense run of bytes (the memcpy fast path).
   bool blocksAreDense() const { return dense; }
   /// The header a block of this layer is stored with (checksum left 0).
   BlockHeader headerFor(uint32_t layer, uint64_t hash, const KeySpace& space, uint64_t fingerprint) const;
@@ -59,8 +60,9 @@ struct LayerKv {
 using BlockIds = c10::SmallVector<int64_t, 32>;
 using BlockHashes = c10::SmallVector<uint64_t, 32>;
 
-/// Accepts either one [2, num_blocks, block_size, heads, head_dim] tensor (K then V) or separate K
-/// and V tensors of [num_blocks, block_size, heads, head_dim]. INVALID_ARGUMENT naming the problem.
+/// Accepts one [2, num_blocks, block_size, heads, head_dim] tensor (K then V), separate K and V
+/// tensors of [num_blocks, block_size, heads, head_dim], or one MLA latent tensor [num_blocks,
+/// block_size, head_size] with no V. INVALID_ARGUMENT naming the problem.
 Result<LayerKv> describeLayerKv(const at::Tensor& kv_or_k, const std::optional<at::Tensor>& v);
 
 /// Block ids as host int64s into `out`: a 1-D CPU integer tensor, each in [0, num_blocks).

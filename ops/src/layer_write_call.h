@@ -17,9 +17,9 @@ namespace kvdump {
 /// `layer` as a layer index; INVALID_ARGUMENT (as a c10 error) unless it is a non-negative int32.
 uint32_t requireLayer(int64_t layer);
 
-/// Queues the write of blocks `block_ids` of `kv_cache` (or K, with `v_cache`) under keys made from
-/// `block_hashes`, or raises a c10 error carrying the Status (nothing queued). Call on the thread
-/// that produced the tensors; thread-safe as the writer is.
+/// Queues the write of blocks `block_ids` of `kv_cache` (K and V, K with `v_cache`, or a 3-D latent
+/// cache) under keys made from `block_hashes`, or raises a c10 error carrying the Status (nothing
+/// queued). Call on the thread that produced the tensors; thread-safe as the writer is.
 void queueLayerWrite(WriterContext& ctx, int64_t layer, const at::Tensor& kv_cache,
                      const std::optional<at::Tensor>& v_cache, const at::Tensor& block_ids,
                      const at::Tensor& block_hashes, std::string_view request);

@@ -47,8 +47,9 @@ def write_cache_store(
 ) -> None:
     """Queue one layer's blocks for the store and return at once.
 
-    ``kv_cache`` is ``[2, num_blocks, block_size, num_kv_heads, head_dim]`` (K then V), or K with
-    ``v_cache`` given separately. Blocks ``block_ids`` are stored under keys made from
+    ``kv_cache`` is ``[2, num_blocks, block_size, num_kv_heads, head_dim]`` (K then V), K with
+    ``v_cache`` given separately, or an MLA latent cache ``[num_blocks, block_size, head_size]``
+    (no V: ``v_cache`` must be None; each block is stored as its latent bytes alone). Blocks ``block_ids`` are stored under keys made from
     ``block_hashes``. The tensors are captured by reference (no copy, no device sync): do not
     modify those blocks until ``wait_all_done`` returns. Bad input raises
     :class:`kvdump.KvdumpValueError` before anything is queued."""
@@ -104,7 +105,9 @@ def _write_through_op(
 
 class KVLoader:
     """Decode-side loader: reads blocks of a layer from the store, checks each record's header and
-    checksum, and scatters them into the caller's own block ids.
+    checksum, and scatters them into the caller's own block ids. The destination takes the forms
+    ``write_cache_store`` accepts; a latent record never loads into a K/V cache, nor the reverse
+    (:class:`KvdumpValueError` naming the layout).
 
     ``load`` is synchronous. For overlap, open a session, ``load_async`` every layer, and
     ``wait_layer(i)`` right before layer ``i`` runs; worker threads do the reads meanwhile."""
