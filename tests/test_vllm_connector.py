@@ -150,7 +150,6 @@ def test_roles_producer_saves_only_and_consumer_loads_only(tmp_path, store_url, 
     consumer = make(engines, tmp_path, store_url, role="kv_consumer")
     consumer.add("a", prompt)
     consumer.run()
-    store = kvdump.open_store  # noqa: F841 (clarity: the consumer must not have written)
     assert consumer.workers[0].connector._worker.writer is None
     assert consumer.workers[0].connector.stats_totals()["saves"] == 0
     producer = make(engines, tmp_path, store_url, role="kv_producer")
