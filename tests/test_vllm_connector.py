@@ -229,17 +229,24 @@ def test_missing_and_corrupt_blocks_are_load_errors_and_the_rest_loads(tmp_path,
 
 
 class _GatedStore(ForwardingStore):
-    """Puts of keys containing one of ``stalled`` wait for ``gate``: a stalled remote store."""
+    """Puts of keys containing one of ``stalled`` wait for ``gate``, and so do all reads while
+    ``stall_reads`` is set: a stalled remote store."""
 
     def __init__(self) -> None:
         super().__init__("gated", kvdump.MemoryStore(capacity_bytes=64 << 20))
         self.gate = threading.Event()
         self.stalled: list[str] = []
+        self.stall_reads = False
 
     def put(self, key, value):
         if any(part in key for part in self.stalled):
             self.gate.wait(60)
         super().put(key, value)
+
+    def get(self, key):
+        if self.stall_reads and "/L" in key:
+            self.gate.wait(60)
+        return super().get(key)
 
 
 def test_stalled_store_is_reported_within_the_deadline_and_blocks_reused_safely(tmp_path, engines):
@@ -275,6 +282,35 @@ def test_stalled_store_is_reported_within_the_deadline_and_blocks_reused_safely(
             payload = torch.frombuffer(bytearray(raw[64:]), dtype=torch.float32).reshape(2, BLOCK, 2, 16)
             assert torch.allclose(payload.transpose(0, 1), expected, atol=1e-6)
         assert committed(store, second) == 4
+    finally:
+        store.gate.set()
+        forget_store(url)
+
+
+def test_stalled_loads_are_reported_within_the_deadline_and_recomputed(tmp_path, engines):
+    store = _GatedStore()
+    store.gate.set()
+    url = "memory://gated-reads"
+    provide_store(url, store)
+    try:
+        engine = make(engines, tmp_path, url, extra={"load_timeout": 0.5})
+        prompt = prompt_of(64, seed=18)
+        engine.add("a", prompt)
+        engine.run()
+        assert committed(store, prompt) == 4
+        store.gate.clear()
+        store.stall_reads = True
+        engine.add("b", prompt)
+        started = time.monotonic()
+        so = engine.step()
+        assert time.monotonic() - started < 30  # bounded by load_timeout, not the 60 s stall
+        assert so.scheduled_new_reqs[0].num_computed_tokens == 48
+        b_blocks = engine.workers[0].tables["b"]
+        assert engine.invalid_block_ids == set(b_blocks[:3])
+        store.gate.set()
+        store.stall_reads = False
+        engine.run()
+        assert engine.requests["b"].is_finished()
     finally:
         store.gate.set()
         forget_store(url)

@@ -126,7 +126,7 @@ class WorkerSide:
                 ids, hashes = run.tensors()
                 try:
                     self.loader.load_async(layer, cache.kv, ids, hashes, v_cache=cache.v)
-                except KvdumpError as error:  # refused before anything was queued (e.g. a bad id)
+                except KvdumpError:  # refused before anything was queued (e.g. a bad id)
                     self._fail_load(run)
 
     def wait_layer_load(self, name: str) -> None:
