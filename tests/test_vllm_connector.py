@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 from forwarding_store import ForwardingStore
-from vllm_harness import VllmEngine, Worker, blocks_equal, stand_in_kv
+from vllm_harness import VllmEngine, Worker, stand_in_kv  # sets VLLM_TARGET_DEVICE first
+from vllm.v1.request import RequestStatus  # noqa: E402 - after the harness chose the CPU platform
 
 import kvdump
 from kvdump import _C
@@ -244,7 +245,7 @@ class _GatedStore(ForwardingStore):
         super().put(key, value)
 
     def get(self, key):
-        if self.stall_reads and "/L" in key:
+        if self.stall_reads and (self.stall_reads == "all" or "/L" in key):
             self.gate.wait(60)
         return super().get(key)
 
@@ -316,6 +317,41 @@ def test_stalled_loads_are_reported_within_the_deadline_and_recomputed(tmp_path,
         forget_store(url)
 
 
+def test_stalled_lookup_is_a_miss_by_the_deadline_and_never_queues_behind_itself(tmp_path, engines):
+    store = _GatedStore()
+    store.gate.set()
+    url = "memory://gated-lookups"
+    provide_store(url, store)
+    try:
+        engine = make(engines, tmp_path, url, extra={"lookup_timeout": 0.3})
+        prompt = prompt_of(64, seed=19)
+        engine.add("a", prompt)
+        engine.run()
+        store.gate.clear()
+        store.stall_reads = "all"
+        request = engine.add("b", prompt)
+        started = time.monotonic()
+        assert engine.connector.get_num_new_matched_tokens(request, 0) == (0, False)
+        assert engine.connector.get_num_new_matched_tokens(request, 0) == (0, False)  # at once
+        assert time.monotonic() - started < 30
+        assert engine.connector.stats_totals()["lookup_failures"] == 2
+        store.gate.set()
+        store.stall_reads = False
+        engine.scheduler.finish_requests("b", RequestStatus.FINISHED_ABORTED)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the stalled call returns once the store does
+            again = engine.add(f"c{time.monotonic_ns()}", prompt)
+            found = engine.connector.get_num_new_matched_tokens(again, 0)
+            engine.scheduler.finish_requests(again.request_id, RequestStatus.FINISHED_ABORTED)
+            if found == (48, False):
+                break
+            time.sleep(0.01)
+        assert found == (48, False)
+    finally:
+        store.gate.set()
+        forget_store(url)
+
+
 def test_preempted_request_never_stores_reused_blocks_under_its_keys(tmp_path, store_url, engines):
     # 10 blocks for two 64-token prompts that each grow by 40 tokens: the scheduler must preempt one.
     engine = make(engines, tmp_path, store_url, num_blocks=10)
@@ -342,8 +378,6 @@ def test_preempted_request_never_stores_reused_blocks_under_its_keys(tmp_path, s
 
 
 def test_aborted_request_commits_only_complete_chunks_and_frees_its_state(tmp_path, store_url, engines):
-    from vllm.v1.request import RequestStatus
-
     engine = make(engines, tmp_path, store_url, max_num_batched_tokens=40)
     prompt = prompt_of(120, seed=14)
     engine.add("a", prompt)

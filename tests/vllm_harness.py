@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -331,13 +330,3 @@ class VllmEngine:
         for worker in self.workers:
             worker.connector.shutdown()
         self.scheduler.shutdown()
-
-
-def blocks_equal(a: Worker, a_ids: Iterable[int], b: Worker, b_ids: Iterable[int]) -> bool:
-    """Every layer of blocks ``a_ids`` in ``a`` equals blocks ``b_ids`` in ``b``, bit for bit."""
-    a_ids, b_ids = list(a_ids), list(b_ids)
-    for layer in range(len(a.engine.layer_names)):
-        for x, y in zip(a_ids, b_ids, strict=True):
-            if not torch.equal(a.block(layer, x), b.block(layer, y)):
-                return False
-    return True

@@ -97,6 +97,7 @@ class KvdumpConnector(KVConnectorBase_V1):
                 block_size=self.block_size,
                 num_layers=len(layer_names),
                 tp_size=self.tp_size,
+                lookup_timeout=settings.lookup_timeout,
                 loads=loads,
                 saves=saves,
                 stats=self._stats,

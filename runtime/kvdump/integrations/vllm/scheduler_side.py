@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from kvdump.commit import lookup
-from kvdump.errors import KvdumpError
+from kvdump.integrations.vllm.deadline_call import DeadlineCaller
 from kvdump.integrations.vllm.metadata import BlockRun, KvdumpConnectorMetadata
 from kvdump.integrations.vllm.request_keys import prompt_chain, request_chain_namespace, unsupported_reason
 from kvdump.integrations.vllm.stats import StatsCounter
@@ -43,6 +43,7 @@ class SchedulerSide:
         block_size: int,
         num_layers: int,
         tp_size: int,
+        lookup_timeout: float,
         loads: bool,
         saves: bool,
         stats: StatsCounter,
@@ -53,6 +54,8 @@ class SchedulerSide:
         self._block_size = block_size
         self._num_layers = num_layers
         self._tp_size = tp_size
+        self._lookup_timeout = lookup_timeout
+        self._lookups = DeadlineCaller("kvdump-lookup") if loads else None
         self._loads = loads
         self._saves = saves
         self._stats = stats
@@ -76,7 +79,7 @@ class SchedulerSide:
     def matched_tokens(self, request: Any, num_computed_tokens: int) -> tuple[int, bool]:
         """Tokens past ``num_computed_tokens`` that the store holds committed, in whole blocks; never
         the prompt's last token, which vLLM must compute to sample from."""
-        if not self._loads:
+        if self._lookups is None:
             return 0, False
         tracked = self.track(request)
         if tracked is None:
@@ -89,20 +92,9 @@ class SchedulerSide:
         wanted = tracked.chain[first:usable]
         started = time.perf_counter()
         try:
-            # A block is usable only when every TP rank committed it.
-            found = min(
-                lookup(
-                    self._store,
-                    wanted,
-                    namespace=self._namespace,
-                    tp_rank=rank,
-                    tp_size=self._tp_size,
-                    num_layers=self._num_layers,
-                )
-                for rank in range(self._tp_size)
-            )
-        except KvdumpError as error:
-            # A broken record or store costs a cache miss, never the request.
+            found = self._lookups.call(lambda: self._committed_blocks(wanted), self._lookup_timeout)
+        except Exception as error:  # noqa: BLE001 - whatever a store raises
+            # A broken record, or a store that fails or stalls, costs a cache miss, never the request.
             self._stats.add(lookups=1, lookup_failures=1, lookup_s=time.perf_counter() - started)
             logger.warning("kvdump lookup for request %s failed, computing it instead: %s", request.request_id, error)
             return 0, False
@@ -116,6 +108,20 @@ class SchedulerSide:
             return 0, False
         tracked.planned_load = (first, found)
         return found * self._block_size, False
+
+    def _committed_blocks(self, wanted: list[int]) -> int:
+        # A block is usable only when every TP rank committed it.
+        return min(
+            lookup(
+                self._store,
+                wanted,
+                namespace=self._namespace,
+                tp_rank=rank,
+                tp_size=self._tp_size,
+                num_layers=self._num_layers,
+            )
+            for rank in range(self._tp_size)
+        )
 
     def after_alloc(self, request: Any, blocks: Any, num_external_tokens: int) -> None:
         """Plan the load vLLM accepted: ``num_external_tokens`` from the last lookup's first block."""
