@@ -149,7 +149,7 @@ def main() -> int:
     hashing = []
     for _ in range(args.requests):
         started = time.perf_counter()
-        prompt_chain(prompt, block_size, hash_namespace(namespace, "float32", None, None))
+        prompt_chain(prompt, block_size, hash_namespace(namespace, "float32/auto", None, None))
         hashing.append(time.perf_counter() - started)
     for i in range(args.requests):
         request = engine.add(f"q{i}", prompt)

@@ -28,7 +28,7 @@ BLOCK = 16
 
 
 def chain(prompt: list[int]) -> list[int]:
-    return prompt_chain(prompt, BLOCK, hash_namespace(NS, "float32", None, None))
+    return prompt_chain(prompt, BLOCK, hash_namespace(NS, "float32/auto", None, None))
 
 
 def committed(store: kvdump.CacheStore, prompt: list[int], layers: int = 2, tp_rank: int = 0, tp_size: int = 1) -> int:
@@ -482,6 +482,44 @@ def test_prefill_and_decode_in_two_processes_over_mooncake(tmp_path, engines, mo
 
 
 # -- config and metrics ---------------------------------------------------------------------------
+
+
+def test_fp8_caches_are_stored_as_fp8_bytes_and_other_quantized_caches_refused(tmp_path):
+    from kvdump.integrations.vllm.layouts import element_view, layer_cache
+
+    assert element_view("auto") is None
+    assert element_view("fp8") == torch.float8_e4m3fn and element_view("fp8_e5m2") == torch.float8_e5m2
+    with pytest.raises(kvdump.UnsupportedError, match="int8_per_token_head"):
+        element_view("int8_per_token_head")
+    raw = torch.randint(0, 256, (2, 4, BLOCK, 2, 16), dtype=torch.uint8)
+    cache = layer_cache(raw, "auto", element_view("fp8"))
+    assert cache.kv.dtype == torch.float8_e4m3fn and cache.kv.data_ptr() == raw.data_ptr()
+    assert cache.payload_bytes_per_block == 2 * BLOCK * 2 * 16
+    store = kvdump.FileStore(str(tmp_path / "kv"))
+    writer = kvdump.AsyncWriter(store, num_threads=1, namespace=NS)
+    try:
+        with writer.cycle():
+            kvdump.write_cache_store(writer, 0, cache.kv, [1, 3], [11, 13], request="r")
+    finally:
+        writer.close()
+    target = torch.zeros(2, 4, BLOCK, 2, 16, dtype=torch.uint8)
+    kvdump.load_cache_store(store, 0, layer_cache(target, "auto", torch.float8_e4m3fn).kv, [0, 2], [11, 13], namespace=NS)
+    assert torch.equal(target[:, [0, 2]], raw[:, [1, 3]])
+
+
+def test_metadata_travels_to_workers_without_its_tensors():
+    import pickle
+
+    from kvdump.integrations.vllm import BlockRun, KvdumpConnectorMetadata
+
+    run = BlockRun("r", [4, 5], [-1, 2**63 - 1])
+    run.tensors()  # built on a worker; never sent back and forth
+    meta = KvdumpConnectorMetadata(loads=[run], saves=[BlockRun("s", [1], [7])], preempted={"p"})
+    copy = pickle.loads(pickle.dumps(meta))
+    assert copy == meta
+    assert copy.loads[0]._tensors is None
+    ids, hashes = copy.loads[0].tensors()
+    assert ids.tolist() == [4, 5] and hashes.tolist() == [-1, 2**63 - 1]
 
 
 def test_extra_config_errors_name_the_key():

@@ -93,7 +93,8 @@ class KvdumpConnector(KVConnectorBase_V1):
             self._scheduler = SchedulerSide(
                 store=store,
                 namespace=self.namespace,
-                dtype=str(model.dtype).removeprefix("torch."),
+                # The stored bytes' type: the model's dtype, or the FP8 type of an FP8 cache.
+                dtype=f"{str(model.dtype).removeprefix('torch.')}/{vllm_config.cache_config.cache_dtype}",
                 block_size=self.block_size,
                 num_layers=len(layer_names),
                 tp_size=self.tp_size,
@@ -111,6 +112,7 @@ class KvdumpConnector(KVConnectorBase_V1):
                 tp_rank=self.tp_rank,
                 tp_size=self.tp_size,
                 kv_layout=settings.kv_layout,
+                cache_dtype=str(vllm_config.cache_config.cache_dtype),
                 save_timeout=settings.save_timeout,
                 load_timeout=settings.load_timeout,
                 writer_kwargs=settings.writer_kwargs(),

@@ -10,7 +10,7 @@ import dataclasses
 
 import torch
 
-from kvdump.errors import KvdumpValueError
+from kvdump.errors import KvdumpValueError, UnsupportedError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +22,27 @@ class LayerCache:
     v: torch.Tensor | None
     layout: str
     payload_bytes_per_block: int
+
+
+# vLLM keeps FP8 caches as uint8 tensors; kvdump stores their bytes under the real element type so
+# a record names what it holds. The other quantized cache dtypes carry per-token scales that are not
+# in the cache tensor, so their blocks cannot be stored by themselves.
+_FP8_CACHE_DTYPES = {"fp8": torch.float8_e4m3fn, "fp8_e4m3": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
+_PLAIN_CACHE_DTYPES = {"auto", "float32", "float", "half", "float16", "bfloat16", "fp8_inc"}
+
+
+def element_view(cache_dtype: str) -> torch.dtype | None:
+    """The dtype to view vLLM's cache tensors as for ``--kv-cache-dtype cache_dtype`` (None: as they
+    are). Raises :class:`kvdump.UnsupportedError` for a cache dtype whose blocks need scales kept
+    outside the cache."""
+    if cache_dtype in _FP8_CACHE_DTYPES:
+        return _FP8_CACHE_DTYPES[cache_dtype]
+    if cache_dtype in _PLAIN_CACHE_DTYPES:
+        return None
+    raise UnsupportedError(
+        f"KvdumpConnector does not store KV caches of --kv-cache-dtype {cache_dtype!r}; supported: "
+        f"{', '.join(sorted(_PLAIN_CACHE_DTYPES | set(_FP8_CACHE_DTYPES)))}"
+    )
 
 
 def _detect(kv: torch.Tensor) -> str:
@@ -43,10 +64,15 @@ def _detect(kv: torch.Tensor) -> str:
     )
 
 
-def layer_cache(kv: torch.Tensor, layout: str = "auto") -> LayerCache:
-    """Describe vLLM's cache tensor of one layer under ``layout`` (``auto`` detects it)."""
+def layer_cache(kv: torch.Tensor, layout: str = "auto", view_as: torch.dtype | None = None) -> LayerCache:
+    """Describe vLLM's cache tensor of one layer under ``layout`` (``auto`` detects it), its bytes
+    viewed as ``view_as`` when given (FP8 caches held as uint8)."""
     if not isinstance(kv, torch.Tensor):
         raise KvdumpValueError(f"a layer's KV cache must be a tensor, got {type(kv).__name__}")
+    if view_as is not None and kv.dtype != view_as:
+        if kv.element_size() != torch.empty(0, dtype=view_as).element_size():
+            raise KvdumpValueError(f"cannot view a {kv.dtype} KV cache as {view_as}")
+        kv = kv.view(view_as)
     chosen = _detect(kv) if layout == "auto" else layout
     element = kv.element_size()
     if chosen == "mla":

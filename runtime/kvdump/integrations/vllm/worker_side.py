@@ -22,7 +22,7 @@ import torch
 
 from kvdump.cache_ops import KVLoader, write_cache_store
 from kvdump.errors import KvdumpError, LifecycleError, WriteError, WriteTimeout
-from kvdump.integrations.vllm.layouts import LayerCache, layer_cache
+from kvdump.integrations.vllm.layouts import LayerCache, element_view, layer_cache
 from kvdump.integrations.vllm.metadata import BlockRun, KvdumpConnectorMetadata
 from kvdump.integrations.vllm.stats import StatsCounter
 from kvdump.writer import AsyncWriter
@@ -42,6 +42,7 @@ class WorkerSide:
         tp_rank: int,
         tp_size: int,
         kv_layout: str,
+        cache_dtype: str,
         save_timeout: float,
         load_timeout: float,
         writer_kwargs: Mapping[str, Any],
@@ -51,6 +52,7 @@ class WorkerSide:
     ) -> None:
         self._layer_index = {name: i for i, name in enumerate(layer_names)}
         self._kv_layout = kv_layout
+        self._view_as = element_view(cache_dtype)
         self._save_timeout = save_timeout
         self._load_timeout = load_timeout
         self._stats = stats
@@ -81,14 +83,14 @@ class WorkerSide:
             if name not in self._layer_index:
                 raise KvdumpError(f"vLLM registered a KV cache for layer {name!r}, which is not in the KV cache "
                                   f"config's layer list ({len(self._layer_index)} layers)")
-            self._layers[name] = layer_cache(kv, self._kv_layout)
+            self._layers[name] = layer_cache(kv, self._kv_layout, self._view_as)
 
     def _layer(self, name: str, kv: torch.Tensor | None = None) -> tuple[int, LayerCache]:
         cache = self._layers.get(name)
         if cache is None or (kv is not None and kv.data_ptr() != self._registered_ptr(cache)):
             if kv is None:
                 raise KvdumpError(f"no KV cache registered for layer {name!r}")
-            cache = self._layers[name] = layer_cache(kv, self._kv_layout)
+            cache = self._layers[name] = layer_cache(kv, self._kv_layout, self._view_as)
         return self._layer_index[name], cache
 
     @staticmethod
