@@ -1,4 +1,4 @@
-// Moving blocks between a paged KV cache and contiguous host records (IO aggregation, DESIGN.md §7).
+// Moving blocks between a paged KV cache and contiguous host records (IO aggregation, docs/design.md §1).
 #pragma once
 
 #include <functional>

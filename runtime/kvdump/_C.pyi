@@ -14,7 +14,7 @@ def default_num_threads() -> int:
     """Threads a writer uses when not told: the hardware concurrency capped at 8, at least 1."""
 
 def block_key(namespace: str, tp_rank: int, tp_size: int, block_hash: int, layer: int) -> str:
-    """The store key of one block of one layer (DESIGN.md section 5)."""
+    """The store key of one block of one layer (docs/design.md section 3)."""
 
 def commit_key(
     namespace: str, tp_rank: int, tp_size: int, block_hash: int, layer_begin: int = 0, layer_end: int = 0

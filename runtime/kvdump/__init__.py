@@ -1,7 +1,7 @@
 """kvdump: an asynchronous KV-cache writer for prefill/decode disaggregated LLM serving.
 
 ``import kvdump`` loads torch first (the native extension links libtorch), then the private
-extension ``kvdump._C``, and re-exports the public API of DESIGN.md §4.
+extension ``kvdump._C``, and re-exports the public API (README.md; how it works: docs/design.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Content hash chain over token ids: the block keys that make stored KV findable (DESIGN §5).
+"""Content hash chain over token ids: the block keys that make stored KV findable (docs/design.md §3).
 
 The KV of a block depends on every token before it, not only on its own tokens, so a block's hash
 covers its parent's hash plus its own tokens. Two requests that share a prefix therefore compute the

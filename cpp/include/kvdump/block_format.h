@@ -1,5 +1,5 @@
 // The stored byte layout of one KV block: a 64-byte header, then its parts: K then V, or one MLA
-// latent part (DESIGN.md §5).
+// latent part (docs/design.md §3).
 // Device-neutral: little-endian integers, raw little-endian element bytes, no padding or strides,
 // so a block written from one device type can be loaded onto another.
 #pragma once
