@@ -54,3 +54,11 @@ class DeadlineCaller:
             with self._lock:
                 self._stalled = future
             raise WriteTimeout(f"{self._name}: no answer within {timeout:.3f} s") from None
+
+
+class InlineCaller:
+    """:class:`DeadlineCaller`'s interface for calls that cannot stall: runs them on the caller's
+    thread, sparing the hand-over to another thread."""
+
+    def call(self, fn: Callable[[], T], timeout: float) -> T:
+        return fn()

@@ -13,7 +13,8 @@ import time
 from typing import Any
 
 from kvdump.commit import lookup
-from kvdump.integrations.vllm.deadline_call import DeadlineCaller
+from kvdump._C import MemoryStore
+from kvdump.integrations.vllm.deadline_call import DeadlineCaller, InlineCaller
 from kvdump.integrations.vllm.metadata import BlockRun, KvdumpConnectorMetadata
 from kvdump.integrations.vllm.request_keys import prompt_chain, request_chain_namespace, unsupported_reason
 from kvdump.integrations.vllm.stats import StatsCounter
@@ -55,7 +56,10 @@ class SchedulerSide:
         self._num_layers = num_layers
         self._tp_size = tp_size
         self._lookup_timeout = lookup_timeout
-        self._lookups = DeadlineCaller("kvdump-lookup") if loads else None
+        # An in-process MemoryStore answers from memory and cannot stall, so its lookups run inline;
+        # any other store's run on a thread the scheduler waits on for at most lookup_timeout.
+        inline = type(store) is MemoryStore
+        self._lookups = None if not loads else InlineCaller() if inline else DeadlineCaller("kvdump-lookup")
         self._loads = loads
         self._saves = saves
         self._stats = stats
