@@ -507,6 +507,31 @@ def test_fp8_caches_are_stored_as_fp8_bytes_and_other_quantized_caches_refused(t
     assert torch.equal(target[:, [0, 2]], raw[:, [1, 3]])
 
 
+def test_unknown_layers_are_ignored_and_an_unusable_cache_fails_only_its_save(tmp_path, store_url, engines):
+    from kvdump.integrations.vllm import BlockRun, KvdumpConnectorMetadata
+
+    engine = make(engines, tmp_path, store_url)
+    connector = engine.workers[0].connector
+    store = connector._worker.writer.store
+    prompt = prompt_of(32, seed=20)
+    hashes = chain(prompt)
+    connector.bind_connector_metadata(KvdumpConnectorMetadata(saves=[BlockRun("r", [1, 2], hashes)]))
+    connector.save_kv_layer("draft.layers.0.attn", torch.zeros(2, 4, BLOCK, 2, 16), None)  # not ours
+    connector.save_kv_layer(engine.layer_names[0], engine.workers[0].caches[engine.layer_names[0]], None)
+    connector.save_kv_layer(engine.layer_names[1], torch.zeros(2, 64, BLOCK, 2, 16, dtype=torch.int32), None)
+    connector.wait_for_save()
+    connector.clear_connector_metadata()
+    assert connector.stats_totals()["save_failures"] == 1
+    assert committed(store, prompt) == 0
+    # The next step saves normally.
+    connector.bind_connector_metadata(KvdumpConnectorMetadata(saves=[BlockRun("r", [1, 2], hashes)]))
+    for name in engine.layer_names:
+        connector.save_kv_layer(name, engine.workers[0].caches[name], None)
+    connector.wait_for_save()
+    connector.clear_connector_metadata()
+    assert committed(store, prompt) == 2
+
+
 def test_metadata_travels_to_workers_without_its_tensors():
     import pickle
 

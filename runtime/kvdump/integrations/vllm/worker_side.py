@@ -71,6 +71,7 @@ class WorkerSide:
             else None
         )
         self._meta: KvdumpConnectorMetadata | None = None
+        self._unknown_layers: set[str] = set()
         self._loading = False
         self._load_deadline = 0.0
         self._load_errors: set[int] = set()
@@ -92,6 +93,11 @@ class WorkerSide:
                 raise KvdumpError(f"no KV cache registered for layer {name!r}")
             cache = self._layers[name] = layer_cache(kv, self._kv_layout, self._view_as)
         return self._layer_index[name], cache
+
+    def _warn_unknown_layer(self, name: str) -> None:
+        if name not in self._unknown_layers:
+            self._unknown_layers.add(name)
+            logger.warning("kvdump ignores layer %r: it is not in the KV cache group the connector serves", name)
 
     @staticmethod
     def _registered_ptr(cache: LayerCache) -> int:
@@ -195,7 +201,20 @@ class WorkerSide:
         meta = self._meta
         if self.writer is None or meta is None or not meta.saves:
             return
-        layer, cache = self._layer(name, kv)
+        if name not in self._layer_index:
+            # A layer outside the connector's KV cache group (a draft model's, say): its blocks are
+            # not part of what the scheduler plans or commits.
+            self._warn_unknown_layer(name)
+            return
+        try:
+            layer, cache = self._layer(name, kv)
+        except KvdumpError as error:  # a cache tensor the ops cannot take: nothing of this step commits
+            logger.error("kvdump cannot save layer %r: %s", name, error)
+            for run in meta.saves:
+                if self.writer.state == "accepting":
+                    self.writer.cancel_request(run.request_id)
+            self._stats.add(save_failures=1)
+            return
         if self.writer.state == "idle":
             self.writer.init()
         for run in meta.saves:
