@@ -41,4 +41,17 @@ void throwWriteError(const TaskFailure& failure, uint64_t failed, uint64_t submi
   raise(std::move(exc), failure.status);
 }
 
+void bindStatusCodes(py::module_& m) {
+  m.def(
+      "status_codes",
+      [] {
+        py::dict codes;
+        for (int raw = 0; raw <= static_cast<int>(kLastStatusCode); ++raw) {
+          codes[statusCodeName(static_cast<StatusCode>(raw))] = raw;
+        }
+        return codes;
+      },
+      "Every status code of the C++ core, name to value (kvdump.errors.StatusCode must match it).");
+}
+
 }  // namespace kvdump::python

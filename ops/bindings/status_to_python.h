@@ -19,6 +19,10 @@ namespace kvdump::python {
 [[noreturn]] void throwWriteError(const TaskFailure& failure, uint64_t failed, uint64_t submitted,
                                   const std::vector<std::string>& failed_requests);
 
+/// Binds `status_codes()`: every StatusCode's name and value, so that a test can hold kvdump.errors'
+/// table to the C++ one.
+void bindStatusCodes(pybind11::module_& m);
+
 /// Raises unless `status` is OK.
 inline void check(const Status& status) {
   if (!status.ok()) throwStatus(status);

@@ -13,6 +13,9 @@ from typing_extensions import Buffer
 def default_num_threads() -> int:
     """Threads a writer uses when not told: the hardware concurrency capped at 8, at least 1."""
 
+def status_codes() -> dict[str, int]:
+    """Every status code of the C++ core, name to value (kvdump.errors.StatusCode must match it)."""
+
 def block_key(namespace: str, tp_rank: int, tp_size: int, block_hash: int, layer: int) -> str:
     """The store key of one block of one layer (docs/design.md section 3)."""
 

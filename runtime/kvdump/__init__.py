@@ -6,6 +6,8 @@ extension ``kvdump._C``, and re-exports the public API (README.md; how it works:
 
 from __future__ import annotations
 
+import importlib.metadata as _metadata
+
 import torch  # noqa: F401  (loads libtorch before the extension that links it)
 
 from kvdump import _C
@@ -39,7 +41,7 @@ FileStore = _C.FileStore
 MemoryStore = _C.MemoryStore
 PythonStore = _C.PythonStore
 
-__version__ = "0.1.0"
+__version__ = _metadata.version("kvdump")  # one source: pyproject.toml
 
 __all__ = [
     "AbortedError",

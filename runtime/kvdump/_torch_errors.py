@@ -1,13 +1,15 @@
 """Turns the errors raised by ``torch.ops.kvdump.*`` back into typed kvdump exceptions.
 
 The ops cannot raise Python classes themselves, so they prefix their message with
-``[kvdump:CODE key=...]``; this module parses that prefix at the Python boundary."""
+``[kvdump:CODE key=...]`` (the key percent-encoded, so a key with spaces or ']' survives); this
+module parses that prefix at the Python boundary."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
+from urllib.parse import unquote
 
 from kvdump.errors import KvdumpError, StatusCode, error_for_code
 
@@ -22,7 +24,7 @@ def translate(exc: BaseException) -> KvdumpError | None:
     if match is None:
         return None
     code = StatusCode[match.group("code")]
-    return error_for_code(code, match.group("message"), match.group("key") or "")
+    return error_for_code(code, match.group("message"), unquote(match.group("key") or ""))
 
 
 def raise_typed(exc: BaseException) -> NoReturn:

@@ -52,10 +52,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from kvdump.errors import KvdumpValueError
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser under its pre-stdlib name
-    import tomli as tomllib  # type: ignore[no-redef]
+import tomllib
 
 PRESETS = ("tiny", "small")
 DTYPES = ("float32", "bfloat16", "float16")

@@ -53,15 +53,3 @@ def wrap_model(
     wrapped.__kvdump_original__ = original  # type: ignore[attr-defined]
     setattr(model, method, wrapped)
     return model
-
-
-def unwrap_model(model: M, *, method: str = "forward") -> M:
-    """Undo :func:`wrap_model`."""
-    current = getattr(model, method)
-    original = getattr(current, "__kvdump_original__", None)
-    if original is None:
-        raise ValueError(f"{type(model).__name__}.{method} is not wrapped by kvdump")
-    delattr(model, method)
-    if getattr(model, method) != original:
-        setattr(model, method, original)
-    return model

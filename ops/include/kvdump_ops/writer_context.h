@@ -56,7 +56,6 @@ class WriterContext {
 
   AsyncWriter& writer() { return *writer_; }
   CacheStore& store() { return *target_->store; }
-  const std::shared_ptr<CacheStore>& storePtr() const { return target_->store; }
   StagingPool& staging() { return *target_->staging; }
   const std::shared_ptr<WriteTarget>& target() const { return target_; }
   /// Per-layer completion of asynchronous loads (decode side); shared so a waiter outlives close.
