@@ -43,10 +43,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import kvdump  # noqa: E402
 from forwarding_store import ForwardingStore  # noqa: E402
 from timing import machine_info, median, percentile  # noqa: E402
-
-import kvdump  # noqa: E402
 
 KINDS = ("barrier", "abort", "cycle", "loader_finish", "loader_abort", "loader_wait")
 CALLS = {
@@ -63,15 +62,29 @@ IDS, HASHES = [0, 1, 2, 3], [101, 102, 103, 104]
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--deadlines", "--repeats", type=int, default=200, dest="deadlines",
-                   help="deadlines measured per call kind and store (default 200)")
+    p.add_argument(
+        "--deadlines",
+        "--repeats",
+        type=int,
+        default=200,
+        dest="deadlines",
+        help="deadlines measured per call kind and store (default 200)",
+    )
     p.add_argument("--deadline", type=float, default=0.05, help="the deadline d given to each call, seconds (0.05)")
     p.add_argument("--stall", type=float, default=30.0, help="how long the store stalls each call, seconds (30)")
     p.add_argument("--threads", type=int, default=2, help="worker threads of each writer and loader (default 2)")
-    p.add_argument("--max-abandoned", type=int, default=2,
-                   help="writers' max_abandoned_threads: stuck threads that are still replaced (default 2)")
-    p.add_argument("--settle", type=float, default=2.0,
-                   help="longest wait, seconds, for a submitted task to enter the stalled store (default 2)")
+    p.add_argument(
+        "--max-abandoned",
+        type=int,
+        default=2,
+        help="writers' max_abandoned_threads: stuck threads that are still replaced (default 2)",
+    )
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=2.0,
+        help="longest wait, seconds, for a submitted task to enter the stalled store (default 2)",
+    )
     p.add_argument("--stores", default="python,delayed", help="comma-separated: python, delayed (default both)")
     p.add_argument("--out", type=Path, default=Path("bench/results/deadlines.json"))
     args = p.parse_args(argv)
@@ -189,8 +202,9 @@ class Kind:
         self.pools_made += 1
         if self.is_loader:
             return kvdump.KVLoader(self.stores.get_side, num_threads=self.args.threads)
-        return kvdump.AsyncWriter(self.stores.put_side, num_threads=self.args.threads,
-                                  max_abandoned_threads=self.args.max_abandoned)
+        return kvdump.AsyncWriter(
+            self.stores.put_side, num_threads=self.args.threads, max_abandoned_threads=self.args.max_abandoned
+        )
 
     def pool(self) -> kvdump.AsyncWriter:
         return self.target.writer if self.is_loader else self.target
@@ -255,8 +269,13 @@ class Kind:
 def summary(values: list[float]) -> dict[str, float] | None:
     if not values:
         return None
-    return {"count": len(values), "min_ms": min(values), "median_ms": median(values),
-            "p99_ms": percentile(values, 0.99), "max_ms": max(values)}
+    return {
+        "count": len(values),
+        "min_ms": min(values),
+        "median_ms": median(values),
+        "p99_ms": percentile(values, 0.99),
+        "max_ms": max(values),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -329,8 +348,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.deadlines} deadlines per call kind and store, interleaved; {args.threads} threads, writers' "
         f"max_abandoned_threads {args.max_abandoned}; {os.cpu_count()} CPUs; wall {wall:.1f} s"
     )
-    header = (f"{'store':8} {'call':32} {'tasks':>8} {'n':>4} {'min ms':>8} {'median ms':>10} {'p99 ms':>8} "
-              f"{'max ms':>8}")
+    header = (
+        f"{'store':8} {'call':32} {'tasks':>8} {'n':>4} {'min ms':>8} {'median ms':>10} {'p99 ms':>8} {'max ms':>8}"
+    )
     print(header)
     print("-" * len(header))
     for store_kind, per_kind in results.items():
@@ -341,8 +361,10 @@ def main(argv: list[str] | None = None) -> int:
                 if s is None or (regime != "all" and s["count"] == entry["all"]["count"]):
                     continue
                 label = entry["call"] if regime == "all" else ""
-                print(f"{store_kind if regime == 'all' else '':8} {label:32} {regime:>8} {s['count']:4d} "
-                      f"{s['min_ms']:8.2f} {s['median_ms']:10.2f} {s['p99_ms']:8.2f} {s['max_ms']:8.2f}")
+                print(
+                    f"{store_kind if regime == 'all' else '':8} {label:32} {regime:>8} {s['count']:4d} "
+                    f"{s['min_ms']:8.2f} {s['median_ms']:10.2f} {s['p99_ms']:8.2f} {s['max_ms']:8.2f}"
+                )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

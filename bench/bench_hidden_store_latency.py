@@ -37,11 +37,10 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import interleaved, machine_info, median, summarize_ms  # noqa: E402
-
 import kvdump  # noqa: E402
 from kvdump.hashing import block_hashes, flatten_blocks  # noqa: E402
 from kvdump.models import BlockAllocator, LlamaConfig, ReferenceLlama, blocks_needed  # noqa: E402
+from timing import interleaved, machine_info, median, summarize_ms  # noqa: E402
 
 VARIANTS = ("no_store", "synchronous", "kvdump", "kvdump_hook", "probe_tiny_op")
 
@@ -53,8 +52,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--layers", type=int, default=16, help="decoder layers (default 16)")
     p.add_argument("--put-delay", type=float, default=0.002, help="seconds each store put call sleeps (0.002)")
     p.add_argument("--threads", type=int, default=2, help="kvdump writer threads (default 2)")
-    p.add_argument("--idle-poll", type=float, default=0.0005,
-                   help="AsyncWriter idle_poll in seconds (default 0.0005; 0: each call wakes a worker)")
+    p.add_argument(
+        "--idle-poll",
+        type=float,
+        default=0.0005,
+        help="AsyncWriter idle_poll in seconds (default 0.0005; 0: each call wakes a worker)",
+    )
     p.add_argument("--worker-nice", type=int, default=10, help="AsyncWriter worker_nice (default 10)")
     p.add_argument("--hidden", type=int, default=512, help="hidden size (default 512; head_dim = hidden/8)")
     p.add_argument("--batch", type=int, default=2, help="prompts per prefill (default 2)")
@@ -73,8 +76,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def hot_write_cost_us(writer: kvdump.AsyncWriter, cache: Any, ids: torch.Tensor, hashes: torch.Tensor,
-                      rounds: int = 20) -> float:
+def hot_write_cost_us(
+    writer: kvdump.AsyncWriter, cache: Any, ids: torch.Tensor, hashes: torch.Tensor, rounds: int = 20
+) -> float:
     """Median µs of write_cache_store called back to back (caches hot, workers busy)."""
     samples: list[int] = []
     clock = time.perf_counter_ns
@@ -223,9 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         f"per call ({store_ms_per_forward:g} ms per forward), {args.threads} writer threads, "
         f"{c['torch_threads']} torch threads, {os.cpu_count()} CPUs; {args.repeats} rounds, interleaved"
     )
-    print(
-        f"{'prefill forward':28} {'median ms':>10} {'p90 ms':>9} {'vs none':>8} {'extra ms':>9}"
-    )
+    print(f"{'prefill forward':28} {'median ms':>10} {'p90 ms':>9} {'vs none':>8} {'extra ms':>9}")
     for name in VARIANTS:
         f = forward[name]
         print(
@@ -248,8 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     if result["writer"]["failed"] or stats["completed"] != 2 * expected_tasks:
-        print(f"unexpected writer counters: {stats['completed']} completed, failed {result['writer']['failed']}",
-              file=sys.stderr)
+        print(
+            f"unexpected writer counters: {stats['completed']} completed, failed {result['writer']['failed']}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -9,7 +9,8 @@ with the yardstick: ``torch.index_select(out=)`` of the same blocks into memory 
 (Mooncake keeps the first value of a key, so rewriting the same keys would measure nothing).
 
 In separate rounds, while the workers write, a Python thread counts loop iterations;
-``python_share`` is its rate relative to an idle moment just before. It drops both for CPU contention (this VM has 2 cores) and for GIL hand-offs
+``python_share`` is its rate relative to an idle moment just before. It drops both for CPU contention
+(this VM has 2 cores) and for GIL hand-offs
 to a Python store, so compare stores with each other, not with 1.0. For Mooncake, the raw client
 (``batch_put_from`` / ``batch_get_into`` on one registered buffer, no kvdump) gives the ceiling.
 
@@ -254,8 +255,11 @@ def main() -> int:
     kv = [torch.randn(shape, dtype=torch.float16) for _ in range(args.layers)]
     nbytes = sum(t.numel() * t.element_size() for t in kv)
     record = 2 * args.block_size * args.kv_heads * args.head_dim * 2
-    print(f"{args.layers} layers x {args.blocks} blocks, {record / 1024:.0f} KiB per block record, "
-          f"{nbytes / 2**20:.0f} MiB per forward; {args.threads} worker threads", flush=True)
+    print(
+        f"{args.layers} layers x {args.blocks} blocks, {record / 1024:.0f} KiB per block record, "
+        f"{nbytes / 2**20:.0f} MiB per forward; {args.threads} worker threads",
+        flush=True,
+    )
 
     cleanup: list[Callable[[], None]] = []
     stores: dict[str, kvdump.CacheStore] = {}
@@ -308,7 +312,9 @@ def main() -> int:
             before_each=lambda n: runs[n].measure_idle(),
         )
         for name, run in runs.items():
-            results[name]["python_share_during_write"] = median([w / i for w, i in zip(run.write_spin, run.idle_spin)][1:])
+            results[name]["python_share_during_write"] = median(
+                [w / i for w, i in zip(run.write_spin, run.idle_spin)][1:]
+            )
         if "mooncake" in stores:
             results["mooncake"]["python_layer"] = python_layer_share(runs["mooncake"], args.repeats)
             results["mooncake_raw_client"] = raw_mooncake(stores["mooncake"], nbytes, record, args.layers, args.repeats)
@@ -324,32 +330,48 @@ def main() -> int:
         for fn in cleanup:
             fn()
 
-    print(f"\n{'store':<22}{'write GB/s':>12}{'load GB/s':>12}{'copy w/l GB/s':>16}{'write/copy':>12}"
-          f"{'load/copy':>12}{'python share':>14}")
+    print(
+        f"\n{'store':<22}{'write GB/s':>12}{'load GB/s':>12}{'copy w/l GB/s':>16}{'write/copy':>12}"
+        f"{'load/copy':>12}{'python share':>14}"
+    )
     for name, r in results.items():
         share = r.get("python_share_during_write")
         wr, lr = r.get("write_vs_index_select"), r.get("load_vs_index_select")
         copy = f"{r['copy_write_gbps']:.2f}/{r['copy_load_gbps']:.2f}" if "copy_write_gbps" in r else ""
-        print(f"{name:<22}{r['write_gbps']:>12.2f}{r['load_gbps']:>12.2f}{copy:>16}"
-              f"{'' if wr is None else f'{wr:.2f}x':>12}{'' if lr is None else f'{lr:.2f}x':>12}"
-              f"{'' if share is None else f'{share:.2f}':>14}")
-    print("copy = torch.index_select(out=) of the same blocks into memory allocated up front, interleaved round by "
-          "round with each store")
+        print(
+            f"{name:<22}{r['write_gbps']:>12.2f}{r['load_gbps']:>12.2f}{copy:>16}"
+            f"{'' if wr is None else f'{wr:.2f}x':>12}{'' if lr is None else f'{lr:.2f}x':>12}"
+            f"{'' if share is None else f'{share:.2f}':>14}"
+        )
+    print(
+        "copy = torch.index_select(out=) of the same blocks into memory allocated up front, interleaved round by "
+        "round with each store"
+    )
     if "mooncake" in results:
         raw = results["mooncake_raw_client"]
         layer = results["mooncake"]["python_layer"]
-        print(f"\nkvdump on Mooncake / raw client: write {results['mooncake']['write_gbps'] / raw['write_gbps']:.2f}x, "
-              f"load {results['mooncake']['load_gbps'] / raw['load_gbps']:.2f}x")
-        print(f"Python layer (trampoline, GIL, MooncakeStore) in the workers' store calls: "
-              f"{layer['python_layer_fraction'] * 100:.1f}% of {layer['store_method_s'] * 1e3:.0f} ms")
+        print(
+            f"\nkvdump on Mooncake / raw client: write {results['mooncake']['write_gbps'] / raw['write_gbps']:.2f}x, "
+            f"load {results['mooncake']['load_gbps'] / raw['load_gbps']:.2f}x"
+        )
+        print(
+            f"Python layer (trampoline, GIL, MooncakeStore) in the workers' store calls: "
+            f"{layer['python_layer_fraction'] * 100:.1f}% of {layer['store_method_s'] * 1e3:.0f} ms"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "bytes_per_forward": nbytes,
-        "record_bytes": record,
-        "machine": machine_info(),
-        "results": results,
-    }, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {
+                "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                "bytes_per_forward": nbytes,
+                "record_bytes": record,
+                "machine": machine_info(),
+                "results": results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"\nwritten to {args.out}")
     return 0
 

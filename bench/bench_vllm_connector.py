@@ -31,13 +31,13 @@ os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")  # before vLLM is imported: t
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-import kvdump  # noqa: E402
-from timing import interleaved, machine_info, median  # noqa: E402
 from vllm.v1.request import RequestStatus  # noqa: E402
-from vllm_harness import VllmEngine  # noqa: E402
 
+import kvdump  # noqa: E402
 from kvdump.integrations.vllm import BlockRun, KvdumpConnectorMetadata  # noqa: E402
 from kvdump.integrations.vllm.shared_stores import provide_store  # noqa: E402
+from timing import interleaved, machine_info, median  # noqa: E402
+from vllm_harness import VllmEngine  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -151,7 +151,12 @@ def main() -> int:
     connector_save()
     ops_save()
     times = interleaved(
-        {"connector_save": connector_save, "ops_save": ops_save, "connector_load": connector_load, "ops_load": ops_load},
+        {
+            "connector_save": connector_save,
+            "ops_save": ops_save,
+            "connector_load": connector_load,
+            "ops_load": ops_load,
+        },
         args.repeats,
     )
     gbps = {name: payload / median(values) / 1e9 for name, values in times.items()}
@@ -198,7 +203,10 @@ def main() -> int:
     )
     for name in ("connector_save", "ops_save", "connector_load", "ops_load"):
         print(f"  {name:15s} {gbps[name]:7.3f} GB/s  (median {1e3 * median(times[name]):8.2f} ms)")
-    print(f"  save: connector/ops {results['save_connector_vs_ops']:.3f}x; load: connector/ops {results['load_connector_vs_ops']:.3f}x")
+    print(
+        f"  save: connector/ops {results['save_connector_vs_ops']:.3f}x; "
+        f"load: connector/ops {results['load_connector_vs_ops']:.3f}x"
+    )
     for kind, figures in lookups.items():
         print(
             f"  get_num_new_matched_tokens, {args.prompt_tokens}-token prompt ({prompt_blocks} blocks) committed in a "

@@ -127,13 +127,25 @@ def main(argv: list[str] | None = None) -> int:
         ("cycle (init + submits + wait)", cycle["median_us"], cycle["mean_us"], cycle["p99_us"]),
         ("  same calls inline (floor)", inline["median_us"], inline["mean_us"], inline["p99_us"]),
         ("submit, calling thread (Python)", submit["median_us"], submit["mean_us"], submit["p99_us"]),
-        ("submit, C++ side (stats)", cpp["submit_latency"]["p50_us"], cpp["submit_latency"]["mean_us"],
-         cpp["submit_latency"]["p99_us"]),
+        (
+            "submit, C++ side (stats)",
+            cpp["submit_latency"]["p50_us"],
+            cpp["submit_latency"]["mean_us"],
+            cpp["submit_latency"]["p99_us"],
+        ),
         ("queue wait (C++)", cpp["queue_wait"]["p50_us"], cpp["queue_wait"]["mean_us"], cpp["queue_wait"]["p99_us"]),
-        ("task run incl. GIL (C++)", cpp["task_latency"]["p50_us"], cpp["task_latency"]["mean_us"],
-         cpp["task_latency"]["p99_us"]),
-        ("barrier wait (C++)", cpp["barrier_wait"]["p50_us"], cpp["barrier_wait"]["mean_us"],
-         cpp["barrier_wait"]["p99_us"]),
+        (
+            "task run incl. GIL (C++)",
+            cpp["task_latency"]["p50_us"],
+            cpp["task_latency"]["mean_us"],
+            cpp["task_latency"]["p99_us"],
+        ),
+        (
+            "barrier wait (C++)",
+            cpp["barrier_wait"]["p50_us"],
+            cpp["barrier_wait"]["mean_us"],
+            cpp["barrier_wait"]["p99_us"],
+        ),
     ]
     print(f"{'':34} {'median µs':>11} {'mean µs':>11} {'p99 µs':>11}")
     for name, med, mean, p99 in rows:

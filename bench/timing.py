@@ -79,8 +79,9 @@ def interleaved(
 
 def machine_info() -> dict[str, Any]:
     """What a result file records about the machine and versions it was measured on."""
-    import kvdump
     import torch
+
+    import kvdump
 
     return {
         "platform": platform.platform(),

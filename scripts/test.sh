@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: set-up, the C++ core tests under ctest (plain and ThreadSanitizer builds),
+# The whole test suite: set-up, the Python lint, the C++ core tests under ctest (plain and ThreadSanitizer builds),
 # then pytest. Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,11 @@ cd "$(dirname "$0")/.."
 VENV=${KVDUMP_VENV:-.venv}
 NINJA="$(pwd)/$VENV/bin/ninja"
 JOBS=${KVDUMP_JOBS:-2}
+
+echo "==> lint: ruff check and ruff format --check (configuration in pyproject.toml)"
+"$VENV/bin/python" -m pip install -q "ruff==0.17.5"
+"$VENV/bin/ruff" check runtime tests bench examples
+"$VENV/bin/ruff" format --check runtime tests bench examples
 
 run_ctest() {  # $1 = build dir, $2 = sanitizer ('' | thread | address)
   echo "==> C++ core tests (${2:-no sanitizer})"

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import threading
 from collections.abc import Callable, Iterator
 
-import kvdump
 import pytest
+
+import kvdump
 from writer_support import Gate
+
+# vLLM picks its platform when first imported; this machine has no GPU. The test command installs
+# vLLM and sets KVDUMP_REQUIRE_VLLM=1, so there a missing vLLM fails the run; elsewhere the connector
+# tests are left out when vLLM is not installed.
+os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
+VLLM_MISSING = os.environ.get("KVDUMP_REQUIRE_VLLM") != "1" and importlib.util.find_spec("vllm") is None
+collect_ignore = ["test_vllm_connector.py"] if VLLM_MISSING else []
+
+
+def pytest_report_header() -> str | None:
+    return "vLLM is not installed: tests/test_vllm_connector.py is not collected" if VLLM_MISSING else None
 
 
 @pytest.fixture

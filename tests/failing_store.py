@@ -8,9 +8,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 
-from forwarding_store import ForwardingStore
-
 import kvdump
+from forwarding_store import ForwardingStore
 from kvdump import _C
 
 

@@ -6,8 +6,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import kvdump
 import pytest
+
+import kvdump
 from dict_store import DictStore
 
 STORE_KINDS = ["memory", "file", "delayed", "python", "mooncake"]

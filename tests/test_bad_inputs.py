@@ -11,11 +11,12 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import kvdump
 import pytest
 import torch
+
+import kvdump
 from dict_store import DictStore
-from kvdump import StatusCode, _C
+from kvdump import _C, StatusCode
 
 LIMIT = 10.0  # every wait is bounded, so that a bug fails a test instead of hanging it
 SHAPE = (2, 4, 4, 1, 4)  # [K and V, blocks, block_size, kv heads, head_dim]
@@ -104,14 +105,16 @@ CONSTRUCTOR_CASES = [
     pytest.param({"tp_size": 0}, VE, "tp_size", id="tp_size-zero"),
     pytest.param({"tp_size": 70000}, VE, "tp_size", id="tp_size-70000"),
     pytest.param({"tp_rank": 5, "tp_size": 70000}, VE, "tp_size", id="tp_size-70000-rank-5"),
-    pytest.param({"staging_device": "cuda"}, VE, "staging_device", id="staging_device-cuda",
-                 marks=_needs_cpu_only),
+    pytest.param({"staging_device": "cuda"}, VE, "staging_device", id="staging_device-cuda", marks=_needs_cpu_only),
     pytest.param({"staging_device": "meta"}, VE, "staging_device", id="staging_device-meta"),
     pytest.param({"staging_device": "xpu"}, VE, "staging_device", id="staging_device-xpu", marks=_needs_cpu_only),
     pytest.param({"staging_device": "bogus"}, VE, "staging_device", id="staging_device-bogus"),
     pytest.param({"staging_device": 7}, TE, "staging_device", id="staging_device-int"),
     pytest.param(
-        {"staging_device": ""}, VE, "staging_device", id="staging_device-empty",
+        {"staging_device": ""},
+        VE,
+        "staging_device",
+        id="staging_device-empty",
     ),
     pytest.param({"layers": (3, 3)}, VE, "layers", id="layers-empty"),
     pytest.param({"layers": (5, 2)}, VE, "layers", id="layers-reversed"),
@@ -213,8 +216,9 @@ BAD_TIMEOUTS = [
 
 
 @pytest.mark.parametrize(("timeout", "exc"), BAD_TIMEOUTS)
-def test_bad_barrier_timeout_leaves_the_cycle_open_and_publishable(make_writer, timeout: Any,
-                                                                   exc: type[Exception]) -> None:
+def test_bad_barrier_timeout_leaves_the_cycle_open_and_publishable(
+    make_writer, timeout: Any, exc: type[Exception]
+) -> None:
     writer = make_writer()
     cache = kv(seed=1)
     writer.init()
@@ -275,8 +279,9 @@ SUBMIT_CASES = [
 
 
 @pytest.mark.parametrize(("kwargs", "exc", "match"), SUBMIT_CASES)
-def test_submit_refuses_and_queues_nothing(make_writer, kwargs: dict[str, Any], exc: type[Exception],
-                                           match: str) -> None:
+def test_submit_refuses_and_queues_nothing(
+    make_writer, kwargs: dict[str, Any], exc: type[Exception], match: str
+) -> None:
     writer = make_writer()
     ran: list[str] = []
     writer.init()
@@ -311,16 +316,19 @@ def test_cancel_request_refuses_a_non_str(make_writer, request_: Any) -> None:
 @pytest.mark.parametrize(
     ("call", "exc", "match"),
     [
-        pytest.param(lambda l: l.wait_layer(-1, timeout=LIMIT), VE, "layer", id="wait_layer-negative"),
-        pytest.param(lambda l: l.wait_layer(1.5, timeout=LIMIT), TE, "layer", id="wait_layer-float"),
-        pytest.param(lambda l: l.wait_layer(0, timeout=NAN), VE, "timeout", id="wait_layer-timeout-nan"),
-        pytest.param(lambda l: l.finish(timeout=NAN), VE, "timeout", id="finish-timeout-nan"),
-        pytest.param(lambda l: l.abort(timeout=-1), VE, "timeout", id="abort-timeout-negative"),
-        pytest.param(lambda l: l.load_async(0.0, torch.zeros(SHAPE), [0], [11]), TE, "layer", id="load_async-layer"),
+        pytest.param(lambda loader: loader.wait_layer(-1, timeout=LIMIT), VE, "layer", id="wait_layer-negative"),
+        pytest.param(lambda loader: loader.wait_layer(1.5, timeout=LIMIT), TE, "layer", id="wait_layer-float"),
+        pytest.param(lambda loader: loader.wait_layer(0, timeout=NAN), VE, "timeout", id="wait_layer-timeout-nan"),
+        pytest.param(lambda loader: loader.finish(timeout=NAN), VE, "timeout", id="finish-timeout-nan"),
+        pytest.param(lambda loader: loader.abort(timeout=-1), VE, "timeout", id="abort-timeout-negative"),
+        pytest.param(
+            lambda loader: loader.load_async(0.0, torch.zeros(SHAPE), [0], [11]), TE, "layer", id="load_async-layer"
+        ),
     ],
 )
-def test_loader_session_survives_bad_calls(make_writer, call: Callable[[kvdump.KVLoader], None],
-                                           exc: type[Exception], match: str) -> None:
+def test_loader_session_survives_bad_calls(
+    make_writer, call: Callable[[kvdump.KVLoader], None], exc: type[Exception], match: str
+) -> None:
     writer = make_writer()
     cache = kv(seed=2)
     writer.init()
@@ -360,8 +368,9 @@ WRITE_CASES = [
     pytest.param({"kv_cache": lambda: torch.zeros(2, 4, 0, 1, 4)}, VE, "kv_cache", id="kv-empty-block"),
     pytest.param({"kv_cache": lambda: None}, VE, "kv_cache", id="kv-none"),
     pytest.param({"kv_cache": lambda: kv().tolist()}, TE, "kv_cache", id="kv-list"),
-    pytest.param({"kv_cache": lambda: kv()[0], "v_cache": lambda: torch.zeros(4, 4, 1, 5)}, VE, "v_cache",
-                 id="v-shape"),
+    pytest.param(
+        {"kv_cache": lambda: kv()[0], "v_cache": lambda: torch.zeros(4, 4, 1, 5)}, VE, "v_cache", id="v-shape"
+    ),
     pytest.param({"kv_cache": lambda: kv()[0], "v_cache": lambda: kv()[1].half()}, VE, "v_cache", id="v-dtype"),
     pytest.param({"v_cache": lambda: kv()[1]}, VE, "v_cache", id="v-with-5d-kv"),
     pytest.param({"kv_cache": lambda: kv()[0], "v_cache": lambda: [1.0]}, TE, "v_cache", id="v-list"),
@@ -387,16 +396,24 @@ WRITE_CASES = [
 
 
 @pytest.mark.parametrize(("overrides", "exc", "match"), WRITE_CASES)
-def test_write_refuses_and_queues_nothing(make_writer, overrides: dict[str, Any], exc: type[Exception],
-                                          match: str) -> None:
+def test_write_refuses_and_queues_nothing(
+    make_writer, overrides: dict[str, Any], exc: type[Exception], match: str
+) -> None:
     writer = make_writer()
-    args: dict[str, Any] = {"layer": 0, "kv_cache": kv(), "block_ids": SRC_IDS, "block_hashes": HASHES,
-                            "v_cache": None, "request": "bad"}
+    args: dict[str, Any] = {
+        "layer": 0,
+        "kv_cache": kv(),
+        "block_ids": SRC_IDS,
+        "block_hashes": HASHES,
+        "v_cache": None,
+        "request": "bad",
+    }
     args.update({name: value() if callable(value) else value for name, value in overrides.items()})
     writer.init()
     with pytest.raises(exc, match=match):
-        kvdump.write_cache_store(writer, args.pop("layer"), args.pop("kv_cache"), args.pop("block_ids"),
-                                 args.pop("block_hashes"), **args)
+        kvdump.write_cache_store(
+            writer, args.pop("layer"), args.pop("kv_cache"), args.pop("block_ids"), args.pop("block_hashes"), **args
+        )
     assert writer.stats()["submitted"] == 0
     # The same cycle still takes a good write and publishes it; the refused request left no trace.
     good = kv(seed=3)
@@ -410,8 +427,11 @@ def test_write_refuses_and_queues_nothing(make_writer, overrides: dict[str, Any]
 
 @pytest.mark.parametrize(
     "not_a_writer",
-    [pytest.param(lambda w: None, id="none"), pytest.param(lambda w: w.torch_writer, id="the-torch-writer"),
-     pytest.param(lambda w: w.store, id="a-store")],
+    [
+        pytest.param(lambda w: None, id="none"),
+        pytest.param(lambda w: w.torch_writer, id="the-torch-writer"),
+        pytest.param(lambda w: w.store, id="a-store"),
+    ],
 )
 def test_write_refuses_a_non_writer(make_writer, not_a_writer: Callable[[kvdump.AsyncWriter], object]) -> None:
     writer = make_writer()
@@ -423,8 +443,9 @@ def test_write_refuses_a_non_writer(make_writer, not_a_writer: Callable[[kvdump.
         writer.abort()
 
 
-@pytest.mark.parametrize("layer", [pytest.param(1, id="below"), pytest.param(4, id="at-end"),
-                                   pytest.param(100, id="far-above")])
+@pytest.mark.parametrize(
+    "layer", [pytest.param(1, id="below"), pytest.param(4, id="at-end"), pytest.param(100, id="far-above")]
+)
 def test_write_outside_the_writers_declared_layers(make_writer, layer: int) -> None:
     writer = make_writer(layers=(2, 4))
     writer.init()
@@ -469,16 +490,28 @@ LOAD_ARGUMENT_CASES = [
 
 
 @pytest.mark.parametrize(("overrides", "exc", "match"), LOAD_ARGUMENT_CASES)
-def test_load_refuses_bad_arguments_and_writes_nothing(stored, overrides: dict[str, Any], exc: type[Exception],
-                                                       match: str) -> None:
+def test_load_refuses_bad_arguments_and_writes_nothing(
+    stored, overrides: dict[str, Any], exc: type[Exception], match: str
+) -> None:
     writer, cache = stored
     dst = torch.zeros(SHAPE)
-    args: dict[str, Any] = {"store": writer.store, "layer": 0, "kv_cache": dst, "block_ids": [0, 2],
-                            "block_hashes": HASHES}
+    args: dict[str, Any] = {
+        "store": writer.store,
+        "layer": 0,
+        "kv_cache": dst,
+        "block_ids": [0, 2],
+        "block_hashes": HASHES,
+    }
     args.update({name: value() if callable(value) else value for name, value in overrides.items()})
     with pytest.raises(exc, match=match):
-        kvdump.load_cache_store(args.pop("store"), args.pop("layer"), args.pop("kv_cache"), args.pop("block_ids"),
-                                args.pop("block_hashes"), **args)
+        kvdump.load_cache_store(
+            args.pop("store"),
+            args.pop("layer"),
+            args.pop("kv_cache"),
+            args.pop("block_ids"),
+            args.pop("block_hashes"),
+            **args,
+        )
     assert not bits(dst).any()  # refused before anything was read
     kvdump.load_cache_store(writer.store, 0, dst, [0, 2], HASHES)
     assert torch.equal(bits(dst[:, [0, 2]]), bits(cache[:, SRC_IDS]))
@@ -486,8 +519,11 @@ def test_load_refuses_bad_arguments_and_writes_nothing(stored, overrides: dict[s
 
 @pytest.mark.parametrize(
     ("dtype", "name"),
-    [pytest.param(torch.float16, "float16", id="float16"), pytest.param(torch.bfloat16, "bfloat16", id="bfloat16"),
-     pytest.param(torch.float64, "float64", id="float64")],
+    [
+        pytest.param(torch.float16, "float16", id="float16"),
+        pytest.param(torch.bfloat16, "bfloat16", id="bfloat16"),
+        pytest.param(torch.float64, "float64", id="float64"),
+    ],
 )
 def test_load_into_a_cache_of_another_dtype_names_both_dtypes(stored, dtype: torch.dtype, name: str) -> None:
     writer, _ = stored
@@ -498,9 +534,11 @@ def test_load_into_a_cache_of_another_dtype_names_both_dtypes(stored, dtype: tor
 
 @pytest.mark.parametrize(
     ("shape", "match"),
-    [pytest.param((2, 4, 8, 1, 4), "block_size", id="block_size"),
-     pytest.param((2, 4, 4, 1, 2), "head_dim", id="head_dim"),
-     pytest.param((2, 4, 4, 2, 2), "num_kv_heads|heads", id="heads")],
+    [
+        pytest.param((2, 4, 8, 1, 4), "block_size", id="block_size"),
+        pytest.param((2, 4, 4, 1, 2), "head_dim", id="head_dim"),
+        pytest.param((2, 4, 4, 2, 2), "num_kv_heads|heads", id="heads"),
+    ],
 )
 def test_load_into_a_cache_of_another_shape_names_the_dimension(stored, shape: tuple[int, ...], match: str) -> None:
     writer, _ = stored
@@ -521,15 +559,13 @@ def test_load_of_a_missing_block_names_its_key(stored) -> None:
     ("namespace", "tp_rank", "tp_size"),
     [pytest.param("other", 0, 1, id="another-namespace"), pytest.param("kvdump", 1, 2, id="another-tp-layout")],
 )
-def test_a_record_copied_from_another_key_space_is_refused(stored, namespace: str, tp_rank: int,
-                                                            tp_size: int) -> None:
+def test_a_record_copied_from_another_key_space_is_refused(stored, namespace: str, tp_rank: int, tp_size: int) -> None:
     writer, cache = stored
     foreign_key = key(11, 0, namespace, tp_rank, tp_size)
     writer.store.put(foreign_key, writer.store.get(key(11, 0)))
     dst = torch.zeros(SHAPE)
     with pytest.raises(kvdump.KeySpaceMismatchError) as info:
-        kvdump.load_cache_store(writer.store, 0, dst, [0], [11], namespace=namespace, tp_rank=tp_rank,
-                                tp_size=tp_size)
+        kvdump.load_cache_store(writer.store, 0, dst, [0], [11], namespace=namespace, tp_rank=tp_rank, tp_size=tp_size)
     assert info.value.key == foreign_key
     assert foreign_key in str(info.value)
     assert info.value.code is StatusCode.KEY_SPACE_MISMATCH
@@ -540,8 +576,10 @@ def test_a_record_copied_from_another_key_space_is_refused(stored, namespace: st
 
 @pytest.mark.parametrize(
     ("target", "match"),
-    [pytest.param((13, 0), "block hash", id="under-another-hash"),
-     pytest.param((11, 3), "layer", id="under-another-layer")],
+    [
+        pytest.param((13, 0), "block hash", id="under-another-hash"),
+        pytest.param((11, 3), "layer", id="under-another-layer"),
+    ],
 )
 def test_a_record_renamed_within_the_key_space_is_refused(stored, target: tuple[int, int], match: str) -> None:
     writer, _ = stored
@@ -656,8 +694,9 @@ def test_open_store_refuses(make_writer, tmp_path, url: str, exc: type[Exception
     assert_round_trip(make_writer(kvdump.open_store("memory://?capacity_bytes=1048576")))
 
 
-@pytest.mark.parametrize("url", [pytest.param(5, id="int"), pytest.param(None, id="none"),
-                                 pytest.param(b"memory://", id="bytes")])
+@pytest.mark.parametrize(
+    "url", [pytest.param(5, id="int"), pytest.param(None, id="none"), pytest.param(b"memory://", id="bytes")]
+)
 def test_open_store_refuses_a_non_str_url(url: Any) -> None:
     with pytest.raises(kvdump.KvdumpTypeError, match="(?i)url"):
         kvdump.open_store(url)
@@ -721,8 +760,9 @@ class BatchResults(DictStore):
         pytest.param(lambda keys: 5, "batch_put.*int", id="an-int"),
     ],
 )
-def test_python_batch_put_with_bad_results_fails_the_write(make_writer, results: Callable[[list[str]], Any],
-                                                           match: str) -> None:
+def test_python_batch_put_with_bad_results_fails_the_write(
+    make_writer, results: Callable[[list[str]], Any], match: str
+) -> None:
     store = BatchResults(results)
     writer = make_writer(store)
     write_request(writer)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import kvdump
-from kvdump import StatusCode, _C
+from kvdump import _C, StatusCode
 from writer_support import GatedStore, wait_until
 
 LIMIT = 30.0  # every wait is bounded, so that a bug fails a test instead of hanging it
@@ -60,8 +60,9 @@ def key(block_hash: int, layer: int) -> str:
     return _C.block_key(NS, 0, 1, block_hash, layer)
 
 
-def write_layer(writer: kvdump.AsyncWriter, layer: int, kv: torch.Tensor, ids: list[int], hashes: list[int],
-                **kwargs: object) -> None:
+def write_layer(
+    writer: kvdump.AsyncWriter, layer: int, kv: torch.Tensor, ids: list[int], hashes: list[int], **kwargs: object
+) -> None:
     writer.init()
     kvdump.write_cache_store(writer, layer, kv, ids, hashes, **kwargs)  # type: ignore[arg-type]
     report = writer.wait_all_done(timeout=LIMIT)
@@ -237,8 +238,9 @@ def test_same_blocks_under_different_layers_and_hashes_are_kept_apart(make_write
 # --- the stored record -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("dtype", "shape"), [(torch.float32, (4, 3, 5)), (torch.bfloat16, (1, 1, 1)),
-                                              (torch.float16, (7, 3, 2))])
+@pytest.mark.parametrize(
+    ("dtype", "shape"), [(torch.float32, (4, 3, 5)), (torch.bfloat16, (1, 1, 1)), (torch.float16, (7, 3, 2))]
+)
 def test_stored_record_layout(make_writer, dtype, shape) -> None:
     bs, h, d = shape
     writer = make_writer()
@@ -362,12 +364,17 @@ BAD_WRITES = [
     pytest.param(lambda w: (w, 0, _kv(), [0], torch.tensor([1], device="meta")), {}, id="meta-hashes"),
     pytest.param(lambda w: (w, 0, _kv(shape=(2, 6, 3, 2, 0)), [0], [1]), {}, id="empty-head-dim"),
     pytest.param(lambda w: (w, 0, _kv(shape=(2, 6, 3, 2, 8))[..., ::2], [0], [1]), {}, id="strided-head-dim"),
-    pytest.param(lambda w: (w, 0, _kv(shape=KV[1:]), [0], [1]), {"v_cache": _kv(shape=(6, 3, 2, 5))},
-                 id="v-shape-differs"),
-    pytest.param(lambda w: (w, 0, _kv(shape=KV[1:]), [0], [1]),
-                 {"v_cache": _kv(torch.float16, shape=KV[1:])}, id="v-dtype-differs"),
-    pytest.param(lambda w: (w, 0, _kv(shape=KV[1:]), [0], [1]),
-                 {"v_cache": _kv(shape=KV[1:]).to("meta")}, id="v-on-other-device"),
+    pytest.param(
+        lambda w: (w, 0, _kv(shape=KV[1:]), [0], [1]), {"v_cache": _kv(shape=(6, 3, 2, 5))}, id="v-shape-differs"
+    ),
+    pytest.param(
+        lambda w: (w, 0, _kv(shape=KV[1:]), [0], [1]),
+        {"v_cache": _kv(torch.float16, shape=KV[1:])},
+        id="v-dtype-differs",
+    ),
+    pytest.param(
+        lambda w: (w, 0, _kv(shape=KV[1:]), [0], [1]), {"v_cache": _kv(shape=KV[1:]).to("meta")}, id="v-on-other-device"
+    ),
 ]
 
 
@@ -407,9 +414,12 @@ def test_ids_that_are_not_ints_raise_type_error(make_writer, ids) -> None:
 
 @pytest.mark.parametrize(
     "not_a_writer",
-    [pytest.param(lambda w: w._impl, id="the-native-writer"),
-     pytest.param(lambda w: w.torch_writer, id="the-torch-writer"),
-     pytest.param(lambda w: None, id="none"), pytest.param(lambda w: w.store, id="a-store")],
+    [
+        pytest.param(lambda w: w._impl, id="the-native-writer"),
+        pytest.param(lambda w: w.torch_writer, id="the-torch-writer"),
+        pytest.param(lambda w: None, id="none"),
+        pytest.param(lambda w: w.store, id="a-store"),
+    ],
 )
 def test_a_writer_that_is_not_an_async_writer_raises_type_error(make_writer, not_a_writer) -> None:
     writer = make_writer()

@@ -17,9 +17,9 @@ import weakref
 
 import pytest
 import torch
-from writer_support import LIMIT, GatedStore, wait_until
 
 import kvdump
+from writer_support import LIMIT, GatedStore, wait_until
 
 SHAPE = (2, 8, 4, 2, 16)  # [2, blocks, block_size, heads, head_dim]
 
@@ -146,7 +146,7 @@ def test_tensors_are_released_when_an_open_cycle_is_closed(make_writer, capfd) -
     assert store.entered.wait(LIMIT)
     # close() cancels the two queued tasks (dropping their captures), then waits for the blocked one.
     queued = list(zip(layers[1:], baselines[1:]))
-    releaser = release_when(store, lambda: all(storage_refs(kv) == b for kv, b in queued))
+    releaser = release_when(store, lambda: all(storage_refs(kv) == b for kv, b in queued))  # noqa: F821
     writer.close()
     releaser.join(LIMIT)
     assert "cancelled 2 queued task(s), waited for 1 running task(s)" in capfd.readouterr().err

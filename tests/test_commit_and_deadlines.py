@@ -84,8 +84,9 @@ def stalling(make_writer):
         store.release.set()
 
 
-def write_layers(writer: kvdump.AsyncWriter, kv: torch.Tensor, layers: range, ids: list[int], hashes: list[int],
-                 request: str) -> None:
+def write_layers(
+    writer: kvdump.AsyncWriter, kv: torch.Tensor, layers: range, ids: list[int], hashes: list[int], request: str
+) -> None:
     for layer in layers:
         kvdump.write_cache_store(writer, layer, kv, ids, hashes, request=request)
 
@@ -213,7 +214,7 @@ def test_two_waiters_lose_no_commit(make_writer) -> None:
         write_layers(writer, kv, range(2), [0], [5000 + cycle], "r")
         outcomes: list[object] = []
 
-        def wait() -> None:
+        def wait(outcomes: list[object] = outcomes) -> None:
             try:
                 outcomes.append(writer.wait_all_done(timeout=LIMIT))
             except kvdump.LifecycleError as exc:
@@ -222,7 +223,7 @@ def test_two_waiters_lose_no_commit(make_writer) -> None:
         threads = [threading.Thread(target=wait) for _ in range(2)]
         for t in threads:
             t.start()
-        assert wait_until(lambda: len(outcomes) >= 1 or writer.state == "draining")
+        assert wait_until(lambda outcomes=outcomes: len(outcomes) >= 1 or writer.state == "draining")
         gate.release.set()
         for t in threads:
             t.join(LIMIT)

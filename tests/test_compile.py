@@ -63,7 +63,7 @@ def eager_sum(x: torch.Tensor) -> torch.Tensor:
 
 def test_a_writer_claims_its_context_once(make_writer: Callable[..., kvdump.AsyncWriter]) -> None:
     writer = make_writer()
-    (name, ticket), = writer.torch_writer.__obj_flatten__()
+    ((name, ticket),) = writer.torch_writer.__obj_flatten__()
     assert name == "ticket"
     with pytest.raises(ValueError, match=f"ticket {ticket} does not name a kvdump writer"):
         torch.classes.kvdump.Writer(ticket)

@@ -10,8 +10,21 @@ from kvdump.demo import DemoConfig, format_report, report_json, run_demo
 
 
 def small() -> DemoConfig:
-    return DemoConfig(layers=2, hidden=64, heads=4, kv_heads=2, head_dim=16, vocab=128, batch=3,
-                      prompt_min=40, prompt_max=70, block_size=8, new_tokens=4, repeats=1, store_bytes=8 << 20)
+    return DemoConfig(
+        layers=2,
+        hidden=64,
+        heads=4,
+        kv_heads=2,
+        head_dim=16,
+        vocab=128,
+        batch=3,
+        prompt_min=40,
+        prompt_max=70,
+        block_size=8,
+        new_tokens=4,
+        repeats=1,
+        store_bytes=8 << 20,
+    )
 
 
 def test_demo_decodes_the_reference_tokens_from_the_store() -> None:

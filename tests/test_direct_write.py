@@ -68,8 +68,9 @@ def test_plain_arguments_take_the_direct_entry(make_writer: Callable[..., kvdump
 @pytest.mark.parametrize(
     "args",
     [
-        pytest.param(lambda w, kv, ids, hs: (w, 0, kv.as_subclass(LoggingTensor), None, ids, hs, ""),
-                     id="tensor-subclass"),
+        pytest.param(
+            lambda w, kv, ids, hs: (w, 0, kv.as_subclass(LoggingTensor), None, ids, hs, ""), id="tensor-subclass"
+        ),
         pytest.param(lambda w, kv, ids, hs: (w, 0, kv, None, [4, 1], hs, ""), id="ids-as-a-list"),
         pytest.param(lambda w, kv, ids, hs: (w, True, kv, None, ids, hs, ""), id="bool-layer"),
         pytest.param(lambda w, kv, ids, hs: (w, 2**70, kv, None, ids, hs, ""), id="huge-layer"),

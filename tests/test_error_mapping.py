@@ -21,9 +21,9 @@ def test_every_code_maps_to_an_exception_carrying_it():
 def test_a_key_with_spaces_and_brackets_survives_the_torch_op_boundary():
     import pytest
     import torch
-    from dict_store import DictStore
 
     import kvdump
+    from dict_store import DictStore
 
     odd = "odd key] 100%\tthere"
 

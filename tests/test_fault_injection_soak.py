@@ -20,9 +20,10 @@ import random
 import threading
 from dataclasses import dataclass, field
 
-import kvdump
 import pytest
 import torch
+
+import kvdump
 from failing_store import FailingStore
 from forwarding_store import ForwardingStore
 from kvdump import _C
@@ -85,8 +86,9 @@ def test_fault_injection_soak() -> None:
     rng = random.Random(20261122)
     inner = kvdump.MemoryStore(capacity_bytes=256 << 20)
     fail_keys: set[str] = set()  # changes only between cycles, while no task runs
-    store = FailingStore(inner, lambda key: key in fail_keys,
-                         error=lambda key: kvdump.StoreError("injected failure", key=key))
+    store = FailingStore(
+        inner, lambda key: key in fail_keys, error=lambda key: kvdump.StoreError("injected failure", key=key)
+    )
     writer = kvdump.AsyncWriter(store, num_threads=2)
     caches = [torch.empty((2, MAX_REQUESTS * BLOCKS_PER_REQUEST, *BLOCK)) for _ in range(LAYERS)]
     gen = torch.Generator().manual_seed(7)
@@ -266,8 +268,10 @@ class CommitGate(ForwardingStore):
         super().put(key, value)
 
 
-@pytest.mark.parametrize("abort_deadline", [pytest.param(LIMIT, id="commit-finishes-within-the-abort"),
-                                            pytest.param(0.0, id="commit-abandoned")])
+@pytest.mark.parametrize(
+    "abort_deadline",
+    [pytest.param(LIMIT, id="commit-finishes-within-the-abort"), pytest.param(0.0, id="commit-abandoned")],
+)
 def test_abort_after_a_barrier_timeout_in_the_commit_phase_publishes_nothing(abort_deadline: float) -> None:
     store = CommitGate()
     writer = kvdump.AsyncWriter(store, num_threads=2)

@@ -19,6 +19,7 @@ from test_cache_ops import HEADER, LIMIT, bits, key, random_bits
 
 NUM_BLOCKS, BLOCK_SIZE, HEAD_SIZE = 10, 4, 576
 
+
 def assert_blocks_moved(src: torch.Tensor, dst: torch.Tensor, src_ids: list[int], dst_ids: list[int]) -> None:
     """Latent blocks ``src_ids`` of ``src`` sit bit for bit at ``dst_ids`` of ``dst``; every other
     block of ``dst`` is still all zero bits."""
@@ -36,8 +37,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> kvdump.CacheStore:
     return kvdump.FileStore(str(tmp_path / "store"))
 
 
-def write_layers(writer: kvdump.AsyncWriter, caches: list[torch.Tensor], ids: object, hashes: object,
-                 request: str = "r") -> None:
+def write_layers(
+    writer: kvdump.AsyncWriter, caches: list[torch.Tensor], ids: object, hashes: object, request: str = "r"
+) -> None:
     writer.init()
     for layer, kv in enumerate(caches):
         kvdump.write_cache_store(writer, layer, kv, ids, hashes, request=request)  # type: ignore[arg-type]
@@ -138,8 +140,9 @@ def _token_major(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     return base, base.transpose(0, 1)
 
 
-@pytest.mark.parametrize("layout", [_every_other_block, _padded_head_size, _token_major],
-                         ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize(
+    "layout", [_every_other_block, _padded_head_size, _token_major], ids=lambda f: f.__name__.strip("_")
+)
 def test_strided_views_round_trip(make_writer, store, layout) -> None:
     dtype = torch.float16
     writer = make_writer(store)

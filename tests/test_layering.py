@@ -55,8 +55,11 @@ def test_the_binding_files_include_no_libtorch(path: Path) -> None:
     assert bad == [], f"{path.relative_to(ROOT)} includes {bad}"
 
 
-@pytest.mark.parametrize("path", [ROOT / "ops/python/direct_write.cc", ROOT / "ops/include/kvdump_ops/direct_write.h"],
-                         ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "path",
+    [ROOT / "ops/python/direct_write.cc", ROOT / "ops/include/kvdump_ops/direct_write.h"],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
 def test_the_direct_entry_includes_no_pybind11(path: Path) -> None:
     bad = [h for h in includes(path) if PYBIND.match(h) or h.startswith("torch/csrc/")]
     assert bad == [], f"{path.relative_to(ROOT)} includes {bad}"

@@ -190,7 +190,9 @@ def test_stats_track_puts_and_removes() -> None:
     store = kvdump.MemoryStore(capacity_bytes=1000)
     s = store.stats()
     assert (s["capacity_bytes"], s["used_bytes"], s["entries"], s["rejected_full"]) == (1000, 0, 0, 0)
-    assert {"hits", "misses", "evictions", "reclaimed", "leased", "eviction", "high_watermark", "low_watermark"} <= set(s)
+    assert {"hits", "misses", "evictions", "reclaimed", "leased", "eviction", "high_watermark", "low_watermark"} <= set(
+        s
+    )
     for i in range(10):
         store.put(f"k{i}", bytes(i + 1))
     assert store.stats()["entries"] == 10
@@ -234,7 +236,7 @@ def test_concurrent_puts_from_writer_tasks() -> None:
     # Values of 64 sizes: small slabs, so every size class gets its own without evicting another's.
     store = kvdump.MemoryStore(capacity_bytes=64 << 20, slab_bytes=64 << 10)
     rng = random.Random(7)
-    values = {f"req-{r}/layer-{l}": rng.randbytes(rng.randrange(1, 4096)) for r in range(8) for l in range(32)}
+    values = {f"req-{r}/layer-{layer}": rng.randbytes(rng.randrange(1, 4096)) for r in range(8) for layer in range(32)}
     writer = kvdump.AsyncWriter(store, num_threads=4, queue_capacity=16)
     try:
         for _ in range(2):  # a second cycle overwrites every key with the same values

@@ -12,9 +12,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import kvdump
 import pytest
 import torch
+
+import kvdump
 from store_kinds import require_mooncake
 
 pytestmark = pytest.mark.usefixtures("mooncake_cluster")
@@ -172,8 +173,17 @@ def test_prefill_process_writes_and_exits_then_decode_process_loads(mooncake_clu
 def test_the_local_cluster_command_serves_a_store_and_stops_on_sigterm() -> None:
     import signal
 
-    command = [sys.executable, "-m", "kvdump.mooncake_cluster", "--rpc-port", "0", "--metadata-port", "0",
-               "--storage-bytes", str(64 << 20)]
+    command = [
+        sys.executable,
+        "-m",
+        "kvdump.mooncake_cluster",
+        "--rpc-port",
+        "0",
+        "--metadata-port",
+        "0",
+        "--storage-bytes",
+        str(64 << 20),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = process.stdout.readline().strip()  # type: ignore[union-attr]

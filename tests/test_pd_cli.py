@@ -16,10 +16,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import kvdump
 import kvdump.config
 import kvdump.pd
-import pytest
 from failing_store import FailingStore
 from kvdump import _C, cli
 from kvdump.config import load_config
@@ -277,7 +278,7 @@ def test_a_plugin_that_declares_itself_in_process_is_refused(tmp_path: Path) -> 
         done = run_kvdump(role, "--config", config, *PROMPTS, env=env)
         assert done.returncode == 2, done.stderr
         assert "Traceback" not in done.stderr
-        assert f"store.url: expected a store that outlives this process, got 'scratch://'" in done.stderr
+        assert "store.url: expected a store that outlives this process, got 'scratch://'" in done.stderr
 
 
 def test_tp_rank_selects_the_key_space(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,8 +8,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-import kvdump
 import pytest
+
+import kvdump
 from kvdump import cli
 from kvdump.config import ConfigError, PDConfig, load_config, parse_override
 

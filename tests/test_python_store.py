@@ -12,10 +12,11 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-import kvdump
 import numpy as np
 import pytest
 import torch
+
+import kvdump
 from dict_store import DictStore
 
 C = kvdump.CacheStore
@@ -177,7 +178,9 @@ def test_staging_buffers_are_registered_before_use_and_unregistered_on_close(mak
 
         def put(self, key: str, value: memoryview) -> None:
             address = kvdump._C.buffer_address(value)
-            if not key.endswith("/commit") and not any(a <= address and address + value.nbytes <= a + n for a, n in self.live.items()):
+            if not key.endswith("/commit") and not any(
+                a <= address and address + value.nbytes <= a + n for a, n in self.live.items()
+            ):
                 self.lent_outside.append(address)
             super().put(key, value)
 

@@ -32,9 +32,7 @@ def model() -> ReferenceLlama:
     return ReferenceLlama(LlamaConfig.tiny(num_layers=3, seed=1234))
 
 
-def allocate_tables(
-    allocator: BlockAllocator, prompts: list[list[int]], extra_tokens: int = 0
-) -> list[list[int]]:
+def allocate_tables(allocator: BlockAllocator, prompts: list[list[int]], extra_tokens: int = 0) -> list[list[int]]:
     """Block tables for the prompts, with room for ``extra_tokens`` decoded tokens each."""
     return [allocator.allocate(blocks_needed(len(p) + extra_tokens, BLOCK_SIZE)) for p in prompts]
 
@@ -294,7 +292,6 @@ def test_hashes_are_int64_and_stable_across_processes() -> None:
     assert any(h < 0 for h in block_hashes(list(range(400)), 4))  # the full signed range is used
     # Keys persisted in a shared store must not change silently between versions or processes.
     assert block_hash([1, 2, 3], namespace="kvdump") == GOLDEN_HASH_1_2_3
-
 
 
 def test_flatten_blocks_pairs_each_chain_with_its_leading_block_ids() -> None:

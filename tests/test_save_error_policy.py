@@ -11,15 +11,15 @@ import random
 
 import pytest
 import torch
-from failing_store import FailingStore, block_keys
-from writer_support import LIMIT, GatedStore
 
 import kvdump
+from failing_store import FailingStore, block_keys
 from kvdump import StatusCode
 from kvdump.cache_ops import write_cache_store
 from kvdump.hashing import block_hashes
 from kvdump.models import BlockAllocator, LlamaConfig, ReferenceLlama, blocks_needed
 from kvdump.save_policy import run_in_cycle
+from writer_support import LIMIT, GatedStore
 
 BLOCK = 4
 NUM_BLOCKS = 32
@@ -80,8 +80,9 @@ def test_report_returns_the_output_commits_the_good_request_and_logs_once(
     kvdump.wrap_model(model, writer, method="prefill", timeout=LIMIT, on_save_error="report")
     caplog.set_level(logging.INFO, logger="kvdump")
 
-    logits = model.prefill(prompts.tokens, model.new_cache(NUM_BLOCKS, BLOCK), prompts.tables,
-                           layer_hook=prompts.layer_hook(writer))
+    logits = model.prefill(
+        prompts.tokens, model.new_cache(NUM_BLOCKS, BLOCK), prompts.tables, layer_hook=prompts.layer_hook(writer)
+    )
 
     assert torch.equal(logits, expected)
     assert writer.state == "idle"
@@ -104,8 +105,9 @@ def test_report_returns_the_output_commits_the_good_request_and_logs_once(
     model.prefill(prompts.tokens, model.new_cache(NUM_BLOCKS, BLOCK), prompts.tables)
     assert len(kvdump_records(caplog)) == 1
     assert writer.stats()["save_failures_reported"] == 1
-    again = model.prefill(prompts.tokens, model.new_cache(NUM_BLOCKS, BLOCK), prompts.tables,
-                          layer_hook=prompts.layer_hook(writer))
+    again = model.prefill(
+        prompts.tokens, model.new_cache(NUM_BLOCKS, BLOCK), prompts.tables, layer_hook=prompts.layer_hook(writer)
+    )
     assert torch.equal(again, expected)
     assert len(kvdump_records(caplog)) == 2
     stats = writer.stats()
@@ -121,8 +123,9 @@ def test_raise_propagates_the_write_error_and_reports_nothing(
     caplog.set_level(logging.INFO, logger="kvdump")
 
     with pytest.raises(kvdump.WriteError) as caught:
-        model.prefill(prompts.tokens, model.new_cache(NUM_BLOCKS, BLOCK), prompts.tables,
-                      layer_hook=prompts.layer_hook(writer))
+        model.prefill(
+            prompts.tokens, model.new_cache(NUM_BLOCKS, BLOCK), prompts.tables, layer_hook=prompts.layer_hook(writer)
+        )
     assert caught.value.failed_requests == ("bad",)
     assert caught.value.code is StatusCode.STORE_FULL
     assert caught.value.layer == FAILING_LAYER
@@ -204,8 +207,14 @@ def test_a_misused_writer_is_not_reported_as_a_save_failure(make_writer, caplog:
 
 @pytest.mark.parametrize(
     ("value", "error"),
-    [("ignore", kvdump.KvdumpValueError), ("RAISE", kvdump.KvdumpValueError), ("", kvdump.KvdumpValueError),
-     (None, kvdump.KvdumpTypeError), (True, kvdump.KvdumpTypeError), (1, kvdump.KvdumpTypeError)],
+    [
+        ("ignore", kvdump.KvdumpValueError),
+        ("RAISE", kvdump.KvdumpValueError),
+        ("", kvdump.KvdumpValueError),
+        (None, kvdump.KvdumpTypeError),
+        (True, kvdump.KvdumpTypeError),
+        (1, kvdump.KvdumpTypeError),
+    ],
 )
 def test_a_bad_policy_is_refused_naming_on_save_error(
     model: ReferenceLlama, make_writer, value: object, error: type[Exception]

@@ -11,9 +11,10 @@ from __future__ import annotations
 import threading
 import uuid
 
-import kvdump
 import pytest
 import torch
+
+import kvdump
 from store_kinds import FIRST_WRITER_WINS, NO_EMPTY_VALUES, READS_TAKE_LEASES, STORE_KINDS
 
 C = kvdump.CacheStore

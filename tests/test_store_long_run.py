@@ -67,7 +67,9 @@ def test_twenty_capacities_through_wrap_model_without_a_failed_or_lost_forward()
                 assert prompt.blocks is not None, "a prompt never written was found"
                 cache = model.new_cache(found, BLOCK)
                 for layer in range(LAYERS):
-                    kvdump.load_cache_store(store, layer, cache.layers[layer], list(range(found)), prompt.hashes[:found])
+                    kvdump.load_cache_store(
+                        store, layer, cache.layers[layer], list(range(found)), prompt.hashes[:found]
+                    )
                     assert torch.equal(cache.layers[layer], prompt.blocks[layer][:, :found]), (forward, layer)
                 loaded_blocks += found
 
@@ -99,5 +101,7 @@ def test_twenty_capacities_through_wrap_model_without_a_failed_or_lost_forward()
     # Twenty capacities went through the store; its own memory was allocated once. What remains is
     # Python's and torch's churn, far below what one capacity of per-put allocations would add.
     assert max(rss) - min(rss) < CAPACITY, [r >> 20 for r in rss]
-    print(f"{forwards} forwards, {store_stats['evictions']} evictions, {hits} lookup hits "
-          f"({loaded_blocks} blocks loaded), RSS samples MiB {[r >> 20 for r in rss]}")
+    print(
+        f"{forwards} forwards, {store_stats['evictions']} evictions, {hits} lookup hits "
+        f"({loaded_blocks} blocks loaded), RSS samples MiB {[r >> 20 for r in rss]}"
+    )

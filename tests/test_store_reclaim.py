@@ -30,8 +30,9 @@ def write(writer: kvdump.AsyncWriter, layers: list[torch.Tensor], hashes: list[i
 def refusing_store(requests: float) -> kvdump.MemoryStore:
     """Room for `requests` requests of BLOCKS blocks x LAYERS layers (and their commit records)."""
     capacity = int(requests * BLOCKS * (LAYERS * RECORD + 48))
-    return kvdump.MemoryStore(capacity_bytes=capacity, eviction="refuse", slab_bytes=RECORD * 4,
-                              high_watermark=1.0, low_watermark=1.0)
+    return kvdump.MemoryStore(
+        capacity_bytes=capacity, eviction="refuse", slab_bytes=RECORD * 4, high_watermark=1.0, low_watermark=1.0
+    )
 
 
 @pytest.mark.parametrize("end", ["abort", "close"])

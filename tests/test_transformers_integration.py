@@ -15,12 +15,13 @@ import torch
 
 pytest.importorskip("transformers")
 
+from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+
 import kvdump
 from failing_store import FailingStore, block_keys
 from kvdump import _C
 from kvdump.hashing import block_hashes
 from kvdump.integrations.transformers import KvdumpCache, load_into_cache, prefill_to_store
-from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
 BLOCK_SIZE = 8
 NUM_LAYERS = 3
@@ -330,9 +331,7 @@ def test_a_batch_of_several_prompts_is_refused(store: kvdump.MemoryStore, writer
     assert store.stats()["entries"] == 0
 
 
-def test_a_prompt_shorter_than_one_block_stores_nothing(
-    store: kvdump.MemoryStore, writer: kvdump.AsyncWriter
-) -> None:
+def test_a_prompt_shorter_than_one_block_stores_nothing(store: kvdump.MemoryStore, writer: kvdump.AsyncWriter) -> None:
     model = make_model()
     ids = prompt(BLOCK_SIZE - 1)
     result = prefill_to_store(model, ids, writer, BLOCK_SIZE)

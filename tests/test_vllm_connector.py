@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from forwarding_store import ForwardingStore
-from vllm_harness import VllmEngine, Worker, stand_in_kv  # sets VLLM_TARGET_DEVICE first
-from vllm.v1.request import RequestStatus  # noqa: E402 - after the harness chose the CPU platform
+from vllm.v1.request import RequestStatus
 
 import kvdump
+from forwarding_store import ForwardingStore
 from kvdump import _C
 from kvdump.config import ConfigError
 from kvdump.integrations.vllm import KvdumpConnector, parse_settings
 from kvdump.integrations.vllm.request_keys import hash_namespace, prompt_chain
 from kvdump.integrations.vllm.shared_stores import forget_store, provide_store
+from vllm_harness import VllmEngine, Worker, stand_in_kv
 
 NS = "vllm-test"
 BLOCK = 16
@@ -503,7 +503,9 @@ def test_fp8_caches_are_stored_as_fp8_bytes_and_other_quantized_caches_refused(t
     finally:
         writer.close()
     target = torch.zeros(2, 4, BLOCK, 2, 16, dtype=torch.uint8)
-    kvdump.load_cache_store(store, 0, layer_cache(target, "auto", torch.float8_e4m3fn).kv, [0, 2], [11, 13], namespace=NS)
+    kvdump.load_cache_store(
+        store, 0, layer_cache(target, "auto", torch.float8_e4m3fn).kv, [0, 2], [11, 13], namespace=NS
+    )
     assert torch.equal(target[:, [0, 2]], raw[:, [1, 3]])
 
 
@@ -556,7 +558,9 @@ def test_extra_config_errors_name_the_key():
         parse_settings({"store_url": "memory://", "save_timeout": -1})
     with pytest.raises(ConfigError, match="kv_connector_extra_config.kv_layout"):
         parse_settings({"store_url": "memory://", "kv_layout": "paged"})
-    settings = parse_settings({"store_url": "file:///srv/kv", "store_options": {"fsync": True}, "staging_bytes": "1MiB"})
+    settings = parse_settings(
+        {"store_url": "file:///srv/kv", "store_options": {"fsync": True}, "staging_bytes": "1MiB"}
+    )
     assert settings.resolved_store_url == "file:///srv/kv?fsync=true"
     assert settings.staging_bytes == 1 << 20
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import kvdump
-from kvdump import StatusCode, _C
+from kvdump import _C, StatusCode
 from kvdump.hashing import block_hashes
 from kvdump.models import BlockAllocator, LlamaConfig, ReferenceLlama, blocks_needed, greedy_continue
 
@@ -49,8 +49,9 @@ def test_prefill_store_load_decode_matches_a_single_process_run(model, make_writ
     ref_alloc = BlockAllocator(NUM_BLOCKS)
     ref_tables = tables_for(prompts, ref_alloc)
     ref_logits = model.prefill(prompts, ref_cache, ref_tables)
-    reference = greedy_continue(model, ref_logits, prompts, ref_cache, [list(t) for t in ref_tables],
-                                NEW_TOKENS, ref_alloc)
+    reference = greedy_continue(
+        model, ref_logits, prompts, ref_cache, [list(t) for t in ref_tables], NEW_TOKENS, ref_alloc
+    )
 
     # The prefill worker: the wrapped forward dumps every layer and publishes after the barrier.
     writer = make_writer()
@@ -80,8 +81,7 @@ def test_prefill_store_load_decode_matches_a_single_process_run(model, make_writ
     for layer in range(layers):
         assert torch.equal(dec_cache.layers[layer][:, dst_ids], pre_cache.layers[layer][:, src_ids])
 
-    generated = greedy_continue(model, logits, prompts, dec_cache, [list(t) for t in dec_tables],
-                                NEW_TOKENS, dec_alloc)
+    generated = greedy_continue(model, logits, prompts, dec_cache, [list(t) for t in dec_tables], NEW_TOKENS, dec_alloc)
     assert generated == reference
 
 
@@ -144,8 +144,9 @@ def test_a_forward_that_raises_publishes_nothing_and_leaves_the_writer_reusable(
     assert not any(writer.store.exists(_C.commit_key("kvdump", 0, 1, h)) for h in hashes)
     assert writer.stats()["aborts"] == 1
     # No layer past the failure was ever written.
-    assert not any(writer.store.exists(_C.block_key("kvdump", 0, 1, h, layer))
-                   for h in hashes for layer in range(2, layers))
+    assert not any(
+        writer.store.exists(_C.block_key("kvdump", 0, 1, h, layer)) for h in hashes for layer in range(2, layers)
+    )
 
     # The writer (and the wrapped forward) work again.
     model.prefill(prompts, cache, tables)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 
-import kvdump
 import pytest
+
+import kvdump
 from kvdump import StatusCode
 from writer_support import LIMIT, Gate, assert_usable, raiser  # noqa: E402
 
@@ -122,8 +123,6 @@ def test_real_store_full_inside_a_task(make_writer) -> None:
     assert isinstance(e.__cause__, kvdump.StoreFullError)
     assert store.get("fits") == b"a" * 80  # nothing was evicted
     assert store.get("too-big") is None
-
-
 
 
 def test_a_raising_task_is_never_counted_as_completed(make_writer) -> None:

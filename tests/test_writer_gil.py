@@ -11,8 +11,9 @@ import threading
 import time
 from collections.abc import Callable
 
-import kvdump
 import pytest
+
+import kvdump
 
 LIMIT = 20.0
 COUNT_TO = 200_000  # a pure-Python loop: runs only while its thread holds the GIL

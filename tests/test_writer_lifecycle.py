@@ -9,8 +9,9 @@ import threading
 import time
 from collections.abc import Callable
 
-import kvdump
 import pytest
+
+import kvdump
 from writer_support import LIMIT, Gate, wait_until  # noqa: E402
 
 
@@ -372,9 +373,7 @@ def test_abort_while_another_thread_waits_raises_aborted_error(make_writer) -> N
 
     def aborter() -> None:
         assert wait_until(lambda: w.state == "draining")
-        releaser = threading.Thread(
-            target=lambda: wait_until(lambda: w.state == "aborting") and gate.release.set()
-        )
+        releaser = threading.Thread(target=lambda: wait_until(lambda: w.state == "aborting") and gate.release.set())
         releaser.start()
         abort_report.update(w.abort())
         releaser.join(LIMIT)

@@ -57,9 +57,7 @@ def test_soak_every_failure_is_reported(num_threads: int, queue_capacity: int) -
         for cycle, fails in enumerate(plan):
             writer.init()
             for index, fail in enumerate(fails):
-                writer.submit(
-                    lambda f=fail, c=cycle, i=index: task(f, c, i), label=f"c{cycle}-t{index}", layer=index
-                )
+                writer.submit(lambda f=fail, c=cycle, i=index: task(f, c, i), label=f"c{cycle}-t{index}", layer=index)
             expected = sum(fails)
             try:
                 report = writer.wait_all_done(timeout=LIMIT)

@@ -6,9 +6,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from forwarding_store import ForwardingStore
-
 import kvdump
+from forwarding_store import ForwardingStore
 
 # Every wait in these tests is bounded, so that a bug fails a test instead of hanging it.
 LIMIT = 10.0

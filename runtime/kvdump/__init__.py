@@ -10,16 +10,20 @@ import importlib.metadata as _metadata
 
 import torch  # noqa: F401  (loads libtorch before the extension that links it)
 
-from kvdump import _C
-from kvdump import compile_support  # noqa: F401  (fake kernels for torch.compile)
+from kvdump import (
+    _C,
+    compile_support,  # noqa: F401  (fake kernels for torch.compile)
+)
+from kvdump.cache_ops import KVLoader, load_cache_store, write_cache_store
+from kvdump.commit import lookup
 from kvdump.errors import (
     AbortedError,
     ChecksumError,
     KeyNotFoundError,
+    KeySpaceMismatchError,
     KvdumpError,
     KvdumpTypeError,
     KvdumpValueError,
-    KeySpaceMismatchError,
     LeaseHeldError,
     LifecycleError,
     StatusCode,
@@ -29,8 +33,6 @@ from kvdump.errors import (
     WriteError,
     WriteTimeout,
 )
-from kvdump.cache_ops import KVLoader, load_cache_store, write_cache_store
-from kvdump.commit import lookup
 from kvdump.hook import wrap_model
 from kvdump.stores import open_store
 from kvdump.writer import AsyncWriter, CycleReport

@@ -49,9 +49,10 @@ def write_cache_store(
 
     ``kv_cache`` is ``[2, num_blocks, block_size, num_kv_heads, head_dim]`` (K then V), K with
     ``v_cache`` given separately, or an MLA latent cache ``[num_blocks, block_size, head_size]``
-    (no V: ``v_cache`` must be None; each block is stored as its latent bytes alone). Blocks ``block_ids`` are stored under keys made from
-    ``block_hashes``. The tensors are captured by reference (no copy, no device sync): do not
-    modify those blocks until ``wait_all_done`` returns. Bad input raises
+    (no V: ``v_cache`` must be None; each block is stored as its latent bytes alone). Blocks
+    ``block_ids`` are stored under keys made from ``block_hashes``. The tensors are captured by
+    reference (no copy, no device sync): do not modify those blocks until ``wait_all_done``
+    returns. Bad input raises
     :class:`kvdump.KvdumpValueError` before anything is queued."""
     try:
         # The hot path is this one call: the C++ side validates everything before it queues, and

@@ -14,11 +14,21 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
         kind = type(f.default)
         if f.name == "dtype":
-            parser.add_argument(*flags, dest=f.name, default=f.default, choices=["float32", "bfloat16", "float16"],
-                                help=f"{f.metadata.get('help', '')} (default {f.default})".strip())
+            parser.add_argument(
+                *flags,
+                dest=f.name,
+                default=f.default,
+                choices=["float32", "bfloat16", "float16"],
+                help=f"{f.metadata.get('help', '')} (default {f.default})".strip(),
+            )
         else:
-            parser.add_argument(*flags, dest=f.name, type=kind, default=f.default,
-                                help=f"{f.metadata.get('help', '')} (default {f.default})".strip())
+            parser.add_argument(
+                *flags,
+                dest=f.name,
+                type=kind,
+                default=f.default,
+                help=f"{f.metadata.get('help', '')} (default {f.default})".strip(),
+            )
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -46,13 +56,24 @@ def _add_role_flags(parser: argparse.ArgumentParser) -> None:
         help="override any config key, e.g. --set writer.num_threads=4 (repeatable)",
     )
     prompts = parser.add_argument_group("prompts (the same flags on both roles give the same token ids)")
-    prompts.add_argument("--prompt", action="append", default=[], metavar="TEXT",
-                         help="a prompt; UTF-8 bytes modulo the vocabulary become its token ids (repeatable)")
+    prompts.add_argument(
+        "--prompt",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="a prompt; UTF-8 bytes modulo the vocabulary become its token ids (repeatable)",
+    )
     prompts.add_argument("--random-prompts", type=int, default=0, metavar="N", help="add N random prompts")
-    prompts.add_argument("--prompt-len", type=int, default=64, metavar="L",
-                         help="tokens per random prompt (default 64)")
-    prompts.add_argument("--seed", type=int, default=0, metavar="S",
-                         help="seed of the random prompts (the weights' seed is model.seed in the config)")
+    prompts.add_argument(
+        "--prompt-len", type=int, default=64, metavar="L", help="tokens per random prompt (default 64)"
+    )
+    prompts.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="S",
+        help="seed of the random prompts (the weights' seed is model.seed in the config)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
@@ -103,7 +124,9 @@ def _run_role(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kvdump", description="Asynchronous KV-cache writer for PD-disaggregated serving")
+    parser = argparse.ArgumentParser(
+        prog="kvdump", description="Asynchronous KV-cache writer for PD-disaggregated serving"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="prefill → MemoryStore → decode end to end, with timings")
     from kvdump.demo import DemoConfig
@@ -119,8 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     decode = sub.add_parser("decode", help="PD decode role: load committed KV, recompute the rest, generate")
     _add_role_flags(decode)
     decode.add_argument("--max-new-tokens", type=int, default=16, metavar="N", help="tokens to generate (default 16)")
-    decode.add_argument("--verify", action="store_true",
-                        help="also recompute every request from scratch locally; exit 1 if any token differs")
+    decode.add_argument(
+        "--verify",
+        action="store_true",
+        help="also recompute every request from scratch locally; exit 1 if any token differs",
+    )
     decode.set_defaults(func=_run_role)
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -20,7 +20,8 @@ def _hash_list(block_hashes: Sequence[int] | torch.Tensor) -> list[int]:
     if isinstance(block_hashes, torch.Tensor):
         if block_hashes.dtype != torch.int64 or block_hashes.dim() != 1:
             raise KvdumpValueError(
-                f"block_hashes must be a 1-D int64 tensor, got {block_hashes.dtype} of shape {tuple(block_hashes.shape)}"
+                f"block_hashes must be a 1-D int64 tensor, got {block_hashes.dtype} "
+                f"of shape {tuple(block_hashes.shape)}"
             )
         return block_hashes.tolist()
     if isinstance(block_hashes, (str, bytes)) or not hasattr(block_hashes, "__iter__"):

@@ -61,8 +61,13 @@ def _refuse_real_meta_tensors(
 
 
 def _fake_call(
-    writer: Any, layer: int, kv_cache: torch.Tensor, v_cache: torch.Tensor | None,
-    block_ids: torch.Tensor, block_hashes: torch.Tensor, request: str = "",
+    writer: Any,
+    layer: int,
+    kv_cache: torch.Tensor,
+    v_cache: torch.Tensor | None,
+    block_ids: torch.Tensor,
+    block_hashes: torch.Tensor,
+    request: str = "",
 ) -> None:
     """Every op's fake kernel: nothing to compute (no outputs; the loads mutate in place)."""
     _refuse_real_meta_tensors(kv_cache, v_cache, block_ids, block_hashes)

@@ -44,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import tomllib
 import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -51,8 +52,6 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from kvdump.errors import KvdumpValueError
-
-import tomllib
 
 PRESETS = ("tiny", "small")
 DTYPES = ("float32", "bfloat16", "float16")

@@ -46,9 +46,11 @@ class DemoConfig:
     store_bytes: int = field(default=1 << 30, metadata={"help": "MemoryStore capacity in bytes"})
     store_latency_ms: float = field(
         default=0.0,
-        metadata={"help": "milliseconds every store put call sleeps (a DelayedStore over the MemoryStore), "
-                  "standing in for a remote store: watch kvdump hide it while synchronous writes pay it",
-                  "aliases": ("--store-latency",)},
+        metadata={
+            "help": "milliseconds every store put call sleeps (a DelayedStore over the MemoryStore), "
+            "standing in for a remote store: watch kvdump hide it while synchronous writes pay it",
+            "aliases": ("--store-latency",),
+        },
     )
 
 
@@ -136,7 +138,6 @@ class _CallingThreadProbe:
 
 def run_demo(cfg: DemoConfig, progress: Any = print) -> DemoReport:
     """Run the demo; ``progress`` receives one line per step."""
-    import kvdump
 
     torch.manual_seed(cfg.seed)
     model_cfg = LlamaConfig(
@@ -166,8 +167,10 @@ def run_demo(cfg: DemoConfig, progress: Any = print) -> DemoReport:
     }
     report.tokens = {"prompts": cfg.batch, "prompt_tokens": sum(map(len, prompts)), "blocks": blocks}
 
-    progress(f"model: {cfg.layers} layers, {params / 1e6:.1f} M parameters, {cfg.dtype}; "
-             f"{cfg.batch} prompts, {report.tokens['prompt_tokens']} tokens in {blocks} blocks")
+    progress(
+        f"model: {cfg.layers} layers, {params / 1e6:.1f} M parameters, {cfg.dtype}; "
+        f"{cfg.batch} prompts, {report.tokens['prompt_tokens']} tokens in {blocks} blocks"
+    )
 
     cache = model.new_cache(num_blocks, cfg.block_size)
     allocator = BlockAllocator(num_blocks)
@@ -195,8 +198,10 @@ def run_demo(cfg: DemoConfig, progress: Any = print) -> DemoReport:
         model.attach_writer(attached, request="demo")
         return fn(prompts, cache, tables, **kwargs)
 
-    progress(f"1/2 prefill {cfg.repeats} times each, interleaved: no store, synchronous writes, kvdump, "
-             "and kvdump with the calling thread's cost probed")
+    progress(
+        f"1/2 prefill {cfg.repeats} times each, interleaved: no store, synchronous writes, kvdump, "
+        "and kvdump with the calling thread's cost probed"
+    )
     forward_ms, results = _time_interleaved_ms(
         {
             "no_store": lambda: run(None, plain_prefill),
@@ -255,8 +260,11 @@ def run_demo(cfg: DemoConfig, progress: Any = print) -> DemoReport:
         "reclaimed": store_stats["reclaimed"],
     }
     report.store_latency_ms = cfg.store_latency_ms
-    report.forward_ms = {"no_store": round(no_store_ms, 3), "synchronous": round(sync_ms, 3),
-                         "kvdump": round(kvdump_ms, 3)}
+    report.forward_ms = {
+        "no_store": round(no_store_ms, 3),
+        "synchronous": round(sync_ms, 3),
+        "kvdump": round(kvdump_ms, 3),
+    }
     report.write = {
         "bytes_per_forward": written,
         "write_GBps": round(written * cfg.repeats / task_s / 1e9, 3) if task_s > 0 else None,
@@ -277,8 +285,11 @@ def run_demo(cfg: DemoConfig, progress: Any = print) -> DemoReport:
 
 def _what_is_hidden(report: DemoReport) -> list[str]:
     latency = report.store_latency_ms
-    store = (f"a store whose every put call takes {latency:g} ms" if latency > 0
-             else "an in-process MemoryStore (--store-latency-ms 2 stands in for a remote store)")
+    store = (
+        f"a store whose every put call takes {latency:g} ms"
+        if latency > 0
+        else "an in-process MemoryStore (--store-latency-ms 2 stands in for a remote store)"
+    )
     return [
         f"  what this shows: the store here is {store}.",
         "  kvdump hides the store's latency behind the layers still computing; synchronous writes pay",
@@ -305,7 +316,8 @@ def format_report(report: DemoReport) -> str:
         f"a 4-float add at the same point {w['tiny_op_in_forward_us']:.1f} µs "
         f"({w['call_in_forward_us'] / max(w['tiny_op_in_forward_us'], 0.01):.1f}x); queueing alone (submit) "
         f"{w['submit_p50_us']:.2f} µs",
-        f"  store           {report.store['bytes'] / 2**20:.2f} of {report.store['capacity_bytes'] / 2**20:.0f} MiB used, "
+        f"  store           {report.store['bytes'] / 2**20:.2f} of "
+        f"{report.store['capacity_bytes'] / 2**20:.0f} MiB used, "
         f"policy {report.store['eviction']}: {report.store['hits']} hits, {report.store['misses']} misses, "
         f"{report.store['evictions']} evictions, {report.store['reclaimed']} reclaimed",
         "",

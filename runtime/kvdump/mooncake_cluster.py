@@ -190,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metadata-port", type=int, default=8080, help="HTTP metadata port (0: any free port)")
     args = parser.parse_args(argv)
     cluster = LocalMooncakeCluster(
-        args.log_dir, storage_bytes=args.storage_bytes, rpc_port=args.rpc_port or None, metadata_port=args.metadata_port or None
+        args.log_dir,
+        storage_bytes=args.storage_bytes,
+        rpc_port=args.rpc_port or None,
+        metadata_port=args.metadata_port or None,
     )
     # `kill` (SIGTERM) must stop the cluster too, not orphan it: turn it into a normal exit.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -46,8 +46,7 @@ def mooncake_error(code: int, key: str, operation: str) -> KvdumpError:
         return LeaseHeldError(f"Mooncake {operation}: a reader holds a lease on the key (code {code})", key=key)
     if code == INVALID_PARAMS:
         return StoreError(
-            f"Mooncake {operation}: invalid parameters (code {code}; e.g. a value larger than "
-            "local_buffer_size)",
+            f"Mooncake {operation}: invalid parameters (code {code}; e.g. a value larger than local_buffer_size)",
             key=key,
         )
     return StoreError(f"Mooncake {operation} failed with code {code}", key=key)
@@ -230,7 +229,9 @@ class MooncakeStore(_C.PythonStore):
                 addresses.append(address)
         deadline = time.monotonic() + self.read_retry_seconds
         while direct:
-            codes = self._client.batch_get_into([keys[i] for i in direct], addresses, [buffers[i].nbytes for i in direct])
+            codes = self._client.batch_get_into(
+                [keys[i] for i in direct], addresses, [buffers[i].nbytes for i in direct]
+            )
             retry = [(i, a) for i, a, code in zip(direct, addresses, codes) if code == REPLICA_NOT_READY]
             for i, code in zip(direct, codes):
                 results[i] = code if code >= 0 else self._read_error(code, keys[i], buffers[i].nbytes)

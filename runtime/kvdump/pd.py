@@ -299,10 +299,7 @@ def _prefill_line(entry: PrefillRequestReport) -> str:
             f"{head}FAILED {entry.error_code}{_key_note(entry)} in {entry.forward_ms:.1f} ms; "
             f"nothing of it committed, continuing"
         )
-    return (
-        f"{head}{entry.records} records ({entry.kv_bytes / 2**10:.1f} KiB) in {entry.forward_ms:.1f} ms, "
-        f"committed"
-    )
+    return f"{head}{entry.records} records ({entry.kv_bytes / 2**10:.1f} KiB) in {entry.forward_ms:.1f} ms, committed"
 
 
 def _key_note(entry: PrefillRequestReport) -> str:

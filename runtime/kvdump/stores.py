@@ -127,8 +127,9 @@ def outlives_process(url: str) -> bool:
 def open_store(url: str) -> _C.CacheStore:
     """Open the store a URL names, e.g. ``memory://?capacity_bytes=1073741824``,
     ``file:///mnt/kv?fsync=true`` or
-    ``mooncake://127.0.0.1:50051?metadata_server=http://127.0.0.1:8080/metadata&protocol=tcp``. Unknown schemes raise :class:`UnsupportedError` listing the known
-    ones; bad options raise :class:`KvdumpValueError` naming the option."""
+    ``mooncake://127.0.0.1:50051?metadata_server=http://127.0.0.1:8080/metadata&protocol=tcp``.
+    Unknown schemes raise :class:`UnsupportedError` listing the known ones; bad options raise
+    :class:`KvdumpValueError` naming the option."""
     scheme, factory = _factory(url)
     store = factory(url)
     if not isinstance(store, _C.CacheStore):

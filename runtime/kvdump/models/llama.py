@@ -43,9 +43,7 @@ class LlamaConfig:
 
     def __post_init__(self) -> None:
         if self.num_heads % self.num_kv_heads != 0:
-            raise ValueError(
-                f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
-            )
+            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
         if self.head_dim % 2 != 0:
             raise ValueError(f"head_dim must be even for rotary embeddings, got {self.head_dim}")
 
@@ -184,9 +182,7 @@ def _paged_attention(
     return _masked_attention(q, keys, values, mask)
 
 
-def _masked_attention(
-    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
+def _masked_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """SDPA of ``q [B, T, H, D]`` over ``keys/values [B, L, Hkv, D]``; ``mask [B, T, L]`` True = attend."""
     out = F.scaled_dot_product_attention(
         q.transpose(1, 2),
@@ -350,9 +346,7 @@ class ReferenceLlama(nn.Module):
 
         for layer_index, layer in enumerate(self.layers):
             for seq in range(len(hidden)):
-                attend = partial(
-                    _paged_attention, cache, layer_index, slots[seq], slots[seq].unsqueeze(0), causal[seq]
-                )
+                attend = partial(_paged_attention, cache, layer_index, slots[seq], slots[seq].unsqueeze(0), causal[seq])
                 hidden[seq] = self._run_layer(layer, hidden[seq], positions[seq].unsqueeze(0), attend)
             if dump is not None:
                 dump(layer_index, cache.layers[layer_index])

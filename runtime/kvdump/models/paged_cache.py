@@ -112,9 +112,7 @@ class PagedKVCache:
         self.device = torch.device(device)
         # Zero-filled so that reading a block nobody wrote gives a recognisable, deterministic value.
         self.layers: list[torch.Tensor] = [
-            torch.zeros(
-                (2, num_blocks, block_size, num_kv_heads, head_dim), dtype=dtype, device=self.device
-            )
+            torch.zeros((2, num_blocks, block_size, num_kv_heads, head_dim), dtype=dtype, device=self.device)
             for _ in range(num_layers)
         ]
 
@@ -187,9 +185,7 @@ class PagedKVCache:
         return flat[KEY_INDEX, slots], flat[VALUE_INDEX, slots]
 
 
-def copy_blocks(
-    src: PagedKVCache, dst: PagedKVCache, src_ids: Sequence[int], dst_ids: Sequence[int]
-) -> None:
+def copy_blocks(src: PagedKVCache, dst: PagedKVCache, src_ids: Sequence[int], dst_ids: Sequence[int]) -> None:
     """Copy blocks ``src_ids`` of every layer of ``src`` into blocks ``dst_ids`` of ``dst``.
 
     This is the transfer a store performs between a prefill and a decode worker, without the store;

@@ -7,9 +7,7 @@ from __future__ import annotations
 try:
     import vllm  # noqa: F401
 except ImportError as error:
-    raise ImportError(
-        "kvdump.integrations.vllm needs vLLM (tested with 0.32.0): pip install 'kvdump[vllm]'"
-    ) from error
+    raise ImportError("kvdump.integrations.vllm needs vLLM (tested with 0.32.0): pip install 'kvdump[vllm]'") from error
 
 from kvdump.integrations.vllm.connector import KvdumpConnector, default_namespace
 from kvdump.integrations.vllm.metadata import BlockRun, KvdumpConnectorMetadata

@@ -12,8 +12,8 @@ import logging
 import time
 from typing import Any
 
-from kvdump.commit import lookup
 from kvdump._C import MemoryStore
+from kvdump.commit import lookup
 from kvdump.integrations.vllm.deadline_call import DeadlineCaller, InlineCaller
 from kvdump.integrations.vllm.metadata import BlockRun, KvdumpConnectorMetadata
 from kvdump.integrations.vllm.request_keys import prompt_chain, request_chain_namespace, unsupported_reason
@@ -146,7 +146,9 @@ class SchedulerSide:
 
     def build_meta(self, scheduler_output: Any) -> KvdumpConnectorMetadata:
         """This step's loads (planned since the last step) and the prompt blocks it completes."""
-        meta = KvdumpConnectorMetadata(loads=self._pending_loads, preempted=set(scheduler_output.preempted_req_ids or ()))
+        meta = KvdumpConnectorMetadata(
+            loads=self._pending_loads, preempted=set(scheduler_output.preempted_req_ids or ())
+        )
         self._pending_loads = []
         for request_id in meta.preempted:
             tracked = self._requests.get(request_id)
@@ -175,7 +177,12 @@ class SchedulerSide:
         return meta
 
     def _plan_save(
-        self, meta: KvdumpConnectorMetadata, request_id: str, tracked: _Tracked, computed: int, scheduled: int,
+        self,
+        meta: KvdumpConnectorMetadata,
+        request_id: str,
+        tracked: _Tracked,
+        computed: int,
+        scheduled: int,
         saving: set[int],
     ) -> None:
         if not self._saves or scheduled <= 0:

@@ -82,8 +82,10 @@ class WorkerSide:
         """Describe every layer's cache once; names outside the connector's layer list are refused."""
         for name, kv in kv_caches.items():
             if name not in self._layer_index:
-                raise KvdumpError(f"vLLM registered a KV cache for layer {name!r}, which is not in the KV cache "
-                                  f"config's layer list ({len(self._layer_index)} layers)")
+                raise KvdumpError(
+                    f"vLLM registered a KV cache for layer {name!r}, which is not in the KV cache "
+                    f"config's layer list ({len(self._layer_index)} layers)"
+                )
             self._layers[name] = layer_cache(kv, self._kv_layout, self._view_as)
 
     def _layer(self, name: str, kv: torch.Tensor | None = None) -> tuple[int, LayerCache]:
@@ -148,7 +150,9 @@ class WorkerSide:
         except WriteTimeout as error:
             # Late: every block of the step counts as failed, and the loads are abandoned so that
             # none writes into the cache after vLLM starts recomputing into it.
-            logger.error("kvdump loads missed their deadline (%.3fs); vLLM recomputes them: %s", self._load_timeout, error)
+            logger.error(
+                "kvdump loads missed their deadline (%.3fs); vLLM recomputes them: %s", self._load_timeout, error
+            )
             for run in self._meta.loads:
                 self._fail_load(run)
             self._end_loads(abort=True)
@@ -240,8 +244,11 @@ class WorkerSide:
         try:
             writer.wait_all_done(self._save_timeout)
         except WriteTimeout as error:
-            logger.error("kvdump saves missed their deadline (%.3fs); nothing of this step is committed: %s",
-                         self._save_timeout, error)
+            logger.error(
+                "kvdump saves missed their deadline (%.3fs); nothing of this step is committed: %s",
+                self._save_timeout,
+                error,
+            )
             writer.abort(max(0.0, self._save_timeout - (time.monotonic() - started)))
             self._stats.add(save_failures=1)
         except WriteError as error:
