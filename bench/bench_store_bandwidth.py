@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import kvdump  # noqa: E402
-from dict_store import DictStore  # noqa: E402
+from kvdump.stores.dict_store import DictStore  # noqa: E402
 from timing import interleaved, machine_info, median  # noqa: E402
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import kvdump
-from dict_store import DictStore
+from kvdump.stores.dict_store import DictStore
 
 STORE_KINDS = ["memory", "file", "delayed", "python", "mooncake"]
 

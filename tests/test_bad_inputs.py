@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import kvdump
-from dict_store import DictStore
 from kvdump import _C, StatusCode
+from kvdump.stores.dict_store import DictStore
 
 LIMIT = 10.0  # every wait is bounded, so that a bug fails a test instead of hanging it
 SHAPE = (2, 4, 4, 1, 4)  # [K and V, blocks, block_size, kv heads, head_dim]

@@ -23,7 +23,7 @@ def test_a_key_with_spaces_and_brackets_survives_the_torch_op_boundary():
     import torch
 
     import kvdump
-    from dict_store import DictStore
+    from kvdump.stores.dict_store import DictStore
 
     odd = "odd key] 100%\tthere"
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import kvdump
-from dict_store import DictStore
+from kvdump.stores.dict_store import DictStore
 
 C = kvdump.CacheStore
 TESTS = Path(__file__).parent
@@ -209,7 +209,7 @@ def test_a_plugin_registered_under_a_url_scheme_opens_and_serves_a_writer(tmp_pa
     dist = tmp_path / "kvdump_dict_store-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: kvdump-dict-store\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[kvdump.stores]\ndict = dict_store:open_dict_store\n")
+    (dist / "entry_points.txt").write_text("[kvdump.stores]\ndict = kvdump.stores.dict_store:open_dict_store\n")
     script = textwrap.dedent(
         """
         import kvdump, torch

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 
 from kvdump.errors import StoreError, UnsupportedError
-from kvdump.mooncake_store import INSTALL_HINT
+from kvdump.stores.mooncake import INSTALL_HINT
 
 
 def find_mooncake_binary(name: str) -> str:

@@ -1,4 +1,5 @@
-"""A complete store written in Python: the reference plug-in the tests register under ``dict://``.
+"""``dict://``: a complete store written in Python, the example to start a plug-in from and a
+testing aid (the tests and benchmarks use it as "a store in Python").
 
 It implements only the four required methods of :class:`kvdump.PythonStore`, so every optional
 method (batches, get_into) takes the trampoline's fallback path. ``capacity_bytes`` makes it refuse
@@ -8,10 +9,13 @@ from __future__ import annotations
 
 import threading
 
-import kvdump
+from kvdump import _C
+from kvdump.errors import StoreFullError
 
 
-class DictStore(kvdump.PythonStore):
+class DictStore(_C.PythonStore):
+    """Values in a dict under a lock; thread-safe. Refuses puts past ``capacity_bytes``."""
+
     def __init__(self, capacity_bytes: int = 1 << 30) -> None:
         super().__init__("dict")
         self.capacity_bytes = capacity_bytes
@@ -24,7 +28,7 @@ class DictStore(kvdump.PythonStore):
         with self._lock:
             used = self._used - len(self._values.get(key, b""))
             if used + len(data) > self.capacity_bytes:
-                raise kvdump.StoreFullError(f"dict store full: {used} of {self.capacity_bytes} bytes used", key=key)
+                raise StoreFullError(f"dict store full: {used} of {self.capacity_bytes} bytes used", key=key)
             self._values[key] = data
             self._used = used + len(data)
 
