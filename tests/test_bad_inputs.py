@@ -17,8 +17,8 @@ import torch
 import kvdump
 from kvdump import _C, StatusCode
 from kvdump.stores.dict_store import DictStore
+from writer_support import LIMIT
 
-LIMIT = 10.0  # every wait is bounded, so that a bug fails a test instead of hanging it
 SHAPE = (2, 4, 4, 1, 4)  # [K and V, blocks, block_size, kv heads, head_dim]
 SRC_IDS = [1, 3]
 HASHES = [11, 12]

@@ -27,8 +27,8 @@ import kvdump
 from failing_store import FailingStore
 from forwarding_store import ForwardingStore
 from kvdump import _C
+from writer_support import LIMIT
 
-LIMIT = 30.0  # every wait is bounded, so that a bug fails a test instead of hanging it
 NS = "kvdump"
 
 CYCLES = 5000

@@ -13,8 +13,8 @@ import kvdump
 from kvdump import _C, StatusCode
 from kvdump.hashing import block_hashes
 from kvdump.models import BlockAllocator, LlamaConfig, ReferenceLlama, blocks_needed, greedy_continue
+from writer_support import LIMIT
 
-LIMIT = 30.0
 BLOCK = 4
 NUM_BLOCKS = 64
 NEW_TOKENS = 6

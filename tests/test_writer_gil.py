@@ -14,8 +14,8 @@ from collections.abc import Callable
 import pytest
 
 import kvdump
+from writer_support import LIMIT
 
-LIMIT = 20.0
 COUNT_TO = 200_000  # a pure-Python loop: runs only while its thread holds the GIL
 
 

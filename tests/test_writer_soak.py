@@ -12,11 +12,11 @@ import threading
 import pytest
 
 import kvdump
+from writer_support import LIMIT
 
 CYCLES = 1000
 TASKS_PER_CYCLE = 32
 FAILURE_RATE = 0.05
-LIMIT = 30.0
 
 
 class TaskFailure(Exception):

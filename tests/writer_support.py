@@ -1,4 +1,4 @@
-"""Helpers shared by the writer test modules: a blocking task, and small checks."""
+"""Helpers shared by the test modules: the one bound on every wait, a blocking task, and small checks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import kvdump
 from forwarding_store import ForwardingStore
 
 # Every wait in these tests is bounded, so that a bug fails a test instead of hanging it.
-LIMIT = 10.0
+LIMIT = 30.0
 
 
 class Gate:
