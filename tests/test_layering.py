@@ -63,3 +63,17 @@ def test_the_binding_files_include_no_libtorch(path: Path) -> None:
 def test_the_direct_entry_includes_no_pybind11(path: Path) -> None:
     bad = [h for h in includes(path) if PYBIND.match(h) or h.startswith("torch/csrc/")]
     assert bad == [], f"{path.relative_to(ROOT)} includes {bad}"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "runtime/kvdump/models").glob("*.py")), ids=lambda p: p.name)
+def test_the_reference_model_knows_nothing_of_kvdump(path: Path) -> None:
+    # Its layer hook is the only integration point: kvdump.prompt_dump builds the hook that stores.
+    import ast
+
+    imported = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            imported.add(node.module)
+    assert not {name for name in imported if name == "kvdump" or name.startswith("kvdump.")}

@@ -12,6 +12,7 @@ import torch
 import kvdump
 from kvdump.hashing import block_hashes
 from kvdump.models import BlockAllocator, LlamaConfig, ReferenceLlama
+from kvdump.prompt_dump import prompt_dump_hook
 
 BLOCK = 16
 LAYERS = 2
@@ -45,7 +46,6 @@ def test_twenty_capacities_through_wrap_model_without_a_failed_or_lost_forward()
     reference = ReferenceLlama(config())  # the same weights (seeded), never wrapped
     store = kvdump.MemoryStore(capacity_bytes=CAPACITY)
     writer = kvdump.AsyncWriter(store, num_threads=2)
-    model.attach_writer(writer)
     kvdump.wrap_model(model, writer, method="prefill", timeout=60, on_save_error="report")
     record = 2 * BLOCK * 4 * 64 * 4 + 64
     per_forward = PROMPTS_PER_FORWARD * (PROMPT_TOKENS // BLOCK) * LAYERS * record
@@ -77,7 +77,7 @@ def test_twenty_capacities_through_wrap_model_without_a_failed_or_lost_forward()
             tables = [allocator.allocate(len(p.hashes)) for p in batch]
             tokens = [p.tokens for p in batch]
             cache = model.new_cache(PROMPTS_PER_FORWARD * 4, BLOCK)
-            logits = model.prefill(tokens, cache, tables)
+            logits = model.prefill(tokens, cache, tables, layer_hook=prompt_dump_hook(writer, tokens, tables, BLOCK))
             expected = reference.prefill(tokens, reference.new_cache(PROMPTS_PER_FORWARD * 4, BLOCK), tables)
             assert logits is not None and torch.equal(logits, expected), f"forward {forward} lost its output"
             for prompt, table in zip(batch, tables):

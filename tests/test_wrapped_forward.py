@@ -13,6 +13,7 @@ import kvdump
 from kvdump import _C, StatusCode
 from kvdump.hashing import block_hashes
 from kvdump.models import BlockAllocator, LlamaConfig, ReferenceLlama, blocks_needed, greedy_continue
+from kvdump.prompt_dump import prompt_dump_hook
 from writer_support import LIMIT
 
 BLOCK = 4
@@ -35,8 +36,12 @@ def model() -> ReferenceLlama:
 
 
 def wrapped(model: ReferenceLlama, writer: kvdump.AsyncWriter) -> ReferenceLlama:
-    model.attach_writer(writer, request="req-1")
     return kvdump.wrap_model(model, writer, method="prefill", timeout=LIMIT)
+
+
+def dumping(writer: kvdump.AsyncWriter, prompts: list[list[int]], tables: list[list[int]]):  # type: ignore[no-untyped-def]
+    """The layer hook that stores every prompt's blocks, as a serving engine's prefill would."""
+    return prompt_dump_hook(writer, prompts, tables, BLOCK, request="req-1")
 
 
 def test_prefill_store_load_decode_matches_a_single_process_run(model, make_writer) -> None:
@@ -58,7 +63,7 @@ def test_prefill_store_load_decode_matches_a_single_process_run(model, make_writ
     wrapped(model, writer)
     pre_cache = model.new_cache(NUM_BLOCKS, BLOCK)
     pre_tables = tables_for(prompts, BlockAllocator(NUM_BLOCKS, offset=5))
-    logits = model.prefill(prompts, pre_cache, pre_tables)
+    logits = model.prefill(prompts, pre_cache, pre_tables, layer_hook=dumping(writer, prompts, pre_tables))
     assert writer.state == "idle"
     assert torch.equal(logits, ref_logits)
     stats = writer.stats()
@@ -93,7 +98,7 @@ def test_async_loader_on_the_decode_side(model, make_writer) -> None:
     wrapped(model, writer)
     pre_cache = model.new_cache(NUM_BLOCKS, BLOCK)
     pre_tables = tables_for(prompts, BlockAllocator(NUM_BLOCKS))
-    model.prefill(prompts, pre_cache, pre_tables)
+    model.prefill(prompts, pre_cache, pre_tables, layer_hook=dumping(writer, prompts, pre_tables))
     assert kvdump.lookup(writer.store, hashes, num_layers=layers) == len(hashes)
 
     dec_cache = model.new_cache(NUM_BLOCKS, BLOCK)
@@ -127,8 +132,10 @@ def test_a_forward_that_raises_publishes_nothing_and_leaves_the_writer_reusable(
     cache = model.new_cache(NUM_BLOCKS, BLOCK)
     tables = tables_for(prompts, BlockAllocator(NUM_BLOCKS))
     seen: list[int] = []
+    dump = dumping(writer, prompts, tables)
 
     def hook(layer: int, kv: torch.Tensor) -> None:
+        dump(layer, kv)
         seen.append(layer)
         if layer == 1:
             raise Boom("layer 1 failed")
@@ -149,7 +156,7 @@ def test_a_forward_that_raises_publishes_nothing_and_leaves_the_writer_reusable(
     )
 
     # The writer (and the wrapped forward) work again.
-    model.prefill(prompts, cache, tables)
+    model.prefill(prompts, cache, tables, layer_hook=dump)
     assert writer.state == "idle"
     assert kvdump.lookup(writer.store, hashes, num_layers=layers) == len(hashes)
 
@@ -167,7 +174,7 @@ def test_a_store_failure_surfaces_as_write_error_and_publishes_nothing(model, ma
     tables = tables_for(prompts, BlockAllocator(NUM_BLOCKS))
 
     with pytest.raises(kvdump.WriteError) as info:
-        model.prefill(prompts, cache, tables)
+        model.prefill(prompts, cache, tables, layer_hook=dumping(writer, prompts, tables))
     e = info.value
     assert e.code is StatusCode.STORE_FULL
     assert isinstance(e.layer, int) and 0 <= e.layer < layers
@@ -179,7 +186,6 @@ def test_a_store_failure_surfaces_as_write_error_and_publishes_nothing(model, ma
     assert store.stats()["rejected_full"] >= 1
 
     # The writer is reusable: the next wrapped forward (here with nothing to dump) runs its cycle.
-    model.attach_writer(None)
     model.prefill(prompts, cache, tables)
     assert writer.state == "idle"
     assert writer.stats()["cycles"] == 2

@@ -16,6 +16,7 @@ from kvdump.commit import lookup
 from kvdump.hashing import block_hashes, flatten_blocks
 from kvdump.hook import wrap_model
 from kvdump.models import BlockAllocator, LlamaConfig, ReferenceLlama, blocks_needed, greedy_continue
+from kvdump.prompt_dump import prompt_dump_hook
 from kvdump.writer import AsyncWriter
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -194,8 +195,9 @@ def run_demo(cfg: DemoConfig, progress: Any = print) -> DemoReport:
     wrap_model(model, writer, method="prefill")
     probe = _CallingThreadProbe(writer, ids_t, hashes_t)
 
-    def run(attached: AsyncWriter | None, fn: Any, **kwargs: Any) -> Any:
-        model.attach_writer(attached, request="demo")
+    dump = prompt_dump_hook(writer, prompts, tables, cfg.block_size, request="demo")
+
+    def run(fn: Any, **kwargs: Any) -> Any:
         return fn(prompts, cache, tables, **kwargs)
 
     progress(
@@ -204,14 +206,13 @@ def run_demo(cfg: DemoConfig, progress: Any = print) -> DemoReport:
     )
     forward_ms, results = _time_interleaved_ms(
         {
-            "no_store": lambda: run(None, plain_prefill),
-            "synchronous": lambda: run(None, plain_prefill, layer_hook=sync_hook),
-            "kvdump": lambda: run(writer, model.prefill),
-            "probe": lambda: run(None, model.prefill, layer_hook=probe),
+            "no_store": lambda: run(plain_prefill),
+            "synchronous": lambda: run(plain_prefill, layer_hook=sync_hook),
+            "kvdump": lambda: run(model.prefill, layer_hook=dump),
+            "probe": lambda: run(model.prefill, layer_hook=probe),
         },
         cfg.repeats,
     )
-    model.attach_writer(None)
     no_store_ms, sync_ms, kvdump_ms = forward_ms["no_store"], forward_ms["synchronous"], forward_ms["kvdump"]
     logits, prefill_logits = results["no_store"], results["kvdump"]
     reference = greedy_continue(model, logits, prompts, cache, [list(t) for t in tables], cfg.new_tokens, allocator)

@@ -212,8 +212,6 @@ class ReferenceLlama(nn.Module):
         self._init_weights()
         self.eval()
         self.requires_grad_(False)
-        self.kv_writer: object | None = None
-        self.kv_request = ""
 
     @torch.no_grad()
     def _init_weights(self) -> None:
@@ -294,31 +292,6 @@ class ReferenceLlama(nn.Module):
             hidden = self._run_layer(layer, hidden, positions, dense_causal)
         return self._logits(hidden)
 
-    def attach_writer(self, writer: object | None, request: str = "") -> None:
-        """Dump every layer's prompt KV through ``kvdump.write_cache_store`` during :meth:`prefill`
-        (``None`` detaches). Keys come from the prompts' block hash chains (``kvdump.hashing``)."""
-        self.kv_writer = writer
-        self.kv_request = request
-
-    def _kv_dump_hook(
-        self, input_ids: Sequence[Sequence[int]], block_tables: Sequence[Sequence[int]], block_size: int
-    ) -> LayerHook | None:
-        writer = getattr(self, "kv_writer", None)
-        if writer is None:
-            return None
-        from kvdump.cache_ops import write_cache_store
-        from kvdump.hashing import block_hashes, flatten_blocks
-
-        # Built once per forward, not per layer: the per-layer call only passes tensor references.
-        chains = [block_hashes(list(prompt), block_size) for prompt in input_ids]
-        ids_t, hashes_t = flatten_blocks(chains, block_tables)
-        request = getattr(self, "kv_request", "")
-
-        def dump(layer: int, kv: torch.Tensor) -> None:
-            write_cache_store(writer, layer, kv, ids_t, hashes_t, request=request)
-
-        return dump
-
     @torch.no_grad()
     def prefill(
         self,
@@ -337,7 +310,6 @@ class ReferenceLlama(nn.Module):
             raise ValueError(f"{len(input_ids)} prompts but {len(block_tables)} block tables")
         if any(len(ids) == 0 for ids in input_ids):
             raise ValueError("every prompt needs at least one token")
-        dump = self._kv_dump_hook(input_ids, block_tables, cache.block_size)
         tokens = [self._token_tensor(ids) for ids in input_ids]
         positions = [torch.arange(len(ids), device=self.device) for ids in input_ids]
         slots = [cache.slot_mapping(table, pos) for table, pos in zip(block_tables, positions)]
@@ -348,8 +320,6 @@ class ReferenceLlama(nn.Module):
             for seq in range(len(hidden)):
                 attend = partial(_paged_attention, cache, layer_index, slots[seq], slots[seq].unsqueeze(0), causal[seq])
                 hidden[seq] = self._run_layer(layer, hidden[seq], positions[seq].unsqueeze(0), attend)
-            if dump is not None:
-                dump(layer_index, cache.layers[layer_index])
             if layer_hook is not None:
                 layer_hook(layer_index, cache.layers[layer_index])
 
