@@ -259,7 +259,7 @@ def test_a_store_that_dies_with_the_process_is_refused_before_any_work(
     def no_work(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the role did work before refusing the store")
 
-    monkeypatch.setattr(kvdump.pd, "build_model", no_work)
+    monkeypatch.setattr(kvdump.pd.wiring, "build_model", no_work)
     monkeypatch.setattr(kvdump.config.PDConfig, "open_store", no_work)
     config = write_config(tmp_path, "memory://?capacity_bytes=1048576")
     extra = ["--max-new-tokens", "2"] if role == "decode" else []
@@ -348,12 +348,12 @@ def test_verify_mismatch_exits_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = str(write_config(tmp_path, f"file://{tmp_path}/kv"))
-    real = kvdump.pd.generate_greedy
+    real = kvdump.pd.decode.generate_greedy
 
     def off_by_one(*args: Any, **kwargs: Any) -> list[list[int]]:
         return [[t + 1 for t in tokens] for tokens in real(*args, **kwargs)]
 
-    monkeypatch.setattr(kvdump.pd, "generate_greedy", off_by_one)
+    monkeypatch.setattr(kvdump.pd.decode, "generate_greedy", off_by_one)
     code, report = main_json(
         capsys,
         "decode",

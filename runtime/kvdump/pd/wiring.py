@@ -1,0 +1,93 @@
+"""What both roles set up from the config before any work: the store check, the model, the writer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from kvdump.cache_ops import write_cache_store
+from kvdump.config import ConfigError, PDConfig
+from kvdump.errors import KvdumpValueError, UnsupportedError
+from kvdump.models import ReferenceLlama
+from kvdump.pd.requests import Request, RequestError
+from kvdump.stores import outlives_process
+from kvdump.writer import AsyncWriter
+
+Progress = Callable[[str], None]
+
+
+def require_shared_store(config: PDConfig, role: str) -> None:
+    """Raise :class:`ConfigError` on ``store.url`` unless the store's data outlives this process:
+    what prefill stores in an in-process store vanishes when it exits, and decode, in a process of
+    its own, can never find anything in one."""
+    url = config.store.resolved_url
+    try:
+        shared = outlives_process(url)
+    except (KvdumpValueError, UnsupportedError) as error:
+        raise ConfigError(config.path, "store.url", str(error)) from error
+    if shared:
+        return
+    consequence = (
+        "what prefill stores there vanishes when it exits"
+        if role == "prefill"
+        else "decode can never find there what another process stored"
+    )
+    raise ConfigError(
+        config.path,
+        "store.url",
+        f"expected a store that outlives this process, got {config.store.url!r}, whose data lives only "
+        f"inside the process that opens it, so {consequence}; use file:///path or mooncake://host:port",
+    )
+
+
+def build_model(config: PDConfig) -> ReferenceLlama:
+    """The reference model of ``[model]``: the same weights in every process with the same config."""
+    return ReferenceLlama(config.model.llama_config())
+
+
+def check_fits(config: PDConfig, requests: Sequence[Request], new_tokens: int) -> None:
+    if not requests:
+        raise RequestError("no prompts: give --prompt TEXT and/or --random-prompts N")
+    limit = config.model.llama_config().max_position
+    for request in requests:
+        if len(request.tokens) + new_tokens > limit:
+            raise RequestError(
+                f"{request.name}: {len(request.tokens)} prompt tokens + {new_tokens} new tokens exceed "
+                f"the {limit} positions of model preset {config.model.preset!r}"
+            )
+
+
+def layer_writer(
+    writer: AsyncWriter, block_ids: torch.Tensor, hashes: torch.Tensor, request: str
+) -> Callable[[int, torch.Tensor], None]:
+    """The prefill's layer hook: queue the layer's blocks on the writer (returns at once)."""
+
+    def dump(layer: int, kv: torch.Tensor) -> None:
+        write_cache_store(writer, layer, kv, block_ids, hashes, request=request)
+
+    return dump
+
+
+def model_summary(config: PDConfig, model: ReferenceLlama) -> dict[str, Any]:
+    return {
+        "preset": config.model.preset,
+        "seed": config.model.seed,
+        "dtype": config.model.dtype,
+        "layers": model.config.num_layers,
+        "kv_heads": model.config.num_kv_heads,
+        "head_dim": model.config.head_dim,
+        "block_size": config.cache.block_size,
+    }
+
+
+def where_written(config: PDConfig, store: object, model: ReferenceLlama) -> dict[str, Any]:
+    """The report fields both roles share: which store, key space and model."""
+    return {
+        "store": store.name,  # type: ignore[attr-defined]
+        "namespace": config.model.namespace,
+        "tp_rank": config.parallel.tp_rank,
+        "tp_size": config.parallel.tp_size,
+        "model": model_summary(config, model),
+    }
