@@ -22,13 +22,19 @@ class PrefillRequestReport:
 
 
 @dataclass
-class PrefillReport:
+class RoleReport:
+    """Where a role ran: the part of the report both roles share."""
+
     role: str
     store: str
     namespace: str
     tp_rank: int
     tp_size: int
     model: dict[str, Any]
+
+
+@dataclass
+class PrefillReport(RoleReport):
     requests: list[PrefillRequestReport] = field(default_factory=list)
     totals: dict[str, Any] = field(default_factory=dict)
 
@@ -58,13 +64,7 @@ class DecodeRequestReport:
 
 
 @dataclass
-class DecodeReport:
-    role: str
-    store: str
-    namespace: str
-    tp_rank: int
-    tp_size: int
-    model: dict[str, Any]
+class DecodeReport(RoleReport):
     max_new_tokens: int
     verified: bool
     requests: list[DecodeRequestReport] = field(default_factory=list)
