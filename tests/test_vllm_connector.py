@@ -525,6 +525,14 @@ def test_unknown_layers_are_ignored_and_an_unusable_cache_fails_only_its_save(tm
     connector.clear_connector_metadata()
     assert connector.stats_totals()["save_failures"] == 1
     assert committed(store, prompt) == 0
+    # A cache the ops cannot even describe, at the first layer: the later layers store, nothing commits.
+    connector.bind_connector_metadata(KvdumpConnectorMetadata(saves=[BlockRun("r", [1, 2], hashes)]))
+    connector.save_kv_layer(engine.layer_names[0], torch.zeros(3, 64, BLOCK, 2, 16), None)
+    connector.save_kv_layer(engine.layer_names[1], engine.workers[0].caches[engine.layer_names[1]], None)
+    connector.wait_for_save()
+    connector.clear_connector_metadata()
+    assert connector.stats_totals()["save_failures"] == 2
+    assert committed(store, prompt) == 0
     # The next step saves normally.
     connector.bind_connector_metadata(KvdumpConnectorMetadata(saves=[BlockRun("r", [1, 2], hashes)]))
     for name in engine.layer_names:
@@ -532,6 +540,21 @@ def test_unknown_layers_are_ignored_and_an_unusable_cache_fails_only_its_save(tm
     connector.wait_for_save()
     connector.clear_connector_metadata()
     assert committed(store, prompt) == 2
+
+
+def test_layouts_are_detected_and_an_ambiguous_or_unknown_shape_is_refused_by_name():
+    from kvdump.integrations.vllm.layouts import layer_cache
+
+    assert layer_cache(torch.zeros(2, 5, BLOCK, 2, 16)).layout == "flash_attn"
+    assert layer_cache(torch.zeros(5, 2, BLOCK, 2, 16)).layout == "flash_infer"
+    assert layer_cache(torch.zeros(5, BLOCK, 576)).layout == "mla"
+    with pytest.raises(kvdump.KvdumpValueError, match="kv_layout"):
+        layer_cache(torch.zeros(2, 2, BLOCK, 2, 16))  # two blocks: K/V first or second?
+    assert layer_cache(torch.zeros(2, 2, BLOCK, 2, 16), "flash_infer").v is not None
+    with pytest.raises(kvdump.KvdumpValueError, match="unsupported KV cache shape"):
+        layer_cache(torch.zeros(3, 5, BLOCK, 2, 16))
+    with pytest.raises(kvdump.KvdumpValueError, match="flash_attn"):
+        layer_cache(torch.zeros(5, 2, BLOCK, 2, 16), "flash_attn")
 
 
 def test_metadata_travels_to_workers_without_its_tensors():

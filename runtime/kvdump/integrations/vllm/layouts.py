@@ -54,6 +54,7 @@ def _detect(kv: torch.Tensor) -> str:
             return "flash_attn"
         if second and not first:
             return "flash_infer"
+    if kv.dim() == 5 and kv.shape[0] == 2 and kv.shape[1] == 2:
         raise KvdumpValueError(
             f"cannot tell the KV layout of shape {tuple(kv.shape)} (both of the first two dimensions are 2); "
             "set kv_layout in kv_connector_extra_config to 'flash_attn' or 'flash_infer'"

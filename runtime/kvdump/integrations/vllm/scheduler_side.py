@@ -60,7 +60,6 @@ class SchedulerSide:
         # any other store's run on a thread the scheduler waits on for at most lookup_timeout.
         inline = type(store) is MemoryStore
         self._lookups = None if not loads else InlineCaller() if inline else DeadlineCaller("kvdump-lookup")
-        self._loads = loads
         self._saves = saves
         self._stats = stats
         self._requests: dict[str, _Tracked] = {}

@@ -210,17 +210,16 @@ class WorkerSide:
             # not part of what the scheduler plans or commits.
             self._warn_unknown_layer(name)
             return
+        if self.writer.state == "idle":
+            self.writer.init()
         try:
             layer, cache = self._layer(name, kv)
         except KvdumpError as error:  # a cache tensor the ops cannot take: nothing of this step commits
             logger.error("kvdump cannot save layer %r: %s", name, error)
             for run in meta.saves:
-                if self.writer.state == "accepting":
-                    self.writer.cancel_request(run.request_id)
+                self.writer.cancel_request(run.request_id)
             self._stats.add(save_failures=1)
             return
-        if self.writer.state == "idle":
-            self.writer.init()
         for run in meta.saves:
             ids, hashes = run.tensors()
             try:
