@@ -5,7 +5,7 @@
 
 #include "kvdump/commit_ledger.h"
 #include "kvdump/commit_record.h"
-#include "kvdump/memory_store.h"
+#include "kvdump/stores/memory_store.h"
 
 namespace kvdump {
 namespace {

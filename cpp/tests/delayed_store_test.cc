@@ -1,8 +1,8 @@
-#include "kvdump/delayed_store.h"
+#include "kvdump/stores/delayed_store.h"
 
 #include <gtest/gtest.h>
 
-#include "kvdump/memory_store.h"
+#include "kvdump/stores/memory_store.h"
 
 namespace kvdump {
 namespace {

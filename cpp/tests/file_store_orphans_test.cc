@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-#include "kvdump/file_store.h"
+#include "kvdump/stores/file_store.h"
 
 namespace kvdump::testing {
 namespace {

@@ -1,5 +1,5 @@
 // MemoryStore specifics beyond conformance: the arena, the policies, eviction by block, leases.
-#include "kvdump/memory_store.h"
+#include "kvdump/stores/memory_store.h"
 
 #include <gtest/gtest.h>
 

@@ -4,7 +4,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "kvdump/file_store.h"
+#include "kvdump/stores/file_store.h"
 #include "store_conformance.h"
 
 namespace kvdump::testing {

@@ -1,5 +1,5 @@
-#include "kvdump/delayed_store.h"
-#include "kvdump/memory_store.h"
+#include "kvdump/stores/delayed_store.h"
+#include "kvdump/stores/memory_store.h"
 #include "store_conformance.h"
 
 namespace kvdump::testing {

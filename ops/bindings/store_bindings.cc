@@ -5,9 +5,9 @@
 #include <chrono>
 
 #include "kvdump/cache_store.h"
-#include "kvdump/delayed_store.h"
-#include "kvdump/file_store.h"
-#include "kvdump/memory_store.h"
+#include "kvdump/stores/delayed_store.h"
+#include "kvdump/stores/file_store.h"
+#include "kvdump/stores/memory_store.h"
 #include "kvdump_ops/host_allocator.h"
 #include "python_store.h"
 #include "seconds_argument.h"

@@ -2,8 +2,8 @@
 
 | scheme | module | store |
 |---|---|---|
-| ``memory://`` | :mod:`kvdump.stores.memory` | ``MemoryStore`` (C++: ``cpp/src/memory_store.cc``) |
-| ``file:///path`` | :mod:`kvdump.stores.file` | ``FileStore`` (C++: ``cpp/src/file_store.cc``) |
+| ``memory://`` | :mod:`kvdump.stores.memory` | ``MemoryStore`` (C++: ``cpp/src/stores/memory_store.cc``) |
+| ``file:///path`` | :mod:`kvdump.stores.file` | ``FileStore`` (C++: ``cpp/src/stores/file_store.cc``) |
 | ``mooncake://master:port`` | :mod:`kvdump.stores.mooncake` | ``MooncakeStore`` (Python, on Mooncake's client) |
 | ``dict://`` (example) | :mod:`kvdump.stores.dict_store` | ``DictStore``, a complete store written in Python |
 

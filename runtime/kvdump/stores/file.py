@@ -1,5 +1,5 @@
 """``file:///path``: one file per record under a directory (``FileStore``, implemented in C++ in
-``cpp/src/file_store.cc``); local or shared filesystems, readable by other processes."""
+``cpp/src/stores/file_store.cc``); local or shared filesystems, readable by other processes."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """``memory://``: the embedded default, an in-process arena (``MemoryStore``, implemented in C++ in
-``cpp/src/memory_store.cc`` over ``cpp/src/slab_arena.cc``). Its data dies with the process."""
+``cpp/src/stores/memory_store.cc`` over ``cpp/src/stores/slab_arena.cc``). Its data dies with the process."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-#include "kvdump/file_store.h"
+#include "kvdump/stores/file_store.h"
 
 #include <dirent.h>
 #include <fcntl.h>

@@ -1,4 +1,4 @@
-#include "kvdump/memory_store.h"
+#include "kvdump/stores/memory_store.h"
 
 #include <sys/mman.h>
 

@@ -1,4 +1,4 @@
-#include "kvdump/delayed_store.h"
+#include "kvdump/stores/delayed_store.h"
 
 #include <thread>
 

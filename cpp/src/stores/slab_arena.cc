@@ -1,4 +1,4 @@
-#include "kvdump/slab_arena.h"
+#include "kvdump/stores/slab_arena.h"
 
 #include <algorithm>
 #include <utility>

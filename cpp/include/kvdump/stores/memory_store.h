@@ -14,7 +14,7 @@
 
 #include "kvdump/cache_store.h"
 #include "kvdump/host_memory.h"
-#include "kvdump/slab_arena.h"
+#include "kvdump/stores/slab_arena.h"
 
 namespace kvdump {
 
