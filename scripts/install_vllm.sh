@@ -15,8 +15,13 @@ if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.vers
   pip install -q --no-deps "vllm==$VLLM_VERSION"
 fi
 echo "==> pip install vLLM's pure-Python imports (requirements/vllm.txt)"
-pip install -q -r requirements/vllm.txt "torch==$TORCH_VERSION" 2>&1 | grep -v "^\s*$" | grep -v "vllm $VLLM_VERSION requires" \
-  | grep -v "dependency resolver does not currently take into account" || true
+# pip's resolver complains that vLLM's own (CUDA) requirements are missing: expected with --no-deps,
+# so those lines are dropped; a failed install still fails this script.
+if ! log=$(pip install -q -r requirements/vllm.txt "torch==$TORCH_VERSION" 2>&1); then
+  echo "$log" >&2
+  exit 1
+fi
+echo "$log" | grep -v -e "^\s*$" -e "vllm $VLLM_VERSION requires" -e "dependency resolver does not currently take" || true
 VLLM_TARGET_DEVICE=cpu "$VENV/bin/python" -c "
 import torch, vllm
 from vllm.v1.core.sched.scheduler import Scheduler
