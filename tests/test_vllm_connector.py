@@ -53,20 +53,50 @@ def prompt_of(length: int, seed: int = 1) -> list[int]:
 
 
 @pytest.fixture
-def store_url() -> str:
-    """A fresh in-process store under a URL of its own (connectors share one store per URL)."""
-    url = f"memory://test-{uuid.uuid4().hex}"
-    provide_store(url, kvdump.MemoryStore(capacity_bytes=64 << 20))
-    yield url
-    forget_store(url)
-
-
-@pytest.fixture
 def engines() -> list[VllmEngine]:
     made: list[VllmEngine] = []
     yield made
     for engine in made:
         engine.shutdown()
+
+
+class _Stores:
+    """Stores the connectors of a test reach by URL (they share one store per URL per process)."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+        self.stores: list[kvdump.CacheStore] = []
+
+    def provide(self, store: kvdump.CacheStore) -> str:
+        """A URL of its own under which connectors find ``store``."""
+        url = f"memory://test-{uuid.uuid4().hex}"
+        provide_store(url, store)
+        self.stores.append(store)
+        return self.forget_later(url)
+
+    def forget_later(self, url: str) -> str:
+        """``url``, dropped from the process's shared stores when the test ends."""
+        self.urls.append(url)
+        return url
+
+
+@pytest.fixture
+def stores(engines: list[VllmEngine]):  # type: ignore[no-untyped-def]
+    """Torn down before ``engines``: a gated store is released first, so no engine waits on it."""
+    made = _Stores()
+    yield made
+    for store in made.stores:
+        gate = getattr(store, "gate", None)
+        if gate is not None:
+            gate.set()
+    for url in made.urls:
+        forget_store(url)
+
+
+@pytest.fixture
+def store_url(stores: _Stores) -> str:
+    """A fresh in-process store under a URL of its own."""
+    return stores.provide(kvdump.MemoryStore(capacity_bytes=64 << 20))
 
 
 def make(engines: list[VllmEngine], tmp_path: Path, url: str, **kwargs: object) -> VllmEngine:
@@ -176,29 +206,25 @@ class _RefusingStore(ForwardingStore):
         super().put(key, value)
 
 
-def test_failed_save_is_reported_and_nothing_of_it_committed(tmp_path, engines, caplog):
+def test_failed_save_is_reported_and_nothing_of_it_committed(tmp_path, engines, stores, caplog):
     good, bad = prompt_of(40, seed=6), prompt_of(40, seed=7)
     bad_key = _C.block_key(NS, 0, 1, chain(bad)[1], 1)
     store = _RefusingStore(bad_key)
-    url = "memory://refusing"
-    provide_store(url, store)
-    try:
-        engine = make(engines, tmp_path, url)
-        engine.add("good", good)
-        engine.add("bad", bad)
-        with caplog.at_level("ERROR", logger="kvdump.vllm"):
-            engine.run()
-        assert "bad" in caplog.text
-        assert committed(store, good) == 2
-        assert committed(store, bad) == 0  # block 0 stored, but the request failed: nothing published
-        assert engine.workers[0].connector.stats_totals()["save_failures"] == 1
-        assert all(r.is_finished() for r in engine.requests.values())
-        # The engine goes on: the next request saves and commits.
-        engine.add("after", prompt_of(40, seed=8))
+    url = stores.provide(store)
+    engine = make(engines, tmp_path, url)
+    engine.add("good", good)
+    engine.add("bad", bad)
+    with caplog.at_level("ERROR", logger="kvdump.vllm"):
         engine.run()
-        assert committed(store, prompt_of(40, seed=8)) == 2
-    finally:
-        forget_store(url)
+    assert "bad" in caplog.text
+    assert committed(store, good) == 2
+    assert committed(store, bad) == 0  # block 0 stored, but the request failed: nothing published
+    assert engine.workers[0].connector.stats_totals()["save_failures"] == 1
+    assert all(r.is_finished() for r in engine.requests.values())
+    # The engine goes on: the next request saves and commits.
+    engine.add("after", prompt_of(40, seed=8))
+    engine.run()
+    assert committed(store, prompt_of(40, seed=8)) == 2
 
 
 def test_missing_and_corrupt_blocks_are_load_errors_and_the_rest_loads(tmp_path, store_url, engines):
@@ -250,106 +276,91 @@ class _GatedStore(ForwardingStore):
         return super().get(key)
 
 
-def test_stalled_store_is_reported_within_the_deadline_and_blocks_reused_safely(tmp_path, engines):
+def test_stalled_store_is_reported_within_the_deadline_and_blocks_reused_safely(tmp_path, engines, stores):
     store = _GatedStore()
-    url = "memory://gated"
-    provide_store(url, store)
-    try:
-        engine = make(engines, tmp_path, url, num_blocks=8, extra={"save_timeout": 0.5})
-        worker = engine.workers[0]
-        first = prompt_of(64, seed=10)
-        store.stalled = [f"/{h & (2**64 - 1):016x}/" for h in chain(first)]
-        engine.add("a", first)
-        started = time.monotonic()
-        engine.run()
-        # Bounded by the deadline, not by the stalled store (which would hold it for 60 s).
-        assert time.monotonic() - started < 30
-        assert worker.connector.stats_totals()["save_failures"] == 1
-        # The request finished and its blocks went back to vLLM; another request now overwrites them.
-        second = prompt_of(64, seed=11)
-        engine.add("b", second)
-        engine.run()
-        store.gate.set()
-        deadline = time.monotonic() + 30
-        while worker.connector._worker.writer.stats()["threads_in_abandoned_calls"] and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert committed(store, first) == 0
-        # Whatever the abandoned task put under a's keys holds a's values, never b's.
-        for index, block_hash in enumerate(chain(first)):
-            raw = kvdump.CacheStore.get(store.inner, _C.block_key(NS, 0, 1, block_hash, 0))
-            if raw is None:
-                continue
-            expected = stand_in_kv(0, 0, first, index * BLOCK, (index + 1) * BLOCK, (2, 2, 16))
-            payload = torch.frombuffer(bytearray(raw[64:]), dtype=torch.float32).reshape(2, BLOCK, 2, 16)
-            assert torch.allclose(payload.transpose(0, 1), expected, atol=1e-6)
-        assert committed(store, second) == 4
-    finally:
-        store.gate.set()
-        forget_store(url)
+    url = stores.provide(store)
+    engine = make(engines, tmp_path, url, num_blocks=8, extra={"save_timeout": 0.5})
+    worker = engine.workers[0]
+    first = prompt_of(64, seed=10)
+    store.stalled = [f"/{h & (2**64 - 1):016x}/" for h in chain(first)]
+    engine.add("a", first)
+    started = time.monotonic()
+    engine.run()
+    # Bounded by the deadline, not by the stalled store (which would hold it for 60 s).
+    assert time.monotonic() - started < 30
+    assert worker.connector.stats_totals()["save_failures"] == 1
+    # The request finished and its blocks went back to vLLM; another request now overwrites them.
+    second = prompt_of(64, seed=11)
+    engine.add("b", second)
+    engine.run()
+    store.gate.set()
+    deadline = time.monotonic() + 30
+    while worker.connector._worker.writer.stats()["threads_in_abandoned_calls"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert committed(store, first) == 0
+    # Whatever the abandoned task put under a's keys holds a's values, never b's.
+    for index, block_hash in enumerate(chain(first)):
+        raw = kvdump.CacheStore.get(store.inner, _C.block_key(NS, 0, 1, block_hash, 0))
+        if raw is None:
+            continue
+        expected = stand_in_kv(0, 0, first, index * BLOCK, (index + 1) * BLOCK, (2, 2, 16))
+        payload = torch.frombuffer(bytearray(raw[64:]), dtype=torch.float32).reshape(2, BLOCK, 2, 16)
+        assert torch.allclose(payload.transpose(0, 1), expected, atol=1e-6)
+    assert committed(store, second) == 4
 
 
-def test_stalled_loads_are_reported_within_the_deadline_and_recomputed(tmp_path, engines):
+def test_stalled_loads_are_reported_within_the_deadline_and_recomputed(tmp_path, engines, stores):
     store = _GatedStore()
     store.gate.set()
-    url = "memory://gated-reads"
-    provide_store(url, store)
-    try:
-        engine = make(engines, tmp_path, url, extra={"load_timeout": 0.5})
-        prompt = prompt_of(64, seed=18)
-        engine.add("a", prompt)
-        engine.run()
-        assert committed(store, prompt) == 4
-        store.gate.clear()
-        store.stall_reads = True
-        engine.add("b", prompt)
-        started = time.monotonic()
-        so = engine.step()
-        assert time.monotonic() - started < 30  # bounded by load_timeout, not the 60 s stall
-        assert so.scheduled_new_reqs[0].num_computed_tokens == 48
-        b_blocks = engine.workers[0].tables["b"]
-        assert engine.invalid_block_ids == set(b_blocks[:3])
-        store.gate.set()
-        store.stall_reads = False
-        engine.run()
-        assert engine.requests["b"].is_finished()
-    finally:
-        store.gate.set()
-        forget_store(url)
+    url = stores.provide(store)
+    engine = make(engines, tmp_path, url, extra={"load_timeout": 0.5})
+    prompt = prompt_of(64, seed=18)
+    engine.add("a", prompt)
+    engine.run()
+    assert committed(store, prompt) == 4
+    store.gate.clear()
+    store.stall_reads = True
+    engine.add("b", prompt)
+    started = time.monotonic()
+    so = engine.step()
+    assert time.monotonic() - started < 30  # bounded by load_timeout, not the 60 s stall
+    assert so.scheduled_new_reqs[0].num_computed_tokens == 48
+    b_blocks = engine.workers[0].tables["b"]
+    assert engine.invalid_block_ids == set(b_blocks[:3])
+    store.gate.set()
+    store.stall_reads = False
+    engine.run()
+    assert engine.requests["b"].is_finished()
 
 
-def test_stalled_lookup_is_a_miss_by_the_deadline_and_never_queues_behind_itself(tmp_path, engines):
+def test_stalled_lookup_is_a_miss_by_the_deadline_and_never_queues_behind_itself(tmp_path, engines, stores):
     store = _GatedStore()
     store.gate.set()
-    url = "memory://gated-lookups"
-    provide_store(url, store)
-    try:
-        engine = make(engines, tmp_path, url, extra={"lookup_timeout": 0.3})
-        prompt = prompt_of(64, seed=19)
-        engine.add("a", prompt)
-        engine.run()
-        store.gate.clear()
-        store.stall_reads = "all"
-        request = engine.add("b", prompt)
-        started = time.monotonic()
-        assert engine.connector.get_num_new_matched_tokens(request, 0) == (0, False)
-        assert engine.connector.get_num_new_matched_tokens(request, 0) == (0, False)  # at once
-        assert time.monotonic() - started < 30
-        assert engine.connector.stats_totals()["lookup_failures"] == 2
-        store.gate.set()
-        store.stall_reads = False
-        engine.scheduler.finish_requests("b", RequestStatus.FINISHED_ABORTED)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # the stalled call returns once the store does
-            again = engine.add(f"c{time.monotonic_ns()}", prompt)
-            found = engine.connector.get_num_new_matched_tokens(again, 0)
-            engine.scheduler.finish_requests(again.request_id, RequestStatus.FINISHED_ABORTED)
-            if found == (48, False):
-                break
-            time.sleep(0.01)
-        assert found == (48, False)
-    finally:
-        store.gate.set()
-        forget_store(url)
+    url = stores.provide(store)
+    engine = make(engines, tmp_path, url, extra={"lookup_timeout": 0.3})
+    prompt = prompt_of(64, seed=19)
+    engine.add("a", prompt)
+    engine.run()
+    store.gate.clear()
+    store.stall_reads = "all"
+    request = engine.add("b", prompt)
+    started = time.monotonic()
+    assert engine.connector.get_num_new_matched_tokens(request, 0) == (0, False)
+    assert engine.connector.get_num_new_matched_tokens(request, 0) == (0, False)  # at once
+    assert time.monotonic() - started < 30
+    assert engine.connector.stats_totals()["lookup_failures"] == 2
+    store.gate.set()
+    store.stall_reads = False
+    engine.scheduler.finish_requests("b", RequestStatus.FINISHED_ABORTED)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the stalled call returns once the store does
+        again = engine.add(f"c{time.monotonic_ns()}", prompt)
+        found = engine.connector.get_num_new_matched_tokens(again, 0)
+        engine.scheduler.finish_requests(again.request_id, RequestStatus.FINISHED_ABORTED)
+        if found == (48, False):
+            break
+        time.sleep(0.01)
+    assert found == (48, False)
 
 
 def test_preempted_request_never_stores_reused_blocks_under_its_keys(tmp_path, store_url, engines):
@@ -465,20 +476,13 @@ def _pd_across_processes(tmp_path: Path, url: str, engines: list[VllmEngine]) ->
     decode.run()
 
 
-def test_prefill_and_decode_in_two_processes_over_file_store(tmp_path, engines):
-    url = f"file://{tmp_path / 'kv'}"
-    try:
-        _pd_across_processes(tmp_path, url, engines)
-    finally:
-        forget_store(url)
+def test_prefill_and_decode_in_two_processes_over_file_store(tmp_path, engines, stores):
+    _pd_across_processes(tmp_path, stores.forget_later(f"file://{tmp_path / 'kv'}"), engines)
 
 
-def test_prefill_and_decode_in_two_processes_over_mooncake(tmp_path, engines, mooncake_cluster):
+def test_prefill_and_decode_in_two_processes_over_mooncake(tmp_path, engines, stores, mooncake_cluster):
     url = mooncake_cluster.url(global_segment_size=0, local_buffer_size=64 << 20)
-    try:
-        _pd_across_processes(tmp_path, url, engines)
-    finally:
-        forget_store(url)
+    _pd_across_processes(tmp_path, stores.forget_later(url), engines)
 
 
 # -- config and metrics ---------------------------------------------------------------------------

@@ -231,6 +231,10 @@ class WriterConfig:
     staging_bytes: int = _key(_BYTES, 256 << 20)
     staging_timeout: float = _key(_SECONDS, 30.0)
 
+    def pool_kwargs(self) -> dict[str, Any]:
+        """These settings as :class:`kvdump.AsyncWriter` keyword arguments."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(WriterConfig)}
+
 
 @dataclasses.dataclass(frozen=True)
 class CacheConfig:
@@ -300,13 +304,8 @@ class PDConfig:
 
     def writer_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :class:`kvdump.AsyncWriter` for this worker."""
-        w = self.writer
         return {
-            "num_threads": w.num_threads,
-            "queue_capacity": w.queue_capacity,
-            "submit_timeout": w.submit_timeout,
-            "staging_bytes": w.staging_bytes,
-            "staging_timeout": w.staging_timeout,
+            **self.writer.pool_kwargs(),
             "namespace": self.model.namespace,
             "tp_rank": self.parallel.tp_rank,
             "tp_size": self.parallel.tp_size,

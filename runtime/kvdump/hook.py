@@ -50,6 +50,5 @@ def wrap_model(
         return run_in_cycle(writer, call, timeout=deadline_s, on_save_error=policy).result
 
     wrapped.__kvdump_writer__ = writer  # type: ignore[attr-defined]
-    wrapped.__kvdump_original__ = original  # type: ignore[attr-defined]
     setattr(model, method, wrapped)
     return model

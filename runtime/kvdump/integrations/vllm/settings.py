@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from kvdump.config import (
-    _BYTES,
     _NAMESPACE,
     _SECONDS,
     _STORE_OPTIONS,
@@ -17,6 +16,7 @@ from kvdump.config import (
     MAX_TP_SIZE,
     ConfigError,
     StoreConfig,
+    WriterConfig,
     _build_section,
     _choice,
     _integer,
@@ -31,9 +31,10 @@ SECTION = "kv_connector_extra_config"
 LAYOUTS = ("auto", "flash_attn", "flash_infer", "mla")
 
 
-@dataclasses.dataclass(frozen=True)
-class ConnectorSettings:
-    """The checked extra config of :class:`kvdump.integrations.vllm.KvdumpConnector`.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConnectorSettings(WriterConfig):
+    """The checked extra config of :class:`kvdump.integrations.vllm.KvdumpConnector`: the PD config's
+    ``[writer]`` keys (inherited, with their rules and defaults) and the connector's own.
 
     ``namespace`` defaults to one derived from the served model, so two models never share keys;
     prefill and decode instances of one model derive the same one. ``tp_rank``/``tp_size`` override
@@ -42,11 +43,6 @@ class ConnectorSettings:
     store_url: str = _key(_STORE_URL)
     store_options: Mapping[str, str | int | float | bool] = _key(_STORE_OPTIONS, {})
     namespace: str | None = _key(_NAMESPACE, None)
-    num_threads: int | None = _key(_integer(1), None)
-    queue_capacity: int = _key(_integer(1), 1024)
-    submit_timeout: float = _key(_SECONDS, 30.0)
-    staging_bytes: int = _key(_BYTES, 256 << 20)
-    staging_timeout: float = _key(_SECONDS, 30.0)
     worker_nice: int = _key(_integer_in(0, 19), 0)
     save_timeout: float = _key(_SECONDS, 60.0)
     load_timeout: float = _key(_SECONDS, 60.0)
@@ -62,14 +58,7 @@ class ConnectorSettings:
 
     def writer_kwargs(self) -> dict[str, Any]:
         """The :class:`kvdump.AsyncWriter` keyword arguments these settings fix (not the key space)."""
-        return {
-            "num_threads": self.num_threads,
-            "queue_capacity": self.queue_capacity,
-            "submit_timeout": self.submit_timeout,
-            "staging_bytes": self.staging_bytes,
-            "staging_timeout": self.staging_timeout,
-            "worker_nice": self.worker_nice,
-        }
+        return {**self.pool_kwargs(), "worker_nice": self.worker_nice}
 
 
 def parse_settings(extra: Mapping[str, Any] | None) -> ConnectorSettings:

@@ -90,7 +90,9 @@ class WorkerSide:
 
     def _layer(self, name: str, kv: torch.Tensor | None = None) -> tuple[int, LayerCache]:
         cache = self._layers.get(name)
-        if cache is None or (kv is not None and kv.data_ptr() != self._registered_ptr(cache)):
+        # A tensor other than the registered one is described anew (a FlashInfer K view starts where
+        # the whole tensor does, so comparing first bytes is enough).
+        if cache is None or (kv is not None and kv.data_ptr() != cache.kv.data_ptr()):
             if kv is None:
                 raise KvdumpError(f"no KV cache registered for layer {name!r}")
             cache = self._layers[name] = layer_cache(kv, self._kv_layout, self._view_as)
@@ -100,11 +102,6 @@ class WorkerSide:
         if name not in self._unknown_layers:
             self._unknown_layers.add(name)
             logger.warning("kvdump ignores layer %r: it is not in the KV cache group the connector serves", name)
-
-    @staticmethod
-    def _registered_ptr(cache: LayerCache) -> int:
-        # A FlashInfer K view starts where the whole tensor does.
-        return cache.kv.data_ptr()
 
     # -- per step ----------------------------------------------------------------------------------
 
@@ -159,10 +156,8 @@ class WorkerSide:
         except KvdumpError as error:
             self._locate_load_failures(layer, cache, error)
         else:
-            self._stats.add(
-                loads=sum(len(run.block_ids) for run in self._meta.loads),
-                load_bytes=sum(len(run.block_ids) for run in self._meta.loads) * cache.payload_bytes_per_block,
-            )
+            blocks = sum(len(run.block_ids) for run in self._meta.loads)
+            self._stats.add(loads=blocks, load_bytes=blocks * cache.payload_bytes_per_block)
 
     def _locate_load_failures(self, layer: int, cache: LayerCache, error: KvdumpError) -> None:
         # The layer's batched read names only its first bad key. Reading again block by block, on
