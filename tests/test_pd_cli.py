@@ -46,7 +46,7 @@ def store_keys(config_path: Path) -> tuple[list[str], list[str]]:
     commits: list[str] = []
     for request in make_requests(vocab_size=model.vocab_size, **PROMPT_FLAGS):
         full = len(request.tokens) // BLOCK_SIZE
-        for h in block_hashes(list(request.tokens[: full * BLOCK_SIZE]), BLOCK_SIZE, config.hash_namespace):
+        for h in block_hashes(list(request.tokens[: full * BLOCK_SIZE]), BLOCK_SIZE, config.hash_salt):
             commits.append(_C.commit_key(ns, 0, 1, h))
             blocks += [_C.block_key(ns, 0, 1, h, layer) for layer in range(model.num_layers)]
     return blocks, commits
@@ -380,7 +380,7 @@ def request_block_keys(config_path: Path) -> dict[str, set[str]]:
     keys: dict[str, set[str]] = {}
     for request in make_requests(vocab_size=model.vocab_size, **PROMPT_FLAGS):
         full = len(request.tokens) // BLOCK_SIZE
-        chain = block_hashes(list(request.tokens[: full * BLOCK_SIZE]), BLOCK_SIZE, config.hash_namespace)
+        chain = block_hashes(list(request.tokens[: full * BLOCK_SIZE]), BLOCK_SIZE, config.hash_salt)
         keys[request.name] = {
             _C.block_key(config.model.namespace, 0, 1, h, layer) for h in chain for layer in range(model.num_layers)
         }

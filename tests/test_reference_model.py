@@ -278,20 +278,20 @@ def test_partial_last_block_differs_from_full_block() -> None:
 
 def test_namespace_and_parent() -> None:
     hashes = block_hashes(TOKENS, 4)
-    assert block_hashes(TOKENS, 4, namespace="model-b") != hashes
-    assert block_hashes(TOKENS, 4, namespace="model-b")[0] != hashes[0]
+    assert block_hashes(TOKENS, 4, salt="model-b") != hashes
+    assert block_hashes(TOKENS, 4, salt="model-b")[0] != hashes[0]
     # Continuing a chain from a stored parent gives what hashing the whole sequence gives.
     assert block_hashes(TOKENS[8:], 4, parent=hashes[1]) == hashes[2:]
     assert block_hash(TOKENS[:4]) == hashes[0]
 
 
 def test_hashes_are_int64_and_stable_across_processes() -> None:
-    hashes = block_hashes(TOKENS, 4, namespace="ns")
+    hashes = block_hashes(TOKENS, 4, salt="ns")
     as_tensor = torch.tensor(hashes, dtype=torch.int64)
     assert as_tensor.tolist() == hashes
     assert any(h < 0 for h in block_hashes(list(range(400)), 4))  # the full signed range is used
     # Keys persisted in a shared store must not change silently between versions or processes.
-    assert block_hash([1, 2, 3], namespace="kvdump") == GOLDEN_HASH_1_2_3
+    assert block_hash([1, 2, 3], salt="kvdump") == GOLDEN_HASH_1_2_3
 
 
 def test_flatten_blocks_pairs_each_chain_with_its_leading_block_ids() -> None:

@@ -21,7 +21,7 @@ import kvdump
 from failing_store import FailingStore, block_keys
 from kvdump import _C
 from kvdump.hashing import block_hashes
-from kvdump.integrations.transformers import KvdumpCache, load_into_cache, prefill_to_store
+from kvdump.integrations.transformers import KvdumpCache, load_into_cache, model_salt_of, prefill_to_store
 
 BLOCK_SIZE = 8
 NUM_LAYERS = 3
@@ -104,7 +104,7 @@ def test_prefill_stores_every_layer_of_every_full_block(
     ids = prompt(PROMPT_WITH_TAIL)
     result = prefill_to_store(model, ids, writer, BLOCK_SIZE, request="req-0")
 
-    chain = block_hashes(ids[0].tolist(), BLOCK_SIZE)  # the last hash is the partial block's
+    chain = block_hashes(ids[0].tolist(), BLOCK_SIZE, model_salt_of(model))  # the last hash is the partial block's
     full = PROMPT_WITH_TAIL // BLOCK_SIZE
     assert result.block_hashes == chain[:full]
     for h in chain[:full]:
@@ -190,17 +190,40 @@ def test_a_loader_carries_the_writer_namespace(store: kvdump.MemoryStore) -> Non
         loader.close()
 
 
-def test_a_decode_model_in_another_dtype_gets_an_error_naming_the_key(
+def test_a_decode_model_in_another_dtype_misses_and_a_forced_load_names_the_key(
     store: kvdump.MemoryStore, writer: kvdump.AsyncWriter
 ) -> None:
     model = make_model(torch.float16)
     ids = prompt(PROMPT_WITH_TAIL)
-    prefill_to_store(model, ids, writer, BLOCK_SIZE)
+    stored = prefill_to_store(model, ids, writer, BLOCK_SIZE).block_hashes
     loader = kvdump.KVLoader(store, num_threads=2)
     try:
+        # The dtype salts the chain: a bfloat16 model looks up other keys, and finds nothing.
+        assert load_into_cache(twin(model).to(torch.bfloat16), ids, loader, BLOCK_SIZE).num_tokens == 0
+        # Loading float16 blocks into a bfloat16 cache anyway is refused by the record's header.
+        cache = torch.zeros(2, len(stored), BLOCK_SIZE, 2, 16, dtype=torch.bfloat16)
         with pytest.raises(kvdump.KvdumpValueError, match="dtype is float16") as caught:
-            load_into_cache(twin(model).to(torch.bfloat16), ids, loader, BLOCK_SIZE)
+            loader.load(0, cache, list(range(len(stored))), stored)
         assert caught.value.key.startswith("kvdump/tp0of1/")
+    finally:
+        loader.close()
+
+
+def test_a_corrupt_block_fails_the_load_naming_its_key_and_the_session_is_aborted(
+    store: kvdump.MemoryStore, writer: kvdump.AsyncWriter
+) -> None:
+    model = make_model()
+    ids = prompt(PROMPT_WITH_TAIL)
+    stored = prefill_to_store(model, ids, writer, BLOCK_SIZE).block_hashes
+    key = kvdump._C.block_key("kvdump", 0, 1, stored[1], 2)
+    record = bytearray(store.get(key))
+    record[-1] ^= 0xFF  # one payload byte: the header stays valid, the checksum does not
+    store.put(key, bytes(record))
+    loader = kvdump.KVLoader(store, num_threads=2)
+    try:
+        with pytest.raises(kvdump.ChecksumError) as caught:
+            load_into_cache(twin(model), ids, loader, BLOCK_SIZE)
+        assert caught.value.key == key
         assert loader.writer.state == "idle"  # the failed session was aborted, not left open
     finally:
         loader.close()
@@ -239,7 +262,9 @@ def test_file_store_prefill_in_one_process_decode_in_another(tmp_path: Path) -> 
     stored = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(stored) == PROMPT_WITH_TAIL // BLOCK_SIZE
 
-    loaded = load_into_cache(twin(model), ids, kvdump.FileStore(str(tmp_path / "store")), BLOCK_SIZE)
+    # The decode loads the checkpoint the prefill loaded: its name salts the chain.
+    decode_model = LlamaForCausalLM.from_pretrained(tmp_path / "model").eval()
+    loaded = load_into_cache(decode_model, ids, kvdump.FileStore(str(tmp_path / "store")), BLOCK_SIZE)
     assert loaded.num_blocks == len(stored)
     expected = hf_prompt_cache(model, ids)
     assert torch.equal(loaded.cache.layers[0].keys, expected.layers[0].keys[:, :, : loaded.num_tokens])
@@ -258,7 +283,7 @@ def test_a_store_failure_raises_write_error_and_commits_nothing() -> None:
         assert caught.value.request == "req-full"
         assert writer.state == "idle"
     assert small.stats()["rejected_full"] > 0
-    chain = block_hashes(ids[0].tolist(), BLOCK_SIZE)
+    chain = block_hashes(ids[0].tolist(), BLOCK_SIZE, model_salt_of(model))
     assert kvdump.lookup(small, chain) == 0
     assert load_into_cache(model, ids, small, BLOCK_SIZE).num_tokens == 0
 
@@ -266,7 +291,7 @@ def test_a_store_failure_raises_write_error_and_commits_nothing() -> None:
 def test_report_returns_the_outputs_of_a_prefill_whose_save_failed(caplog: pytest.LogCaptureFixture) -> None:
     model = make_model()
     ids = prompt(PROMPT_WITH_TAIL)
-    chain = block_hashes(ids[0].tolist(), BLOCK_SIZE)
+    chain = block_hashes(ids[0].tolist(), BLOCK_SIZE, model_salt_of(model))
     refused = block_keys(chain[1:2], [1])  # one record: layer 1 of the second block
     store = FailingStore(kvdump.MemoryStore(capacity_bytes=16 << 20), lambda key: key in refused)
     with kvdump.AsyncWriter(store, num_threads=2) as writer:
@@ -311,7 +336,7 @@ def test_a_failing_forward_aborts_and_commits_nothing(
     with pytest.raises(RuntimeError, match="layer 1 exploded"):
         prefill_to_store(model, ids, writer, BLOCK_SIZE)
     assert writer.state == "idle"
-    chain = block_hashes(ids[0].tolist(), BLOCK_SIZE)
+    chain = block_hashes(ids[0].tolist(), BLOCK_SIZE, model_salt_of(model))
     assert kvdump.lookup(store, chain) == 0
 
     monkeypatch.undo()  # the same writer serves the next prefill

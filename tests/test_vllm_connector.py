@@ -18,17 +18,19 @@ import kvdump
 from forwarding_store import ForwardingStore
 from kvdump import _C
 from kvdump.config import ConfigError
+from kvdump.hashing import model_salt
 from kvdump.integrations.vllm import KvdumpConnector, parse_settings
-from kvdump.integrations.vllm.request_keys import hash_namespace, prompt_chain
+from kvdump.integrations.vllm.request_keys import prompt_chain
 from kvdump.integrations.vllm.shared_stores import forget_store, provide_store
 from vllm_harness import VllmEngine, Worker, stand_in_kv
 
 NS = "vllm-test"
+MODEL_NAME = "stand-in-llama"  # kv_connector_extra_config.model_name: every test engine salts alike
 BLOCK = 16
 
 
 def chain(prompt: list[int]) -> list[int]:
-    return prompt_chain(prompt, BLOCK, hash_namespace(NS, "float32/auto", None, None))
+    return prompt_chain(prompt, BLOCK, model_salt(MODEL_NAME, "float32"))
 
 
 def committed(store: kvdump.CacheStore, prompt: list[int], layers: int = 2, tp_rank: int = 0, tp_size: int = 1) -> int:
@@ -100,7 +102,7 @@ def store_url(stores: _Stores) -> str:
 
 
 def make(engines: list[VllmEngine], tmp_path: Path, url: str, **kwargs: object) -> VllmEngine:
-    extra = {"store_url": url, "namespace": NS, "save_timeout": 30.0, "load_timeout": 30.0}
+    extra = {"store_url": url, "namespace": NS, "model_name": MODEL_NAME, "save_timeout": 30.0, "load_timeout": 30.0}
     extra.update(kwargs.pop("extra", {}))  # type: ignore[arg-type]
     engine = VllmEngine(tmp_path / f"e{len(engines)}", extra, **kwargs)  # type: ignore[arg-type]
     engines.append(engine)

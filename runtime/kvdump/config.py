@@ -285,11 +285,13 @@ class PDConfig:
     timeouts: TimeoutConfig = TimeoutConfig()
 
     @property
-    def hash_namespace(self) -> str:
-        """What block hashes are salted with: the namespace plus the model's identity, so that two
-        configs that share a namespace but not the weights never read each other's blocks as hits."""
-        m = self.model
-        return f"{m.namespace}/{m.preset}/seed{m.seed}/{m.dtype}"
+    def hash_salt(self) -> str:
+        """What block hashes are salted with (:func:`kvdump.hashing.model_salt`): the model's weights
+        and dtype, so two configs that share a namespace but not the weights never read each other's
+        blocks as hits, and any run of the same model (``kvdump demo`` included) shares them."""
+        from kvdump.hashing import model_salt
+
+        return model_salt(self.model.llama_config().name, self.model.dtype)
 
     def open_store(self) -> Any:
         """Open ``store.url`` (with ``store.options``). A URL ``open_store`` refuses (unknown scheme,

@@ -13,7 +13,7 @@ import torch
 
 from kvdump.cache_ops import KVLoader, write_cache_store
 from kvdump.commit import lookup
-from kvdump.hashing import block_hashes, flatten_blocks
+from kvdump.hashing import block_hashes, flatten_blocks, model_salt
 from kvdump.hook import wrap_model
 from kvdump.models import BlockAllocator, LlamaConfig, ReferenceLlama, blocks_needed, greedy_continue
 from kvdump.prompt_dump import prompt_dump_hook
@@ -137,11 +137,9 @@ class _CallingThreadProbe:
             self.tiny_ns.append(t2 - t1)
 
 
-def run_demo(cfg: DemoConfig, progress: Any = print) -> DemoReport:
-    """Run the demo; ``progress`` receives one line per step."""
-
-    torch.manual_seed(cfg.seed)
-    model_cfg = LlamaConfig(
+def model_config(cfg: DemoConfig) -> LlamaConfig:
+    """The reference model the demo runs."""
+    return LlamaConfig(
         vocab_size=cfg.vocab,
         hidden_size=cfg.hidden,
         num_layers=cfg.layers,
@@ -152,6 +150,13 @@ def run_demo(cfg: DemoConfig, progress: Any = print) -> DemoReport:
         dtype=_DTYPES[cfg.dtype],
         seed=cfg.seed,
     )
+
+
+def run_demo(cfg: DemoConfig, progress: Any = print) -> DemoReport:
+    """Run the demo; ``progress`` receives one line per step."""
+
+    torch.manual_seed(cfg.seed)
+    model_cfg = model_config(cfg)
     model = ReferenceLlama(model_cfg)
     prompts = _prompts(cfg)
     blocks = sum(blocks_needed(len(p), cfg.block_size) for p in prompts)
@@ -176,7 +181,8 @@ def run_demo(cfg: DemoConfig, progress: Any = print) -> DemoReport:
     cache = model.new_cache(num_blocks, cfg.block_size)
     allocator = BlockAllocator(num_blocks)
     tables = _tables(prompts, allocator, cfg.block_size)
-    hashes = [block_hashes(p, cfg.block_size) for p in prompts]
+    salt = model_salt(model.config.name, model.config.dtype)
+    hashes = [block_hashes(p, cfg.block_size, salt) for p in prompts]
     ids_t, hashes_t = flatten_blocks(hashes, tables)
 
     # Synchronous writes: the same per-layer op, but the forward waits for each layer's store.
@@ -195,7 +201,7 @@ def run_demo(cfg: DemoConfig, progress: Any = print) -> DemoReport:
     wrap_model(model, writer, method="prefill")
     probe = _CallingThreadProbe(writer, ids_t, hashes_t)
 
-    dump = prompt_dump_hook(writer, prompts, tables, cfg.block_size, request="demo")
+    dump = prompt_dump_hook(writer, prompts, tables, cfg.block_size, salt=salt, request="demo")
 
     def run(fn: Any, **kwargs: Any) -> Any:
         return fn(prompts, cache, tables, **kwargs)

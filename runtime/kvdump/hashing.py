@@ -21,17 +21,34 @@ _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
 
 
-def block_hash(tokens: Sequence[int], parent: int | None = None, namespace: str = "") -> int:
-    """Hash of one block: ``blake2b-64(namespace, parent, len(tokens), tokens)`` as a signed int64.
+def model_salt(
+    model: str, kv_dtype: torch.dtype | str, *, adapter: str | None = None, cache_salt: str | None = None
+) -> str:
+    """What a hash chain is salted with: everything besides the token ids that a block's KV depends
+    on. ``model`` names the weights (an HF repo id or path, or the reference model's
+    ``LlamaConfig.name``), ``kv_dtype`` the cache's element type (a torch dtype, or its name
+    without ``torch.``: ``"bfloat16"``), ``adapter`` a LoRA adapter, and ``cache_salt`` a tenant's own salt.
+    Every integration salts through this function, so one model and one prompt give one chain
+    whichever engine computed it. Length prefixes keep the parts unambiguous.
+
+    The salt is not the key space's namespace: that one is the key prefix that separates
+    deployments (:class:`kvdump.KeySpace`); the salt separates models within one."""
+    dtype = str(kv_dtype).removeprefix("torch.") if isinstance(kv_dtype, torch.dtype) else kv_dtype
+    parts = [model, dtype, adapter or "", cache_salt or ""]
+    return "|".join(f"{len(part)}:{part}" for part in parts)
+
+
+def block_hash(tokens: Sequence[int], parent: int | None = None, salt: str = "") -> int:
+    """Hash of one block: ``blake2b-64(salt, parent, len(tokens), tokens)`` as a signed int64.
 
     ``parent`` is the previous block's hash (``None`` for the first block of a sequence). The token
     count is hashed so that a partly filled last block never collides with a full block, and the
-    namespace (model, revision, TP layout ...) keeps different models' KV apart in a shared store.
+    salt (:func:`model_salt`) keeps different models' KV apart in a shared store.
     """
     if parent is not None and not _INT64_MIN <= parent <= _INT64_MAX:
         raise ValueError(f"parent hash {parent} does not fit in int64")
     digest = hashlib.blake2b(digest_size=8, person=_PERSON)
-    name = namespace.encode("utf-8")
+    name = salt.encode("utf-8")
     # Length prefixes keep the encoding unambiguous, so distinct inputs never hash the same bytes.
     digest.update(struct.pack("<Q", len(name)))
     digest.update(name)
@@ -44,9 +61,7 @@ def block_hash(tokens: Sequence[int], parent: int | None = None, namespace: str 
     return int.from_bytes(digest.digest(), "little", signed=True)
 
 
-def block_hashes(
-    token_ids: Sequence[int], block_size: int, namespace: str = "", parent: int | None = None
-) -> list[int]:
+def block_hashes(token_ids: Sequence[int], block_size: int, salt: str = "", parent: int | None = None) -> list[int]:
     """Chained hashes of ``token_ids`` cut into blocks of ``block_size`` (the last may be partial).
 
     Returns one signed int64 per block, ready for an ``int64`` tensor. Pass ``parent`` to continue
@@ -57,7 +72,7 @@ def block_hashes(
         raise ValueError(f"block_size must be > 0, got {block_size}")
     hashes: list[int] = []
     for start in range(0, len(token_ids), block_size):
-        parent = block_hash(token_ids[start : start + block_size], parent, namespace)
+        parent = block_hash(token_ids[start : start + block_size], parent, salt)
         hashes.append(parent)
     return hashes
 

@@ -20,12 +20,14 @@ def prompt_dump_hook(
     block_tables: Sequence[Sequence[int]],
     block_size: int,
     *,
+    salt: str = "",
     request: str = "",
 ) -> LayerHook:
     """``hook(layer, kv)`` calling :func:`kvdump.write_cache_store` for the blocks of every prompt
-    (keys from their hash chains, a block two prompts share taken once). The ids and hashes are
+    (keys from their hash chains salted with ``salt``, see :func:`kvdump.hashing.model_salt`; a
+    block two prompts share taken once). The ids and hashes are
     built here, once per forward, so the per-layer call passes only tensor references."""
-    chains = [block_hashes(list(prompt), block_size) for prompt in input_ids]
+    chains = [block_hashes(list(prompt), block_size, salt) for prompt in input_ids]
     ids, hashes = flatten_blocks(chains, block_tables)
 
     def dump(layer: int, kv: torch.Tensor) -> None:

@@ -9,9 +9,9 @@ committed prefix with :func:`kvdump.lookup`, loads it and returns a ``DynamicCac
 ``model.generate(input_ids, past_key_values=...)`` continues from.
 
 Block keys use the same hash chain as the rest of kvdump (``kvdump.hashing.block_hashes`` over the
-prompt's token ids, no hash namespace); the writer's namespace, which is part of every key, keeps
-different models apart. A worker that hashes prompts with ``kvdump.hashing`` directly therefore finds
-the blocks stored here, and the other way round.
+prompt's token ids), salted by :func:`model_salt_of` with the checkpoint's name and dtype, exactly as
+the vLLM connector salts the same checkpoint: a vLLM worker and this integration find each other's
+blocks when they share a key space.
 
 One prompt per call (batch size 1). Importing this module imports ``transformers``; ``import kvdump``
 never does.
@@ -28,7 +28,7 @@ from kvdump import _C
 from kvdump.cache_ops import KVLoader, write_cache_store
 from kvdump.commit import lookup
 from kvdump.errors import KvdumpError, KvdumpValueError, UnsupportedError
-from kvdump.hashing import block_hashes
+from kvdump.hashing import block_hashes, model_salt
 from kvdump.save_policy import run_in_cycle, save_error_policy
 from kvdump.writer import AsyncWriter
 
@@ -43,7 +43,7 @@ except ImportError as error:  # transformers missing, or older than the per-laye
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
 
-__all__ = ["KvdumpCache", "LoadedPrefix", "PrefillResult", "load_into_cache", "prefill_to_store"]
+__all__ = ["KvdumpCache", "LoadedPrefix", "PrefillResult", "load_into_cache", "model_salt_of", "prefill_to_store"]
 
 TokenIds = torch.Tensor | Sequence[int] | Sequence[Sequence[int]]
 """One prompt: a 1-D tensor or list of ints, or HF's ``[1, tokens]`` batch of one."""
@@ -69,6 +69,12 @@ def prompt_token_ids(input_ids: TokenIds) -> list[int]:
     if ids.numel() == 0:
         raise KvdumpValueError("the prompt is empty: there is no KV to store or load")
     return [int(t) for t in ids.tolist()]
+
+
+def model_salt_of(model: PreTrainedModel) -> str:
+    """The hash salt of ``model``'s KV (:func:`kvdump.hashing.model_salt`): the checkpoint's name or
+    path (what ``from_pretrained`` was given) and the model's dtype."""
+    return model_salt(model.config.name_or_path or model.config.model_type, model.dtype)
 
 
 def as_blocks(states: torch.Tensor, num_blocks: int, block_size: int) -> torch.Tensor:
@@ -113,6 +119,7 @@ class KvdumpCache(DynamicCache):
         block_size: int,
         *,
         config: PretrainedConfig | None = None,
+        salt: str = "",
         request: str = "",
     ) -> None:
         super().__init__(config=config)
@@ -128,7 +135,7 @@ class KvdumpCache(DynamicCache):
         self.request = request
         self.block_size = block_size
         self.prompt_length = len(tokens)
-        self.block_hashes: list[int] = block_hashes(tokens[: num_blocks * block_size], block_size)
+        self.block_hashes: list[int] = block_hashes(tokens[: num_blocks * block_size], block_size, salt)
         # Built once per prompt, not per layer: each layer's call only passes references to these.
         self._block_ids = torch.arange(num_blocks, dtype=torch.int64)
         self._hashes = torch.tensor(self.block_hashes, dtype=torch.int64)
@@ -212,7 +219,7 @@ def prefill_to_store(
     and the writer ends idle. ``model_kwargs`` go to the forward (for example ``logits_to_keep=1``)."""
     policy = save_error_policy(on_save_error)
     tokens = prompt_token_ids(input_ids)
-    cache = KvdumpCache(writer, tokens, block_size, config=model.config, request=request)
+    cache = KvdumpCache(writer, tokens, block_size, config=model.config, salt=model_salt_of(model), request=request)
     ids = torch.tensor([tokens], dtype=torch.long).to(model.device)
 
     def forward() -> Any:
@@ -272,7 +279,7 @@ def load_into_cache(
     loader = source if isinstance(source, KVLoader) else KVLoader(source, num_threads=min(num_layers, 4))
     try:
         full_blocks = len(tokens) // block_size
-        hashes = block_hashes(tokens[: full_blocks * block_size], block_size)
+        hashes = block_hashes(tokens[: full_blocks * block_size], block_size, model_salt_of(model))
         settings = loader.writer
         committed = lookup(
             settings.store,

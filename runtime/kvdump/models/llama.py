@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import partial
 
 import torch
@@ -47,10 +47,21 @@ class LlamaConfig:
         if self.head_dim % 2 != 0:
             raise ValueError(f"head_dim must be even for rotary embeddings, got {self.head_dim}")
 
+    @property
+    def name(self) -> str:
+        """Names these weights the way a repo id names a checkpoint: the architecture and the seed,
+        so two configs that build the same weights have the same name. Left out: the dtype (the
+        cache's element type, which a caller names on its own) and ``max_position``, which bounds
+        the positions a forward accepts without changing what any position computes."""
+        shape = ",".join(
+            f"{f.name}={getattr(self, f.name)}" for f in fields(self) if f.name not in ("dtype", "max_position")
+        )
+        return f"reference-llama({shape})"
+
     @classmethod
     def tiny(cls, **overrides: object) -> LlamaConfig:
         """A model small enough for unit tests that run thousands of forwards in seconds."""
-        fields: dict[str, object] = dict(
+        settings: dict[str, object] = dict(
             vocab_size=128,
             hidden_size=64,
             num_layers=2,
@@ -60,8 +71,8 @@ class LlamaConfig:
             intermediate_size=128,
             max_position=512,
         )
-        fields.update(overrides)
-        return cls(**fields)  # type: ignore[arg-type]
+        settings.update(overrides)
+        return cls(**settings)  # type: ignore[arg-type]
 
     @classmethod
     def small(cls, **overrides: object) -> LlamaConfig:

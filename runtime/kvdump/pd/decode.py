@@ -86,7 +86,7 @@ def run_decode(
         for request in requests:
             tokens = list(request.tokens)
             full = len(tokens) // block_size
-            hashes = block_hashes(tokens[: full * block_size], block_size, config.hash_namespace)
+            hashes = block_hashes(tokens[: full * block_size], block_size, config.hash_salt)
             committed = lookup(
                 store,
                 hashes,

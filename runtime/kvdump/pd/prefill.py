@@ -47,7 +47,7 @@ def run_prefill(config: PDConfig, requests: Sequence[Request], progress: Progres
             table = allocator.allocate(blocks_needed(len(tokens), block_size))
             # Only full blocks are stored: a partial block's hash covers fewer tokens, so it could
             # never match the same prefix extended by a later request.
-            chain = block_hashes(tokens[: full * block_size], block_size, config.hash_namespace)
+            chain = block_hashes(tokens[: full * block_size], block_size, config.hash_salt)
             hashes = torch.tensor(chain, dtype=torch.int64)
             ids = torch.tensor(table[:full], dtype=torch.int64)
             dump = layer_writer(writer, ids, hashes, request.name) if full else None

@@ -25,6 +25,7 @@ from vllm.v1.metrics.cache_hit_source import CacheHitSource
 
 from kvdump.errors import UnsupportedError
 from kvdump.integrations.vllm.metadata import KvdumpConnectorMetadata
+from kvdump.integrations.vllm.request_keys import cache_element_type
 from kvdump.integrations.vllm.scheduler_side import SchedulerSide
 from kvdump.integrations.vllm.settings import ConnectorSettings, parse_settings
 from kvdump.integrations.vllm.shared_stores import shared_store
@@ -93,8 +94,8 @@ class KvdumpConnector(KVConnectorBase_V1):
             self._scheduler = SchedulerSide(
                 store=store,
                 namespace=self.namespace,
-                # The stored bytes' type: the model's dtype, or the FP8 type of an FP8 cache.
-                dtype=f"{str(model.dtype).removeprefix('torch.')}/{vllm_config.cache_config.cache_dtype}",
+                model=settings.model_name or str(model.model),
+                kv_dtype=cache_element_type(model.dtype, str(vllm_config.cache_config.cache_dtype)),
                 block_size=self.block_size,
                 num_layers=len(layer_names),
                 tp_size=self.tp_size,

@@ -2,21 +2,16 @@
 
 Keys come from kvdump's content hash chain over the prompt's token ids (:mod:`kvdump.hashing`):
 stable across processes, hosts and TP ranks, unlike Python's ``hash()``. Everything else the KV of a
-block depends on is folded into the chain's hash namespace: the model namespace and dtype, the LoRA
-adapter, and the request's cache salt, so that tenants who salt their prompts never share blocks."""
+block depends on salts the chain (:func:`kvdump.hashing.model_salt`): the checkpoint and the cache's
+dtype, the LoRA adapter, and the request's cache salt, so that tenants who salt their prompts never
+share blocks. The salt is the one kvdump's transformers integration gives the same checkpoint."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from kvdump.hashing import block_hashes
-
-
-def hash_namespace(namespace: str, dtype: str, lora_name: str | None, cache_salt: str | None) -> str:
-    """What a request's chain is salted with. Length prefixes keep the parts unambiguous."""
-    parts = [namespace, dtype, lora_name or "", cache_salt or ""]
-    return "|".join(f"{len(p)}:{p}" for p in parts)
+from kvdump.hashing import block_hashes, model_salt
 
 
 def unsupported_reason(request: Any) -> str | None:
@@ -31,13 +26,21 @@ def unsupported_reason(request: Any) -> str | None:
     return None
 
 
-def prompt_chain(prompt_token_ids: Sequence[int], block_size: int, chain_namespace: str) -> list[int]:
+def prompt_chain(prompt_token_ids: Sequence[int], block_size: int, salt: str) -> list[int]:
     """The hashes of the prompt's full blocks (a partly filled last block is never stored)."""
     full = len(prompt_token_ids) // block_size * block_size
-    return block_hashes(list(prompt_token_ids[:full]), block_size, chain_namespace)
+    return block_hashes(list(prompt_token_ids[:full]), block_size, salt)
 
 
-def request_chain_namespace(request: Any, namespace: str, dtype: str) -> str:
-    """The chain namespace of a vLLM ``Request``."""
+def request_salt(request: Any, model: str, kv_dtype: str) -> str:
+    """The chain salt of a vLLM ``Request`` of checkpoint ``model`` with a cache of ``kv_dtype``."""
     lora = getattr(request, "lora_request", None)
-    return hash_namespace(namespace, dtype, getattr(lora, "lora_name", None), getattr(request, "cache_salt", None))
+    return model_salt(
+        model, kv_dtype, adapter=getattr(lora, "lora_name", None), cache_salt=getattr(request, "cache_salt", None)
+    )
+
+
+def cache_element_type(model_dtype: Any, cache_dtype: str) -> str:
+    """The name of the type a vLLM KV cache holds: the model's dtype unless ``cache_dtype`` names
+    another (an FP8 cache), spelled as torch spells it, so the salt matches other engines'."""
+    return str(model_dtype).removeprefix("torch.") if cache_dtype == "auto" else cache_dtype

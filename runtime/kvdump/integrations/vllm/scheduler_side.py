@@ -16,7 +16,7 @@ from kvdump._C import MemoryStore
 from kvdump.commit import lookup
 from kvdump.integrations.vllm.deadline_call import DeadlineCaller, InlineCaller
 from kvdump.integrations.vllm.metadata import BlockRun, KvdumpConnectorMetadata
-from kvdump.integrations.vllm.request_keys import prompt_chain, request_chain_namespace, unsupported_reason
+from kvdump.integrations.vllm.request_keys import prompt_chain, request_salt, unsupported_reason
 from kvdump.integrations.vllm.stats import StatsCounter
 
 logger = logging.getLogger("kvdump.vllm")
@@ -40,7 +40,8 @@ class SchedulerSide:
         *,
         store: Any,
         namespace: str,
-        dtype: str,
+        model: str,
+        kv_dtype: str,
         block_size: int,
         num_layers: int,
         tp_size: int,
@@ -51,7 +52,8 @@ class SchedulerSide:
     ) -> None:
         self._store = store
         self._namespace = namespace
-        self._dtype = dtype
+        self._model = model
+        self._kv_dtype = kv_dtype
         self._block_size = block_size
         self._num_layers = num_layers
         self._tp_size = tp_size
@@ -74,8 +76,8 @@ class SchedulerSide:
                 logger.debug("request %s is not stored or looked up: %s", request.request_id, reason)
                 return None
             prompt = request.prompt_token_ids
-            namespace = request_chain_namespace(request, self._namespace, self._dtype)
-            tracked = _Tracked(len(prompt), prompt_chain(prompt, self._block_size, namespace))
+            salt = request_salt(request, self._model, self._kv_dtype)
+            tracked = _Tracked(len(prompt), prompt_chain(prompt, self._block_size, salt))
             self._requests[request.request_id] = tracked
         return tracked
 

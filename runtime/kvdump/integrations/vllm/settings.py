@@ -10,6 +10,7 @@ from typing import Any
 
 from kvdump.config import (
     _NAMESPACE,
+    _REJECT,
     _SECONDS,
     _STORE_OPTIONS,
     _STORE_URL,
@@ -22,6 +23,7 @@ from kvdump.config import (
     _integer,
     _integer_in,
     _key,
+    _Rule,
 )
 
 # Where vLLM users write these keys; ConfigError names it instead of a file.
@@ -29,6 +31,8 @@ SOURCE = "--kv-transfer-config"
 SECTION = "kv_connector_extra_config"
 
 LAYOUTS = ("auto", "flash_attn", "flash_infer", "mla")
+
+_NAME = _Rule("a non-empty string", lambda v: v if isinstance(v, str) and v else _REJECT)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -38,11 +42,15 @@ class ConnectorSettings(WriterConfig):
 
     ``namespace`` defaults to one derived from the served model, so two models never share keys;
     prefill and decode instances of one model derive the same one. ``tp_rank``/``tp_size`` override
-    what vLLM's parallel state says (for a worker run outside vLLM's distributed runtime)."""
+    what vLLM's parallel state says (for a worker run outside vLLM's distributed runtime).
+    ``model_name`` names the checkpoint in the hash salt (:func:`kvdump.hashing.model_salt`); by
+    default it is vLLM's model (the repo id or path it loaded), which is what kvdump's transformers
+    integration uses too. Set it when deployments load one checkpoint from different paths."""
 
     store_url: str = _key(_STORE_URL)
     store_options: Mapping[str, str | int | float | bool] = _key(_STORE_OPTIONS, {})
     namespace: str | None = _key(_NAMESPACE, None)
+    model_name: str | None = _key(_NAME, None)
     worker_nice: int = _key(_integer_in(0, 19), 0)
     save_timeout: float = _key(_SECONDS, 60.0)
     load_timeout: float = _key(_SECONDS, 60.0)
