@@ -12,23 +12,14 @@ import sys
 def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     for f in dataclasses.fields(cls):
         flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
-        kind = type(f.default)
-        if f.name == "dtype":
-            parser.add_argument(
-                *flags,
-                dest=f.name,
-                default=f.default,
-                choices=["float32", "bfloat16", "float16"],
-                help=f"{f.metadata.get('help', '')} (default {f.default})".strip(),
-            )
-        else:
-            parser.add_argument(
-                *flags,
-                dest=f.name,
-                type=kind,
-                default=f.default,
-                help=f"{f.metadata.get('help', '')} (default {f.default})".strip(),
-            )
+        parser.add_argument(
+            *flags,
+            dest=f.name,
+            type=type(f.default),
+            default=f.default,
+            choices=f.metadata.get("choices"),
+            help=f"{f.metadata.get('help', '')} (default {f.default})".strip(),
+        )
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -52,9 +52,9 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from kvdump.errors import KvdumpValueError
+from kvdump.model_dtypes import MODEL_DTYPES, torch_dtype
 
 PRESETS = ("tiny", "small")
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 class ConfigError(KvdumpValueError):
@@ -187,16 +187,14 @@ class ModelConfig:
     namespace: str = _key(_NAMESPACE)
     preset: str = _key(_choice(*PRESETS))
     seed: int = _key(_integer(0), 0)
-    dtype: str = _key(_choice(*DTYPES), "float32")
+    dtype: str = _key(_choice(*MODEL_DTYPES), "float32")
 
     def llama_config(self) -> Any:
         """The :class:`kvdump.models.LlamaConfig` of this preset, seed and dtype."""
-        import torch
-
         from kvdump.models import LlamaConfig
 
         preset = LlamaConfig.tiny if self.preset == "tiny" else LlamaConfig.small
-        return preset(seed=self.seed, dtype=getattr(torch, self.dtype))
+        return preset(seed=self.seed, dtype=torch_dtype(self.dtype))
 
 
 @dataclasses.dataclass(frozen=True)
