@@ -27,7 +27,7 @@ def run_prefill(config: PDConfig, requests: Sequence[Request], progress: Progres
     require_shared_store(config, "prefill")
     check_fits(config, requests, 0)
     model = wiring.build_model(config)
-    store = config.open_store()
+    store = wiring.open_store(config)
     block_size = config.cache.block_size
     num_layers = model.config.num_layers
     cache = model.new_cache(max(blocks_needed(len(r.tokens), block_size) for r in requests), block_size)
@@ -39,7 +39,7 @@ def run_prefill(config: PDConfig, requests: Sequence[Request], progress: Progres
         f"tp{config.parallel.tp_rank}of{config.parallel.tp_size}"
     )
     started = time.perf_counter()
-    writer = config.make_writer(store)
+    writer = wiring.make_writer(config, store)
     try:
         for request in requests:
             tokens = list(request.tokens)
