@@ -14,6 +14,7 @@ from kvdump.config import load_config
 from kvdump.demo import DemoConfig, model_config
 from kvdump.hashing import block_hashes, model_salt
 from kvdump.models import LlamaConfig
+from kvdump.pd.wiring import hash_salt
 
 TOKENS = list(range(3, 67))
 
@@ -46,7 +47,7 @@ def test_the_demo_and_the_pd_roles_salt_one_model_alike(tmp_path: Path) -> None:
     )
     demo_model = model_config(demo)
     assert demo_model.name == tiny.name  # the same weights, though max_position differs
-    pd_salt = load_config(path).hash_salt
+    pd_salt = hash_salt(load_config(path))
     assert pd_salt == model_salt(demo_model.name, demo_model.dtype)
     assert block_hashes(TOKENS, 16, pd_salt) == block_hashes(TOKENS, 16, model_salt(demo_model.name, "bfloat16"))
 

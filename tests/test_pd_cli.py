@@ -19,13 +19,14 @@ from typing import Any
 import pytest
 
 import kvdump
-import kvdump.config
 import kvdump.pd
+import kvdump.pd.wiring
 from failing_store import FailingStore
 from kvdump import _C, cli
 from kvdump.config import load_config
 from kvdump.hashing import block_hashes
 from kvdump.pd import make_requests
+from kvdump.pd.wiring import hash_salt, llama_config
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCK_SIZE = 16
@@ -40,13 +41,13 @@ def store_keys(config_path: Path) -> tuple[list[str], list[str]]:
     """The block record keys and the commit keys a complete prefill of PROMPTS writes, computed here
     from the config the way any reader would, independently of how the store lays out its files."""
     config = load_config(config_path)
-    model = config.model.llama_config()
+    model = llama_config(config.model)
     ns = config.model.namespace
     blocks: list[str] = []
     commits: list[str] = []
     for request in make_requests(vocab_size=model.vocab_size, **PROMPT_FLAGS):
         full = len(request.tokens) // BLOCK_SIZE
-        for h in block_hashes(list(request.tokens[: full * BLOCK_SIZE]), BLOCK_SIZE, config.hash_salt):
+        for h in block_hashes(list(request.tokens[: full * BLOCK_SIZE]), BLOCK_SIZE, hash_salt(config)):
             commits.append(_C.commit_key(ns, 0, 1, h))
             blocks += [_C.block_key(ns, 0, 1, h, layer) for layer in range(model.num_layers)]
     return blocks, commits
@@ -260,7 +261,7 @@ def test_a_store_that_dies_with_the_process_is_refused_before_any_work(
         raise AssertionError("the role did work before refusing the store")
 
     monkeypatch.setattr(kvdump.pd.wiring, "build_model", no_work)
-    monkeypatch.setattr(kvdump.config.PDConfig, "open_store", no_work)
+    monkeypatch.setattr(kvdump.pd.wiring, "open_store", no_work)
     config = write_config(tmp_path, "memory://?capacity_bytes=1048576")
     extra = ["--max-new-tokens", "2"] if role == "decode" else []
     assert cli.main([role, "--config", str(config), *PROMPTS, *extra]) == 2
@@ -376,11 +377,11 @@ def test_verify_mismatch_exits_1(
 def request_block_keys(config_path: Path) -> dict[str, set[str]]:
     """Each request of PROMPTS with the record keys of its full blocks at every layer."""
     config = load_config(config_path)
-    model = config.model.llama_config()
+    model = llama_config(config.model)
     keys: dict[str, set[str]] = {}
     for request in make_requests(vocab_size=model.vocab_size, **PROMPT_FLAGS):
         full = len(request.tokens) // BLOCK_SIZE
-        chain = block_hashes(list(request.tokens[: full * BLOCK_SIZE]), BLOCK_SIZE, config.hash_salt)
+        chain = block_hashes(list(request.tokens[: full * BLOCK_SIZE]), BLOCK_SIZE, hash_salt(config))
         keys[request.name] = {
             _C.block_key(config.model.namespace, 0, 1, h, layer) for h in chain for layer in range(model.num_layers)
         }
@@ -390,7 +391,7 @@ def request_block_keys(config_path: Path) -> dict[str, set[str]]:
 def fail_puts_in(monkeypatch: pytest.MonkeyPatch, root: Path, refused: set[str]) -> FailingStore:
     """Make the prefill's store (a FileStore at ``root``) refuse the puts of ``refused``."""
     store = FailingStore(kvdump.FileStore(str(root)), lambda key: key in refused)
-    monkeypatch.setattr(kvdump.config.PDConfig, "open_store", lambda self: store)
+    monkeypatch.setattr(kvdump.pd.wiring, "open_store", lambda config: store)
     return store
 
 

@@ -8,11 +8,14 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pydantic
 import pytest
+import torch
 
 import kvdump
 from kvdump import cli
 from kvdump.config import ConfigError, PDConfig, load_config, parse_override
+from kvdump.pd.wiring import llama_config, make_writer, open_store
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIGS = sorted((REPO / "examples").rglob("*.toml"))
@@ -58,7 +61,7 @@ def test_every_example_config_loads() -> None:
 def test_single_machine_example_opens_a_file_store(tmp_path: Path) -> None:
     config = load_config(REPO / "examples/single_machine/pd.toml", {"store.url": f"file://{tmp_path}/kv"})
     assert config.model.preset in ("tiny", "small")
-    store = config.open_store()
+    store = open_store(config)
     assert isinstance(store, kvdump.FileStore)
     assert store.root == f"{tmp_path}/kv"
 
@@ -76,6 +79,16 @@ def test_mooncake_example_spells_the_master_and_metadata_server() -> None:
         assert parameter in url
 
 
+@pytest.mark.parametrize(
+    ("written", "count"),
+    [("4096", 4096), ('"1GiB"', 1 << 30), ('"1GB"', 10**9), ('"64 MB"', 64 * 10**6), ('"512kib"', 512 << 10)],
+)
+def test_staging_bytes_reads_a_count_or_a_size_string(tmp_path: Path, written: str, count: int) -> None:
+    config = load_config(write(tmp_path, with_key("writer", f"staging_bytes = {written}")))
+    assert config.writer.staging_bytes == count
+    assert type(config.writer.staging_bytes) is int
+
+
 def test_defaults_and_values_come_through(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, MINIMAL))
     assert config.writer.num_threads is None
@@ -91,20 +104,29 @@ BAD_VALUES = [
     ("writer", "num_threads", "true", "expected an integer >= 1, got true"),
     ("writer", "num_threads", "2.0", "expected an integer >= 1, got 2.0"),
     ("writer", "queue_capacity", '"8"', "expected an integer >= 1, got '8'"),
+    ("writer", "queue_capacity", "false", "expected an integer >= 1, got false"),
+    ("writer", "submit_timeout", "true", "expected a number of seconds > 0, got true"),
     ("writer", "submit_timeout", "0", "expected a number of seconds > 0, got 0"),
     ("writer", "staging_timeout", '"soon"', "expected a number of seconds > 0, got 'soon'"),
     ("writer", "staging_bytes", '"12XB"', "expected a byte count >= 1"),
     ("writer", "staging_bytes", "0", "expected a byte count >= 1"),
+    ("writer", "staging_bytes", "true", "(an integer or a string such as '256MiB'), got true"),
+    ("writer", "staging_bytes", "2.5", "got 2.5"),
+    ("writer", "staging_bytes", '"0KiB"', "got '0KiB'"),
     ("model", "seed", "-1", "expected an integer >= 0, got -1"),
+    ("model", "seed", "true", "expected an integer >= 0, got true"),
     ("model", "dtype", '"float64"', "expected one of 'float32', 'bfloat16', 'float16', got 'float64'"),
     ("store", "options", "{ x = [1] }", "expected a table of strings, integers, numbers or booleans"),
     ("cache", "block_size", "0", "expected an integer >= 1, got 0"),
+    ("cache", "block_size", "true", "expected an integer >= 1, got true"),
     ("parallel", "tp_size", "0", "expected an integer in [1, 65535], got 0"),
     ("parallel", "tp_size", "65536", "expected an integer in [1, 65535], got 65536"),
     ("parallel", "tp_size", "true", "expected an integer in [1, 65535], got true"),
     ("parallel", "tp_rank", "-1", "expected an integer >= 0, got -1"),
+    ("parallel", "tp_rank", "false", "expected an integer >= 0, got false"),
     ("timeouts", "load_wait", "inf", "expected a number of seconds > 0, got inf"),
     ("timeouts", "write_wait", "-2.5", "expected a number of seconds > 0, got -2.5"),
+    ("timeouts", "write_wait", "nan", "expected a number of seconds > 0, got nan"),
 ]
 
 
@@ -195,6 +217,35 @@ def test_unknown_key_lists_the_known_ones(tmp_path: Path) -> None:
     assert "num_threads, queue_capacity, submit_timeout, staging_bytes, staging_timeout" in message
 
 
+SECTION_KEYS = {
+    "model": "namespace, preset, seed, dtype",
+    "store": "url, options",
+    "writer": "num_threads, queue_capacity, submit_timeout, staging_bytes, staging_timeout",
+    "cache": "block_size",
+    "parallel": "tp_size, tp_rank",
+    "timeouts": "write_wait, load_wait",
+}
+
+
+@pytest.mark.parametrize("section", list(SECTION_KEYS))
+def test_an_unknown_key_is_refused_in_every_section(tmp_path: Path, section: str) -> None:
+    path = write(tmp_path, with_key(section, "colour = 1"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.config_key == f"{section}.colour"
+    known = SECTION_KEYS[section]
+    assert str(caught.value) == f"{path}: {section}.colour: unknown key; known keys of [{section}]: {known}"
+    with pytest.raises(ConfigError, match=rf"{section}\.colour \(from the command line\): unknown key"):
+        load_config(write(tmp_path, MINIMAL), {f"{section}.colour": 1})
+
+
+def test_a_misspelt_required_key_is_named_rather_than_the_missing_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, MINIMAL.replace("preset =", "prest =")))
+    assert caught.value.config_key == "model.prest"
+    assert "unknown key; known keys of [model]" in str(caught.value)
+
+
 def test_unknown_section_lists_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="writers: unknown section; known sections: model, store, writer, cache"):
         load_config(write(tmp_path, MINIMAL + "\n[writers]\nnum_threads = 2\n"))
@@ -250,16 +301,16 @@ def test_store_options_merge_into_the_url(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, text))
     # The option replaces the URL's own parameter rather than repeating it.
     assert config.store.resolved_url == f"file://{tmp_path}/kv?fsync=true"
-    assert isinstance(config.open_store(), kvdump.FileStore)
+    assert isinstance(open_store(config), kvdump.FileStore)
 
 
 def test_store_the_url_cannot_open_is_a_config_error(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, MINIMAL.replace('"memory://"', '"nosuch://x"')))
     with pytest.raises(ConfigError, match="store.url: no store for scheme 'nosuch'"):
-        config.open_store()
+        open_store(config)
     config = load_config(write(tmp_path, MINIMAL + "options = { capacity = 5 }\n"))
     with pytest.raises(ConfigError, match="store.url: unknown store option 'capacity'"):
-        config.open_store()
+        open_store(config)
 
 
 def test_make_writer_takes_every_writer_setting(tmp_path: Path) -> None:
@@ -274,7 +325,7 @@ def test_make_writer_takes_every_writer_setting(tmp_path: Path) -> None:
         tp_size = 4
     """)
     config = load_config(write(tmp_path, text))
-    with config.make_writer() as writer:
+    with make_writer(config) as writer:
         stats = writer.stats()
         assert stats["num_threads"] == 3
         assert stats["queue_capacity"] == 7
@@ -306,3 +357,19 @@ def test_cli_process_exit_code_2_without_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip() == f"kvdump prefill: {path}: model.preset: expected one of 'tiny', 'small', got 'huge'"
+
+
+def test_a_loaded_config_cannot_be_changed(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL.replace('"memory://"', '"memory://"\noptions = { fsync = true }')))
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        config.writer.num_threads = 4  # type: ignore[misc]
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        config.model = config.model  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.store.options["fsync"] = False  # type: ignore[index]
+
+
+def test_the_model_comes_in_the_configured_dtype(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, with_key("model", 'dtype = "bfloat16"\nseed = 7')))
+    llama = llama_config(config.model)
+    assert (llama.dtype, llama.seed) == (torch.bfloat16, 7)

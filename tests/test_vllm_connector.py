@@ -587,11 +587,23 @@ def test_extra_config_errors_name_the_key():
         parse_settings({"store_url": "memory://", "save_timeout": -1})
     with pytest.raises(ConfigError, match="kv_connector_extra_config.kv_layout"):
         parse_settings({"store_url": "memory://", "kv_layout": "paged"})
+    with pytest.raises(ConfigError, match=r"extra_config\.num_threads: expected an integer >= 1, got true"):
+        parse_settings({"store_url": "memory://", "num_threads": True})
+    with pytest.raises(ConfigError, match=r"kv_connector_extra_config\.tp_rank: expected an integer in \[0, 2\)"):
+        parse_settings({"store_url": "memory://", "tp_rank": 2, "tp_size": 2})
     settings = parse_settings(
         {"store_url": "file:///srv/kv", "store_options": {"fsync": True}, "staging_bytes": "1MiB"}
     )
     assert settings.resolved_store_url == "file:///srv/kv?fsync=true"
     assert settings.staging_bytes == 1 << 20
+    assert settings.writer_kwargs() == {
+        "num_threads": None,
+        "queue_capacity": 1024,
+        "submit_timeout": 30.0,
+        "staging_bytes": 1 << 20,
+        "staging_timeout": 30.0,
+        "worker_nice": 0,
+    }
 
 
 def test_stats_reach_vllm_and_reduce(tmp_path, store_url, engines):

@@ -12,23 +12,14 @@ import sys
 def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     for f in dataclasses.fields(cls):
         flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
-        kind = type(f.default)
-        if f.name == "dtype":
-            parser.add_argument(
-                *flags,
-                dest=f.name,
-                default=f.default,
-                choices=["float32", "bfloat16", "float16"],
-                help=f"{f.metadata.get('help', '')} (default {f.default})".strip(),
-            )
-        else:
-            parser.add_argument(
-                *flags,
-                dest=f.name,
-                type=kind,
-                default=f.default,
-                help=f"{f.metadata.get('help', '')} (default {f.default})".strip(),
-            )
+        parser.add_argument(
+            *flags,
+            dest=f.name,
+            type=type(f.default),
+            default=f.default,
+            choices=f.metadata.get("choices"),
+            help=f"{f.metadata.get('help', '')} (default {f.default})".strip(),
+        )
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -91,6 +82,7 @@ def _run_role(args: argparse.Namespace) -> int:
     from kvdump import pd
     from kvdump.config import ConfigError, load_config, parse_override
     from kvdump.errors import KvdumpError
+    from kvdump.pd.wiring import llama_config
 
     role = args.command
     progress = (lambda _line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
@@ -100,7 +92,7 @@ def _run_role(args: argparse.Namespace) -> int:
         if args.tp_rank is not None:
             overrides["parallel.tp_rank"] = args.tp_rank
         config = load_config(args.config, overrides)
-        vocab_size = config.model.llama_config().vocab_size
+        vocab_size = llama_config(config.model).vocab_size
         requests = pd.make_requests(args.prompt, args.random_prompts, args.prompt_len, args.seed, vocab_size)
         if role == "prefill":
             report: pd.PrefillReport | pd.DecodeReport = pd.run_prefill(config, requests, progress=progress)

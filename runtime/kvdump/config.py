@@ -2,9 +2,10 @@
 
 Both roles must agree on everything that decides a stored block's key and bytes (namespace, model,
 block size, TP layout) and on where the store is, so they read it from one file instead of two sets
-of flags that can drift apart. Every value is checked when the file is loaded; a bad one raises
-:class:`ConfigError` naming the file, the dotted key and what was expected, before any model is
-built or store opened.
+of flags that can drift apart. Every value is checked when the file is loaded, by the pydantic
+models below (unknown keys are refused); a bad one raises :class:`ConfigError` naming the file,
+the dotted key, what was expected and the value given, before any model is built or store opened.
+What the roles build from a config (store, writer, loader, model) is in :mod:`kvdump.pd.wiring`.
 
 ```toml
 [model]                     # required
@@ -23,7 +24,7 @@ options = { fsync = true }  # optional: merged into the URL's query string
 num_threads = 2             # omitted: the library default
 queue_capacity = 1024
 submit_timeout = 30.0       # seconds a submit may block on a full queue
-staging_bytes = "256MiB"    # an integer or a size string (KiB, MiB, GiB, KB, MB, GB)
+staging_bytes = "256MiB"    # an integer or a size string ("1GiB", "64MB", "512KiB", ...)
 staging_timeout = 30.0      # seconds a task may wait for staging memory
 
 [cache]
@@ -41,20 +42,40 @@ load_wait = 60.0            # seconds the decode waits for a request's loads
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import re
 import tomllib
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    PrivateAttr,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError, core_schema
+
 from kvdump.errors import KvdumpValueError
+from kvdump.model_dtypes import MODEL_DTYPES
 
 PRESETS = ("tiny", "small")
-DTYPES = ("float32", "bfloat16", "float16")
+
+# TP rank and size are 16-bit fields of every block record's header.
+MAX_TP_SIZE = 65535
 
 
 class ConfigError(KvdumpValueError):
@@ -68,215 +89,180 @@ class ConfigError(KvdumpValueError):
         self.config_key = key
 
 
-def _show(value: Any) -> str:
-    """A value as it would be spelled in TOML, so messages quote what the user wrote."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return repr(value)
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    return str(value)
+@dataclass(frozen=True)
+class Expected:
+    """Annotation of a config value type: whatever the type refuses, at any depth inside it, is
+    reported as ``expected <words>``, in the config file's vocabulary rather than pydantic's
+    ("Input should be a valid integer")."""
+
+    words: str
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        def refuse_in_words(value: Any, validate: core_schema.ValidatorFunctionWrapHandler) -> Any:
+            try:
+                return validate(value)
+            except ValidationError:
+                raise PydanticCustomError("config_value", "expected {expected}", {"expected": self.words}) from None
+
+        return core_schema.no_info_wrap_validator_function(refuse_in_words, handler(source))
 
 
-_REJECT = object()
+def integer(minimum: int, maximum: int | None = None) -> Any:
+    """The type of an integer key in [minimum, maximum]. Strict: ``true`` is not a thread count."""
+    words = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
+    return Annotated[StrictInt, Field(ge=minimum, le=maximum), Expected(words)]
 
 
-@dataclasses.dataclass(frozen=True)
-class _Rule:
-    """What one key accepts: ``expected`` words it for messages, ``convert`` returns the checked
-    value or ``_REJECT``."""
-
-    expected: str
-    convert: Callable[[Any], Any]
-
-    def apply(self, value: Any) -> Any:
-        checked = self.convert(value)
-        if checked is _REJECT:
-            raise ValueError(f"expected {self.expected}, got {_show(value)}")
-        return checked
+def one_of(*names: str) -> Any:
+    """The type of a key that takes one of ``names``."""
+    return Annotated[Literal[names], Expected("one of " + ", ".join(repr(name) for name in names))]
 
 
-def _is_int(value: Any) -> bool:
-    # bool is an int subclass in Python, but `true` is not a thread count.
-    return isinstance(value, int) and not isinstance(value, bool)
+AtLeastZero = integer(0)
+AtLeastOne = integer(1)
+TpRank = integer(0)
+TpSize = integer(1, MAX_TP_SIZE)
+Preset = one_of(*PRESETS)
+ModelDtype = one_of(*MODEL_DTYPES)
+
+Seconds = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False), Expected("a number of seconds > 0")]
+
+_BYTE_SIZE = TypeAdapter(ByteSize)
 
 
-def _integer(minimum: int) -> _Rule:
-    return _Rule(f"an integer >= {minimum}", lambda v: v if _is_int(v) and v >= minimum else _REJECT)
+def _byte_count(count_or_size: int | str) -> int:
+    return int(_BYTE_SIZE.validate_python(count_or_size))
 
 
-def _integer_in(minimum: int, maximum: int) -> _Rule:
-    return _Rule(
-        f"an integer in [{minimum}, {maximum}]", lambda v: v if _is_int(v) and minimum <= v <= maximum else _REJECT
-    )
+# pydantic's ByteSize reads "256MiB" and "1GB", but would also read `true` as one byte: only an
+# integer or a string reaches it.
+ByteCount = Annotated[
+    StrictInt | StrictStr,
+    AfterValidator(_byte_count),
+    Field(ge=1),
+    Expected("a byte count >= 1 (an integer or a string such as '256MiB')"),
+]
+
+# The namespace is the first segment of every store key ("<namespace>/tp0of1/..."): a '/' would
+# split it, and keys travel as file names and over the wire, so only printable ASCII is safe. The
+# pattern is '!'..'~' without '/'.
+Namespace = Annotated[
+    StrictStr,
+    Field(pattern=r"^[!-.0-~]+$"),
+    Expected("a non-empty string of printable ASCII characters without whitespace or '/'"),
+]
+
+StoreUrl = Annotated[
+    StrictStr,
+    Field(pattern=r"^[A-Za-z][A-Za-z0-9+.-]*://"),
+    Expected("a store URL such as 'file:///srv/kv' or 'mooncake://host:port?...'"),
+]
+
+# Read-only, like the frozen config that holds it.
+StoreOptions = Annotated[
+    Mapping[str, StrictStr | StrictInt | StrictFloat | StrictBool],
+    AfterValidator(types.MappingProxyType),
+    Expected("a table of strings, integers, numbers or booleans"),
+]
 
 
-def _positive_seconds(value: Any) -> Any:
-    if (_is_int(value) or isinstance(value, float)) and value > 0 and math.isfinite(value):
-        return float(value)
-    return _REJECT
+def no_options() -> Mapping[str, str | int | float | bool]:
+    return types.MappingProxyType({})
 
 
-_SECONDS = _Rule("a number of seconds > 0", _positive_seconds)
+def url_with_options(url: str, options: Mapping[str, str | int | float | bool]) -> str:
+    """``url`` with ``options`` in its query string (what :func:`kvdump.open_store` gets)."""
+    if not options:
+        return url
+    parts = urlsplit(url)
+    spelled = {name: (str(v).lower() if isinstance(v, bool) else str(v)) for name, v in options.items()}
+    # An option replaces a same-named parameter already in the URL instead of repeating it, so
+    # no store has to guess which of two values wins.
+    kept = [(name, v) for name, v in parse_qsl(parts.query, keep_blank_values=True) if name not in spelled]
+    query = kept + list(spelled.items())
+    return urlunsplit(parts._replace(query=urlencode(query, safe=":/")))
 
 
-def _choice(*allowed: str) -> _Rule:
-    names = ", ".join(repr(a) for a in allowed)
-    return _Rule(f"one of {names}", lambda v: v if isinstance(v, str) and v in allowed else _REJECT)
+def tp_rank_below_tp_size(tp_rank: int | None, info: ValidationInfo) -> int | None:
+    """The check of ``tp_rank`` against ``tp_size``, which its model declares first so that it is
+    checked first (and absent here when it failed its own check)."""
+    tp_size = info.data.get("tp_size")
+    if tp_rank is not None and tp_size is not None and tp_rank >= tp_size:
+        raise PydanticCustomError(
+            "config_value",
+            "expected an integer in [0, {tp_size}) because tp_size is {tp_size}",
+            {"tp_size": tp_size},
+        )
+    return tp_rank
 
 
-def _namespace(value: Any) -> Any:
-    # The namespace is the first segment of every store key ("<namespace>/tp0of1/..."): a '/' would
-    # split it, and keys travel as file names and over the wire, so only printable ASCII is safe.
-    if isinstance(value, str) and value and all("!" <= c <= "~" for c in value) and "/" not in value:
-        return value
-    return _REJECT
+class ConfigSection(BaseModel):
+    """A table of the config: read-only once checked, and refusing any key it does not declare."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-_NAMESPACE = _Rule("a non-empty string of printable ASCII characters without whitespace or '/'", _namespace)
-
-# TP rank and size are 16-bit fields of every block record's header.
-MAX_TP_SIZE = 65535
-
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|MB|GB|KIB|MIB|GIB)?\s*$", re.IGNORECASE)
-_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
-
-
-def _bytes(value: Any) -> Any:
-    if _is_int(value):
-        count = value
-    elif isinstance(value, str) and (match := _SIZE.match(value)):
-        count = int(match.group(1)) * _UNITS[(match.group(2) or "B").upper()]
-    else:
-        return _REJECT
-    return count if count >= 1 else _REJECT
-
-
-_BYTES = _Rule("a byte count >= 1 (an integer or a string such as '256MiB')", _bytes)
-
-_STORE_URL = _Rule(
-    "a store URL such as 'file:///srv/kv' or 'mooncake://host:port?...'",
-    lambda v: v if isinstance(v, str) and "://" in v and urlsplit(v).scheme else _REJECT,
-)
-
-
-def _options(value: Any) -> Any:
-    if not isinstance(value, dict) or not all(isinstance(v, (str, int, float, bool)) for v in value.values()):
-        return _REJECT
-    return types.MappingProxyType(dict(value))
-
-
-_STORE_OPTIONS = _Rule("a table of strings, integers, numbers or booleans", _options)
-
-
-def _key(rule: _Rule, default: Any = dataclasses.MISSING) -> Any:
-    """A config key: the rule its value must pass, and its default (none: the key is required)."""
-    if isinstance(default, Mapping):
-        frozen = types.MappingProxyType(dict(default))
-        return dataclasses.field(default_factory=lambda: frozen, hash=False, metadata={"rule": rule})
-    return dataclasses.field(default=default, metadata={"rule": rule})
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(ConfigSection):
     """``[model]``: which reference model both roles build, and the namespace of its keys."""
 
-    namespace: str = _key(_NAMESPACE)
-    preset: str = _key(_choice(*PRESETS))
-    seed: int = _key(_integer(0), 0)
-    dtype: str = _key(_choice(*DTYPES), "float32")
-
-    def llama_config(self) -> Any:
-        """The :class:`kvdump.models.LlamaConfig` of this preset, seed and dtype."""
-        import torch
-
-        from kvdump.models import LlamaConfig
-
-        preset = LlamaConfig.tiny if self.preset == "tiny" else LlamaConfig.small
-        return preset(seed=self.seed, dtype=getattr(torch, self.dtype))
+    namespace: Namespace
+    preset: Preset
+    seed: AtLeastZero = 0
+    dtype: ModelDtype = "float32"
 
 
-@dataclasses.dataclass(frozen=True)
-class StoreConfig:
+class StoreConfig(ConfigSection):
     """``[store]``: where blocks go. ``options`` are merged into the URL's query string (an option
     replaces a parameter of the same name in the URL)."""
 
-    url: str = _key(_STORE_URL)
-    options: Mapping[str, str | int | float | bool] = _key(_STORE_OPTIONS, {})
+    url: StoreUrl
+    options: StoreOptions = Field(default_factory=no_options)
 
     @property
     def resolved_url(self) -> str:
         """The URL with ``options`` appended to its query (what :func:`kvdump.open_store` gets)."""
-        if not self.options:
-            return self.url
-        parts = urlsplit(self.url)
-        spelled = {name: (str(v).lower() if isinstance(v, bool) else str(v)) for name, v in self.options.items()}
-        # An option replaces a same-named parameter already in the URL instead of repeating it, so
-        # no store has to guess which of two values wins.
-        kept = [(name, v) for name, v in parse_qsl(parts.query, keep_blank_values=True) if name not in spelled]
-        query = kept + list(spelled.items())
-        return urlunsplit(parts._replace(query=urlencode(query, safe=":/")))
+        return url_with_options(self.url, self.options)
 
 
-@dataclasses.dataclass(frozen=True)
-class WriterConfig:
-    """``[writer]``: the :class:`kvdump.AsyncWriter` settings (the decode side's loader pool too)."""
+class WriterConfig(ConfigSection):
+    """``[writer]``: the :class:`kvdump.AsyncWriter` settings (the decode side's loader pool too),
+    named as its keyword arguments."""
 
-    num_threads: int | None = _key(_integer(1), None)
-    queue_capacity: int = _key(_integer(1), 1024)
-    submit_timeout: float = _key(_SECONDS, 30.0)
-    staging_bytes: int = _key(_BYTES, 256 << 20)
-    staging_timeout: float = _key(_SECONDS, 30.0)
-
-    def pool_kwargs(self) -> dict[str, Any]:
-        """These settings as :class:`kvdump.AsyncWriter` keyword arguments."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(WriterConfig)}
+    num_threads: AtLeastOne | None = None  # None: the library's default
+    queue_capacity: AtLeastOne = 1024
+    submit_timeout: Seconds = 30.0
+    staging_bytes: ByteCount = 256 << 20
+    staging_timeout: Seconds = 30.0
 
 
-@dataclasses.dataclass(frozen=True)
-class CacheConfig:
+class CacheConfig(ConfigSection):
     """``[cache]``: the paged KV cache layout both roles use."""
 
-    block_size: int = _key(_integer(1), 16)
+    block_size: AtLeastOne = 16
 
 
-@dataclasses.dataclass(frozen=True)
-class ParallelConfig:
+class ParallelConfig(ConfigSection):
     """``[parallel]``: the tensor-parallel key space (``tp<rank>of<size>``) of this worker."""
 
-    tp_rank: int = _key(_integer(0), 0)
-    tp_size: int = _key(_integer_in(1, MAX_TP_SIZE), 1)
+    tp_size: TpSize = 1
+    tp_rank: TpRank = 0
+
+    check_tp_rank = field_validator("tp_rank")(tp_rank_below_tp_size)
 
 
-@dataclasses.dataclass(frozen=True)
-class TimeoutConfig:
+class TimeoutConfig(ConfigSection):
     """``[timeouts]``: deadlines in seconds, so a stuck store fails a request instead of hanging it."""
 
-    write_wait: float = _key(_SECONDS, 60.0)
-    load_wait: float = _key(_SECONDS, 60.0)
+    write_wait: Seconds = 60.0
+    load_wait: Seconds = 60.0
 
 
-SectionT = TypeVar("SectionT")
+class PDConfig(BaseModel):
+    """A loaded, checked PD config (see the module docstring for the file format); one field per
+    section."""
 
-# Section name -> (dataclass, whether the section must be present).
-_SECTIONS: dict[str, tuple[type, bool]] = {
-    "model": (ModelConfig, True),
-    "store": (StoreConfig, True),
-    "writer": (WriterConfig, False),
-    "cache": (CacheConfig, False),
-    "parallel": (ParallelConfig, False),
-    "timeouts": (TimeoutConfig, False),
-}
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-
-@dataclasses.dataclass(frozen=True)
-class PDConfig:
-    """A loaded, checked PD config (see the module docstring for the file format)."""
-
-    path: Path
     model: ModelConfig
     store: StoreConfig
     writer: WriterConfig = WriterConfig()
@@ -284,81 +270,80 @@ class PDConfig:
     parallel: ParallelConfig = ParallelConfig()
     timeouts: TimeoutConfig = TimeoutConfig()
 
+    # Not a field: the file is where the config came from, not a section it may hold.
+    _path: Path = PrivateAttr(default=Path("<config>"))
+
     @property
-    def hash_salt(self) -> str:
-        """What block hashes are salted with (:func:`kvdump.hashing.model_salt`): the model's weights
-        and dtype, so two configs that share a namespace but not the weights never read each other's
-        blocks as hits, and any run of the same model (``kvdump demo`` included) shares them."""
-        from kvdump.hashing import model_salt
-
-        return model_salt(self.model.llama_config().name, self.model.dtype)
-
-    def open_store(self) -> Any:
-        """Open ``store.url`` (with ``store.options``). A URL ``open_store`` refuses (unknown scheme,
-        bad option) raises :class:`ConfigError` naming ``store.url``."""
-        from kvdump.errors import UnsupportedError
-        from kvdump.stores import open_store
-
-        try:
-            return open_store(self.store.resolved_url)
-        except (KvdumpValueError, UnsupportedError) as error:
-            raise ConfigError(self.path, "store.url", str(error)) from error
-
-    def writer_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :class:`kvdump.AsyncWriter` for this worker."""
-        return {
-            **self.writer.pool_kwargs(),
-            "namespace": self.model.namespace,
-            "tp_rank": self.parallel.tp_rank,
-            "tp_size": self.parallel.tp_size,
-        }
-
-    def make_writer(self, store: Any | None = None) -> Any:
-        """An :class:`kvdump.AsyncWriter` on ``store`` (default: a freshly opened one)."""
-        from kvdump.writer import AsyncWriter
-
-        return AsyncWriter(self.open_store() if store is None else store, **self.writer_kwargs())
-
-    def make_loader(self, store: Any | None = None) -> Any:
-        """A :class:`kvdump.KVLoader` reading this worker's key space from ``store``."""
-        from kvdump.cache_ops import KVLoader
-
-        return KVLoader(
-            self.open_store() if store is None else store,
-            namespace=self.model.namespace,
-            tp_rank=self.parallel.tp_rank,
-            tp_size=self.parallel.tp_size,
-            num_threads=self.writer.num_threads,
-            staging_bytes=self.writer.staging_bytes,
-        )
+    def path(self) -> Path:
+        """The file this config was read from."""
+        return self._path
 
 
-def _build_section(
-    cls: type[SectionT], table: Mapping[str, Any], section: str, path: Path, overridden: set[str]
-) -> SectionT:
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(table) - set(fields))
-    if unknown:
-        dotted = f"{section}.{unknown[0]}"
-        raise ConfigError(
-            path,
-            dotted,
-            f"unknown key; known keys of [{section}]: {', '.join(fields)}",
-            from_command_line=dotted in overridden,
-        )
-    values: dict[str, Any] = {}
-    for name, field in fields.items():
-        dotted = f"{section}.{name}"
-        rule: _Rule = field.metadata["rule"]
-        if name not in table:
-            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-                raise ConfigError(path, dotted, f"missing required key; expected {rule.expected}")
-            continue
-        try:
-            values[name] = rule.apply(table[name])
-        except ValueError as problem:
-            raise ConfigError(path, dotted, str(problem), from_command_line=dotted in overridden) from None
-    return cls(**values)
+def _as_written(value: Any) -> str:
+    """A value as it would be spelled in TOML, so messages quote what the user wrote."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return str(value)
+
+
+def _is_table(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _unknown_section() -> str:
+    return f"unknown section; known sections: {', '.join(PDConfig.model_fields)}"
+
+
+def config_error(
+    error: ValidationError,
+    root: type[BaseModel],
+    source: str | Path,
+    *,
+    table: str = "",
+    overridden: Collection[str] = (),
+) -> ConfigError:
+    """The first problem pydantic found validating ``root`` from ``source``, as a :class:`ConfigError`
+    in the file's words. ``table`` heads the dotted keys when ``root`` is a table of a larger
+    document (vLLM's ``kv_connector_extra_config``); ``overridden`` holds the dotted keys whose
+    values came from the command line."""
+    problems = error.errors(include_url=False)
+    # An unknown key first: it is often a misspelling, and then also the cause of a "missing" one.
+    problem = min(problems, key=lambda p: p["type"] != "extra_forbidden")
+    container: type[BaseModel] = root
+    declared: Any = root
+    names: list[str] = []
+    for part in problem["loc"]:
+        if not _is_table(declared):
+            break  # deeper than the key: the key's own type speaks for what lies within it
+        container = declared
+        names.append(str(part))
+        field = container.model_fields.get(str(part))
+        declared = field.annotation if field else None
+
+    key = ".".join([table, *names] if table else names)
+    holder = ".".join([table, *names[:-1]] if table else names[:-1])
+    is_section = container is PDConfig
+    kind, given = problem["type"], problem["input"]
+    if kind == "extra_forbidden":
+        known = ", ".join(container.model_fields)
+        words = _unknown_section() if is_section else f"unknown key; known keys of [{holder}]: {known}"
+    elif kind == "missing" and is_section:
+        words = f"missing required section [{key}]"
+    elif kind == "missing":
+        metadata = container.model_fields[names[-1]].metadata
+        expected = [m.words for m in metadata if isinstance(m, Expected)]
+        words = "missing required key" + "".join(f"; expected {e}" for e in expected)
+    elif kind == "model_type":
+        words = f"expected a table ([{key}]), got {_as_written(given)}"
+    else:
+        words = f"{problem['msg']}, got {_as_written(given)}"
+    return ConfigError(source, key, words, from_command_line=key in overridden)
 
 
 def parse_override(assignment: str) -> tuple[str, Any]:
@@ -375,43 +360,31 @@ def parse_override(assignment: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def _with_overrides(document: Mapping[str, Any], overrides: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """``document`` with each dotted override set in its section."""
+    merged = dict(document)
+    for dotted, value in overrides.items():
+        section, _, name = dotted.partition(".")
+        if section not in PDConfig.model_fields:
+            raise ConfigError(path, dotted, _unknown_section(), from_command_line=True)
+        table = merged.get(section, {})
+        # A section that is not a table is left as it is, for the check to report.
+        if isinstance(table, Mapping):
+            merged[section] = {**table, name: value}
+    return merged
+
+
 def config_from_mapping(
     document: Mapping[str, Any], path: str | Path = "<config>", overrides: Mapping[str, Any] | None = None
 ) -> PDConfig:
     """Check a parsed TOML document (plus ``overrides``, dotted keys) and build the config."""
     path = Path(path)
-    tables: dict[str, dict[str, Any]] = {}
-    for section, table in document.items():
-        if section not in _SECTIONS:
-            raise ConfigError(path, section, f"unknown section; known sections: {', '.join(_SECTIONS)}")
-        if not isinstance(table, dict):
-            raise ConfigError(path, section, f"expected a table ([{section}]), got {_show(table)}")
-        tables[section] = dict(table)
-    overridden = set(overrides or {})
-    for dotted, value in (overrides or {}).items():
-        section, _, name = dotted.partition(".")
-        if section not in _SECTIONS:
-            known = ", ".join(_SECTIONS)
-            raise ConfigError(path, dotted, f"unknown section; known sections: {known}", from_command_line=True)
-        tables.setdefault(section, {})[name] = value
-
-    built: dict[str, Any] = {}
-    for section, (cls, required) in _SECTIONS.items():
-        if section not in tables:
-            if required:
-                raise ConfigError(path, section, f"missing required section [{section}]")
-            continue
-        built[section] = _build_section(cls, tables[section], section, path, overridden)
-
-    config = PDConfig(path=path, **built)
-    tp_rank, tp_size = config.parallel.tp_rank, config.parallel.tp_size
-    if tp_rank >= tp_size:
-        raise ConfigError(
-            path,
-            "parallel.tp_rank",
-            f"expected an integer in [0, {tp_size}) because parallel.tp_size is {tp_size}, got {tp_rank}",
-            from_command_line="parallel.tp_rank" in overridden,
-        )
+    overrides = dict(overrides or {})
+    try:
+        config = PDConfig.model_validate(_with_overrides(document, overrides, path))
+    except ValidationError as error:
+        raise config_error(error, PDConfig, path, overridden=overrides.keys()) from None
+    config._path = path
     return config
 
 

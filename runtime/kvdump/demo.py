@@ -15,11 +15,10 @@ from kvdump.cache_ops import KVLoader, write_cache_store
 from kvdump.commit import lookup
 from kvdump.hashing import block_hashes, flatten_blocks, model_salt
 from kvdump.hook import wrap_model
+from kvdump.model_dtypes import MODEL_DTYPES, torch_dtype
 from kvdump.models import BlockAllocator, LlamaConfig, ReferenceLlama, blocks_needed, greedy_continue
 from kvdump.prompt_dump import prompt_dump_hook
 from kvdump.writer import AsyncWriter
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -32,7 +31,7 @@ class DemoConfig:
     kv_heads: int = field(default=2, metadata={"help": "KV heads (grouped-query attention when fewer than heads)"})
     head_dim: int = field(default=64, metadata={"help": "dimension of one head"})
     vocab: int = field(default=2048, metadata={"help": "vocabulary size"})
-    dtype: str = field(default="float32", metadata={"help": "weights and KV cache dtype"})
+    dtype: str = field(default="float32", metadata={"help": "weights and KV cache dtype", "choices": MODEL_DTYPES})
     batch: int = field(default=4, metadata={"help": "prompts prefilled together (they share a system prompt)"})
     prompt_min: int = field(default=96, metadata={"help": "shortest prompt, in tokens"})
     prompt_max: int = field(default=192, metadata={"help": "longest prompt, in tokens"})
@@ -147,7 +146,7 @@ def model_config(cfg: DemoConfig) -> LlamaConfig:
         num_kv_heads=cfg.kv_heads,
         head_dim=cfg.head_dim,
         intermediate_size=cfg.hidden * 2,
-        dtype=_DTYPES[cfg.dtype],
+        dtype=torch_dtype(cfg.dtype),
         seed=cfg.seed,
     )
 

@@ -60,7 +60,7 @@ def run_decode(
         raise RequestError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
     check_fits(config, requests, max_new_tokens)
     model = wiring.build_model(config)
-    store = config.open_store()
+    store = wiring.open_store(config)
     block_size = config.cache.block_size
     num_layers = model.config.num_layers
     longest = max(len(r.tokens) for r in requests) + max_new_tokens
@@ -80,13 +80,13 @@ def run_decode(
         f"decode: {len(requests)} request(s), model {config.model.preset} ({num_layers} layers, "
         f"{config.model.dtype}), store {store.name}, {key_space}"
     )
-    loader = config.make_loader(store)
+    loader = wiring.make_loader(config, store)
     started = time.perf_counter()
     try:
         for request in requests:
             tokens = list(request.tokens)
             full = len(tokens) // block_size
-            hashes = block_hashes(tokens[: full * block_size], block_size, config.hash_salt)
+            hashes = block_hashes(tokens[: full * block_size], block_size, wiring.hash_salt(config))
             committed = lookup(
                 store,
                 hashes,

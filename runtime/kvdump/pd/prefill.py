@@ -27,7 +27,7 @@ def run_prefill(config: PDConfig, requests: Sequence[Request], progress: Progres
     require_shared_store(config, "prefill")
     check_fits(config, requests, 0)
     model = wiring.build_model(config)
-    store = config.open_store()
+    store = wiring.open_store(config)
     block_size = config.cache.block_size
     num_layers = model.config.num_layers
     cache = model.new_cache(max(blocks_needed(len(r.tokens), block_size) for r in requests), block_size)
@@ -39,7 +39,7 @@ def run_prefill(config: PDConfig, requests: Sequence[Request], progress: Progres
         f"tp{config.parallel.tp_rank}of{config.parallel.tp_size}"
     )
     started = time.perf_counter()
-    writer = config.make_writer(store)
+    writer = wiring.make_writer(config, store)
     try:
         for request in requests:
             tokens = list(request.tokens)
@@ -47,7 +47,7 @@ def run_prefill(config: PDConfig, requests: Sequence[Request], progress: Progres
             table = allocator.allocate(blocks_needed(len(tokens), block_size))
             # Only full blocks are stored: a partial block's hash covers fewer tokens, so it could
             # never match the same prefix extended by a later request.
-            chain = block_hashes(tokens[: full * block_size], block_size, config.hash_salt)
+            chain = block_hashes(tokens[: full * block_size], block_size, wiring.hash_salt(config))
             hashes = torch.tensor(chain, dtype=torch.int64)
             ids = torch.tensor(table[:full], dtype=torch.int64)
             dump = layer_writer(writer, ids, hashes, request.name) if full else None

@@ -1,4 +1,5 @@
-"""What both roles set up from the config before any work: the store check, the model, the writer."""
+"""What both roles build from the config before any work: the store (and the check that it outlives
+the process), the model, the writer and the loader."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ from typing import Any
 
 import torch
 
-from kvdump.cache_ops import write_cache_store
-from kvdump.config import ConfigError, PDConfig
+from kvdump.cache_ops import KVLoader, write_cache_store
+from kvdump.config import ConfigError, ModelConfig, PDConfig
 from kvdump.errors import KvdumpValueError, UnsupportedError
-from kvdump.models import ReferenceLlama
+from kvdump.hashing import model_salt
+from kvdump.model_dtypes import torch_dtype
+from kvdump.models import LlamaConfig, ReferenceLlama
 from kvdump.pd.requests import Request, RequestError
+from kvdump.stores import open_store as open_store_url
 from kvdump.stores import outlives_process
 from kvdump.writer import AsyncWriter
 
@@ -42,15 +46,65 @@ def require_shared_store(config: PDConfig, role: str) -> None:
     )
 
 
+def open_store(config: PDConfig) -> Any:
+    """Open ``store.url`` (with ``store.options``). A URL :func:`kvdump.open_store` refuses (unknown
+    scheme, bad option) raises :class:`ConfigError` naming ``store.url``."""
+    try:
+        return open_store_url(config.store.resolved_url)
+    except (KvdumpValueError, UnsupportedError) as error:
+        raise ConfigError(config.path, "store.url", str(error)) from error
+
+
+def writer_kwargs(config: PDConfig) -> dict[str, Any]:
+    """Keyword arguments of :class:`kvdump.AsyncWriter` for this worker: ``[writer]`` and its key space."""
+    return {
+        **config.writer.model_dump(),
+        "namespace": config.model.namespace,
+        "tp_rank": config.parallel.tp_rank,
+        "tp_size": config.parallel.tp_size,
+    }
+
+
+def make_writer(config: PDConfig, store: Any | None = None) -> AsyncWriter:
+    """An :class:`kvdump.AsyncWriter` on ``store`` (default: a freshly opened one)."""
+    return AsyncWriter(open_store(config) if store is None else store, **writer_kwargs(config))
+
+
+def make_loader(config: PDConfig, store: Any | None = None) -> KVLoader:
+    """A :class:`kvdump.KVLoader` reading this worker's key space from ``store`` (default: a freshly
+    opened one), with the ``[writer]`` pool's threads and staging memory."""
+    return KVLoader(
+        open_store(config) if store is None else store,
+        namespace=config.model.namespace,
+        tp_rank=config.parallel.tp_rank,
+        tp_size=config.parallel.tp_size,
+        num_threads=config.writer.num_threads,
+        staging_bytes=config.writer.staging_bytes,
+    )
+
+
+def llama_config(model: ModelConfig) -> LlamaConfig:
+    """The :class:`kvdump.models.LlamaConfig` of ``[model]``'s preset, seed and dtype."""
+    preset = LlamaConfig.tiny if model.preset == "tiny" else LlamaConfig.small
+    return preset(seed=model.seed, dtype=torch_dtype(model.dtype))
+
+
+def hash_salt(config: PDConfig) -> str:
+    """What block hashes are salted with (:func:`kvdump.hashing.model_salt`): the model's weights
+    and dtype, so two configs that share a namespace but not the weights never read each other's
+    blocks as hits, and any run of the same model (``kvdump demo`` included) shares them."""
+    return model_salt(llama_config(config.model).name, config.model.dtype)
+
+
 def build_model(config: PDConfig) -> ReferenceLlama:
     """The reference model of ``[model]``: the same weights in every process with the same config."""
-    return ReferenceLlama(config.model.llama_config())
+    return ReferenceLlama(llama_config(config.model))
 
 
 def check_fits(config: PDConfig, requests: Sequence[Request], new_tokens: int) -> None:
     if not requests:
         raise RequestError("no prompts: give --prompt TEXT and/or --random-prompts N")
-    limit = config.model.llama_config().max_position
+    limit = llama_config(config.model).max_position
     for request in requests:
         if len(request.tokens) + new_tokens > limit:
             raise RequestError(
