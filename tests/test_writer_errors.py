@@ -8,7 +8,7 @@ import pytest
 
 import kvdump
 from kvdump import StatusCode
-from writer_support import LIMIT, Gate, assert_usable, raiser  # noqa: E402
+from support import LIMIT, Gate, assert_usable, raiser  # noqa: E402
 
 # --- WriteError -------------------------------------------------------------------------------------
 

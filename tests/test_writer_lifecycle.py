@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 import kvdump
-from writer_support import LIMIT, Gate, wait_until  # noqa: E402
+from support import LIMIT, Gate, wait_until  # noqa: E402
 
 
 class Recorder:
