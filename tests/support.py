@@ -36,6 +36,16 @@ class Gate:
         self.finished.set()
 
 
+def hold_a_worker(writer: kvdump.AsyncWriter, label: str = "gate") -> Gate:
+    """Opens a cycle on ``writer`` whose first task is a Gate, and returns the gate once it runs: on a
+    one-worker writer every task submitted after it queues until ``gate.release`` is set."""
+    gate = Gate()
+    writer.init()
+    writer.submit(gate, label=label)
+    assert gate.started.wait(LIMIT)
+    return gate
+
+
 def raiser(exc: BaseException) -> Callable[[], None]:
     """A task that raises ``exc``."""
 

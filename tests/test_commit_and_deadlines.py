@@ -19,7 +19,7 @@ import torch
 
 import kvdump
 from kvdump.testing import FailingStore, ForwardingStore, StallingStore, every_key, no_key
-from support import LIMIT, Gate, wait_until
+from support import LIMIT, Gate, hold_a_worker, wait_until
 
 SHAPE = (2, 8, 4, 2, 8)  # [K/V, blocks, block_size, heads, head_dim]
 STALL = 30.0  # how long a stalled store call blocks unless released
@@ -57,10 +57,7 @@ def test_a_cancelled_request_is_never_published(make_writer) -> None:
     store = kvdump.MemoryStore(capacity_bytes=16 << 20)
     writer = make_writer(store, num_threads=1)
     kv = torch.randn(SHAPE)
-    gate = Gate()
-    writer.init()
-    writer.submit(gate, label="hold the worker")
-    assert gate.started.wait(LIMIT)
+    gate = hold_a_worker(writer, label="hold the worker")
     write_layers(writer, kv, range(2), [0, 1], [101, 102], "A")
     write_layers(writer, kv, range(2), [2, 3], [201, 202], "B")
     assert writer.cancel_request("B") == 2
