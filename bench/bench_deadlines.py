@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,11 +40,9 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import kvdump  # noqa: E402
-from forwarding_store import ForwardingStore  # noqa: E402
-from timing import machine_info, median, percentile  # noqa: E402
+import kvdump
+from kvdump.testing import StallingStore
+from timing import machine_info, median, percentile
 
 KINDS = ("barrier", "abort", "cycle", "loader_finish", "loader_abort", "loader_wait")
 CALLS = {
@@ -98,36 +95,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-class StalledStore(ForwardingStore):
-    """A MemoryStore behind a Python store whose block puts and gets wait on ``release`` (at most
-    ``stall`` seconds) once ``stalled`` is set; commit records are never held."""
-
-    def __init__(self, stall: float) -> None:
-        super().__init__("stalled", kvdump.MemoryStore(capacity_bytes=256 << 20))
-        self.stall = stall
-        self.stalled = False
-        self.release = threading.Event()
-        self.in_flight = 0
-        self._lock = threading.Lock()
-
-    def _wait(self, key: str) -> None:
-        if not self.stalled or key.endswith("/commit"):
-            return
-        with self._lock:
-            self.in_flight += 1
-        try:
-            self.release.wait(self.stall)
-        finally:
-            with self._lock:
-                self.in_flight -= 1
-
-    def put(self, key: str, value: memoryview) -> None:
-        self._wait(key)
-        super().put(key, value)
-
-    def get(self, key: str) -> bytes | None:
-        self._wait(key)
-        return super().get(key)
+def block_record(key: str) -> bool:
+    return not key.endswith("/commit")
 
 
 class Stores:
@@ -135,9 +104,18 @@ class Stores:
 
     def __init__(self, kind: str, stall: float, cache: torch.Tensor) -> None:
         self.kind = kind
-        self.python: StalledStore | None = None
+        self.python: StallingStore | None = None
         if kind == "python":
-            self.python = StalledStore(stall)
+            # Block puts and gets wait on ``release`` for up to ``stall`` s, then go through (a slow
+            # store, not a broken one); commit records are never held. The blocks stored below go
+            # to ``inner`` directly, so they are not held either.
+            self.python = StallingStore(
+                kvdump.MemoryStore(capacity_bytes=256 << 20),
+                holds_put=block_record,
+                holds_get=block_record,
+                limit=stall,
+                fails_at_limit=False,
+            )
             inner, self.put_side, self.get_side = self.python.inner, self.python, self.python
         else:
             inner = kvdump.MemoryStore(capacity_bytes=256 << 20)
@@ -146,8 +124,6 @@ class Stores:
         with kvdump.AsyncWriter(inner, num_threads=1) as setup:
             with setup.cycle(timeout=30):
                 kvdump.write_cache_store(setup, 0, cache, IDS, HASHES)
-        if self.python is not None:
-            self.python.stalled = True
 
     def release(self) -> None:
         if self.python is not None:
@@ -156,7 +132,7 @@ class Stores:
     def drain(self, limit: float) -> None:
         """Wait (at most ``limit`` s) until no released Python call is still on its way out."""
         deadline = time.monotonic() + limit
-        while self.python is not None and self.python.in_flight and time.monotonic() < deadline:
+        while self.python is not None and self.python.held and time.monotonic() < deadline:
             time.sleep(0.001)
 
 

@@ -36,11 +36,10 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import kvdump  # noqa: E402
-from kvdump.hashing import block_hashes, flatten_blocks  # noqa: E402
-from kvdump.models import BlockAllocator, LlamaConfig, ReferenceLlama, blocks_needed  # noqa: E402
-from timing import interleaved, machine_info, median, summarize_ms  # noqa: E402
+import kvdump
+from kvdump.hashing import block_hashes, flatten_blocks
+from kvdump.models import BlockAllocator, LlamaConfig, ReferenceLlama, blocks_needed
+from timing import interleaved, machine_info, median, summarize_ms
 
 VARIANTS = ("no_store", "synchronous", "kvdump", "kvdump_hook", "probe_tiny_op")
 

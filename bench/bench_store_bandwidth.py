@@ -33,12 +33,9 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-import kvdump  # noqa: E402
-from kvdump.stores.dict_store import DictStore  # noqa: E402
-from timing import interleaved, machine_info, median  # noqa: E402
+import kvdump
+from kvdump.testing import DictStore
+from timing import interleaved, machine_info, median
 
 
 def parse_args() -> argparse.Namespace:

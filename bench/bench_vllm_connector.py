@@ -21,23 +21,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")  # before vLLM is imported: this machine has no GPU
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from vllm.v1.request import RequestStatus  # noqa: E402
 
 import kvdump  # noqa: E402
 from kvdump.integrations.vllm import BlockRun, KvdumpConnectorMetadata  # noqa: E402
 from kvdump.integrations.vllm.shared_stores import provide_store  # noqa: E402
+from kvdump.testing.vllm_harness import VllmEngine  # noqa: E402
 from timing import interleaved, machine_info, median  # noqa: E402
-from vllm_harness import VllmEngine  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

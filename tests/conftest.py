@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import kvdump
-from writer_support import Gate
+from support import Gate, make_store, require_mooncake
 
 # vLLM picks its platform when first imported; this machine has no GPU. The test command installs
 # vLLM and sets KVDUMP_REQUIRE_VLLM=1, so there a missing vLLM fails the run; elsewhere the connector
@@ -70,8 +70,6 @@ def make_loader() -> Iterator[Callable[..., kvdump.KVLoader]]:
 def mooncake_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """One fresh Mooncake cluster on 127.0.0.1 for the session (master + a 256 MiB storage
     service), stopped by PID at the end."""
-    from store_kinds import require_mooncake
-
     require_mooncake()
     from kvdump.mooncake_cluster import LocalMooncakeCluster
 
@@ -91,8 +89,7 @@ def mooncake_store(mooncake_cluster: object) -> Iterator[kvdump.CacheStore]:
 
 @pytest.fixture
 def store_factory(request: pytest.FixtureRequest, tmp_path: object) -> Callable[[str], kvdump.CacheStore]:
-    """Makes a store of a kind from store_kinds.STORE_KINDS: fresh, except Mooncake's session client."""
-    from store_kinds import make_store
+    """Makes a store of a kind from support.STORE_KINDS: fresh, except Mooncake's session client."""
 
     def make(kind: str) -> kvdump.CacheStore:
         return make_store(kind, tmp_path, lambda: request.getfixturevalue("mooncake_store"))  # type: ignore[arg-type]

@@ -16,8 +16,8 @@ import torch
 
 import kvdump
 from kvdump import _C, StatusCode
-from kvdump.stores.dict_store import DictStore
-from writer_support import LIMIT
+from kvdump.testing import DictStore
+from support import LIMIT
 
 SHAPE = (2, 4, 4, 1, 4)  # [K and V, blocks, block_size, kv heads, head_dim]
 SRC_IDS = [1, 3]

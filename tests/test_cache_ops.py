@@ -14,7 +14,8 @@ import torch
 
 import kvdump
 from kvdump import _C, StatusCode
-from writer_support import LIMIT, GatedStore, wait_until
+from kvdump.testing import StallingStore
+from support import LIMIT, wait_until
 
 NS = "kvdump"
 HEADER = 64
@@ -588,7 +589,7 @@ def test_abort_wakes_waiters_of_queued_loads(make_writer, make_loader) -> None:
         write_layer(writer, layer, kv, [0], [1])
     # Reads block on an event rather than a delay: a delay could run out before abort() on a busy
     # machine, leaving nothing queued to cancel.
-    gated = GatedStore(writer.store)
+    gated = StallingStore(writer.store)
     make_writer.events.append(gated.release)
     loader = make_loader(gated, num_threads=1)
     loader.start()

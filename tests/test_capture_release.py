@@ -5,7 +5,7 @@ after the cycle's barrier, abort() (queued tasks cancelled), a failed cycle, or 
 Two probes: a weak reference to the Python tensor (dead once nothing holds it), and the use count of
 the tensor's storage. The op holds the tensor it is given, not a view of it, so the storage probe
 passes a fresh view (``captured(kv)``): the storage's count then rises exactly while the op holds
-it. A task is kept alive by blocking its store put on an event (GatedStore), never by a delay: how
+it. A task is kept alive by blocking its store put on an event (StallingStore), never by a delay: how
 long a delay covers depends on the machine, and only the release itself is guaranteed, by the time
 the barrier, abort() or close() returns."""
 
@@ -19,7 +19,8 @@ import pytest
 import torch
 
 import kvdump
-from writer_support import LIMIT, GatedStore, wait_until
+from kvdump.testing import StallingStore
+from support import LIMIT, wait_until
 
 SHAPE = (2, 8, 4, 2, 16)  # [2, blocks, block_size, heads, head_dim]
 
@@ -40,13 +41,13 @@ def is_dead(ref: weakref.ref) -> bool:
     return ref() is None
 
 
-def gated_store(make_writer) -> GatedStore:
-    store = GatedStore()
+def gated_store(make_writer) -> StallingStore:
+    store = StallingStore()
     make_writer.events.append(store.release)  # a failed test never leaves a worker blocked
     return store
 
 
-def release_when(store: GatedStore, condition) -> threading.Thread:
+def release_when(store: StallingStore, condition) -> threading.Thread:
     """Releases ``store`` from another thread once ``condition()`` holds (the caller is about to block
     in a call that waits for the blocked task)."""
     thread = threading.Thread(target=lambda: wait_until(condition) and store.release.set())

@@ -12,76 +12,30 @@ from __future__ import annotations
 import gc
 import os
 import threading
+from collections.abc import Callable
 
 import pytest
 import torch
 
 import kvdump
-from writer_support import LIMIT, Gate, wait_until
+from kvdump.testing import FailingStore, ForwardingStore, StallingStore, every_key, no_key
+from support import LIMIT, Gate, hold_a_worker, wait_until
 
 SHAPE = (2, 8, 4, 2, 8)  # [K/V, blocks, block_size, heads, head_dim]
 STALL = 30.0  # how long a stalled store call blocks unless released
 
 
-class StallingStore(kvdump.PythonStore):
-    """An in-memory Python store whose puts (or reads) of matching keys block until ``release`` is
-    set (at most STALL seconds); ``inside`` counts calls blocked right now."""
-
-    def __init__(self, stall_puts: bool = True, stall_reads: bool = False, match: str = "") -> None:
-        super().__init__("stalling")
-        self.values: dict[str, bytes] = {}
-        self.lock = threading.Lock()
-        self.release = threading.Event()
-        self.entered = threading.Event()
-        self.inside = 0
-        self.stall_puts, self.stall_reads, self.match = stall_puts, stall_reads, match
-        self.stalling = True
-
-    def _maybe_stall(self, key: str, enabled: bool) -> None:
-        if not (enabled and self.stalling and self.match in key):
-            return
-        with self.lock:
-            self.inside += 1
-        self.entered.set()
-        try:
-            self.release.wait(STALL)
-        finally:
-            with self.lock:
-                self.inside -= 1
-
-    def put(self, key: str, value: memoryview) -> None:
-        data = bytes(value)
-        self._maybe_stall(key, self.stall_puts)
-        with self.lock:
-            self.values[key] = data
-
-    def get(self, key: str) -> bytes | None:
-        self._maybe_stall(key, self.stall_reads)
-        with self.lock:
-            return self.values.get(key)
-
-    def exists(self, key: str) -> bool:
-        with self.lock:
-            return key in self.values
-
-    def remove(self, key: str) -> bool:
-        with self.lock:
-            return self.values.pop(key, None) is not None
-
-
 @pytest.fixture
 def stalling(make_writer):
-    stores: list[StallingStore] = []
+    """Makes StallingStores that hold the puts (or reads) of matching keys for at most STALL seconds,
+    then let them through; every one is released before the test's writers close."""
 
-    def make(**kwargs: object) -> StallingStore:
-        store = StallingStore(**kwargs)  # type: ignore[arg-type]
-        stores.append(store)
+    def make(holds_put: Callable[[str], bool] = every_key, holds_get: Callable[[str], bool] = no_key) -> StallingStore:
+        store = StallingStore(holds_put=holds_put, holds_get=holds_get, limit=STALL, fails_at_limit=False)
         make_writer.events.append(store.release)  # type: ignore[attr-defined]
         return store
 
-    yield make
-    for store in stores:
-        store.release.set()
+    return make
 
 
 def write_layers(
@@ -103,10 +57,7 @@ def test_a_cancelled_request_is_never_published(make_writer) -> None:
     store = kvdump.MemoryStore(capacity_bytes=16 << 20)
     writer = make_writer(store, num_threads=1)
     kv = torch.randn(SHAPE)
-    gate = Gate()
-    writer.init()
-    writer.submit(gate, label="hold the worker")
-    assert gate.started.wait(LIMIT)
+    gate = hold_a_worker(writer, label="hold the worker")
     write_layers(writer, kv, range(2), [0, 1], [101, 102], "A")
     write_layers(writer, kv, range(2), [2, 3], [201, 202], "B")
     assert writer.cancel_request("B") == 2
@@ -157,13 +108,7 @@ def test_a_declared_stage_publishes_its_range_and_lookup_asks_for_it(make_writer
 
 
 def test_a_failed_request_is_withheld_and_named_while_others_are_published(make_writer) -> None:
-    class FailingForOne(StallingStore):
-        def put(self, key: str, value: memoryview) -> None:
-            if f"{0x5EED:016x}" in key:
-                raise kvdump.StoreFullError("no room for this one", key=key)
-            super().put(key, value)
-
-    store = FailingForOne(stall_puts=False)
+    store = FailingStore(kvdump.MemoryStore(capacity_bytes=64 << 20), lambda key: f"{0x5EED:016x}" in key)
     writer = make_writer(store)
     kv = torch.randn(SHAPE)
     writer.init()
@@ -179,7 +124,7 @@ def test_a_failed_request_is_withheld_and_named_while_others_are_published(make_
 
 @pytest.mark.parametrize("cycles", [20])
 def test_commit_records_a_batch_store_fails_per_item_fail_the_barrier(make_writer, cycles: int) -> None:
-    class CommitRefusingStore(StallingStore):
+    class CommitRefusingStore(ForwardingStore):
         def batch_put(self, keys: list[str], values: list[memoryview]) -> list[object]:
             results: list[object] = []
             for key, value in zip(keys, values):
@@ -190,7 +135,7 @@ def test_commit_records_a_batch_store_fails_per_item_fail_the_barrier(make_write
                     results.append(None)
             return results
 
-    store = CommitRefusingStore(stall_puts=False)
+    store = CommitRefusingStore("commit-refusing", kvdump.MemoryStore(capacity_bytes=64 << 20))
     writer = make_writer(store)
     kv = torch.randn(SHAPE)
     for cycle in range(cycles):
@@ -300,7 +245,7 @@ def test_cycle_returns_by_its_deadline_while_the_store_is_stuck(make_writer, sta
         with writer.cycle(timeout=0.05):
             kvdump.write_cache_store(writer, 0, kv, [0, 1], [1, 2], request="r")
             assert store.entered.wait(LIMIT)
-    assert store.inside == 1  # returned without waiting for the stuck put
+    assert store.held == 1  # returned without waiting for the stuck put
     assert writer.state == "idle"
     store.release.set()
     settle(writer)
@@ -316,7 +261,7 @@ def test_abort_and_close_return_by_their_deadline_while_the_store_is_stuck(make_
     with pytest.raises(kvdump.WriteTimeout):
         writer.wait_all_done(timeout=0.01)
     report = writer.abort(timeout=0.01)
-    assert report["abandoned"] == 1 and store.inside == 1
+    assert report["abandoned"] == 1 and store.held == 1
     assert "write layer 0" in report["first_abandoned"]
 
     # The pool serves on a replacement thread while the stuck one waits.
@@ -332,7 +277,7 @@ def test_abort_and_close_return_by_their_deadline_while_the_store_is_stuck(make_
     kvdump.write_cache_store(writer, 0, torch.randn(SHAPE), [0], [3])
     assert store.entered.wait(LIMIT)
     writer.close(timeout=0.01)
-    assert store.inside == 2 and writer.closed
+    assert store.held == 2 and writer.closed
     store.release.set()
 
 
@@ -350,11 +295,11 @@ def test_wrap_model_returns_by_its_deadline_while_the_store_is_stuck(make_writer
     model = kvdump.wrap_model(Model(), writer, timeout=0.05)
     with pytest.raises(kvdump.WriteTimeout):
         model.forward()
-    assert store.inside == 1 and writer.state == "idle"
+    assert store.held == 1 and writer.state == "idle"
 
 
 def test_the_loader_returns_by_its_deadlines_while_a_read_is_stuck(make_writer, stalling) -> None:
-    store = stalling(stall_puts=False, stall_reads=True)
+    store = stalling(holds_put=no_key, holds_get=every_key)
     writer = make_writer(store)
     writer.init()
     kvdump.write_cache_store(writer, 0, torch.randn(SHAPE), [0], [1])
@@ -371,13 +316,13 @@ def test_the_loader_returns_by_its_deadlines_while_a_read_is_stuck(make_writer, 
     with pytest.raises(kvdump.WriteTimeout):
         loader.finish(timeout=0.01)
     loader.abort(timeout=0.01)
-    assert store.inside == 1
+    assert store.held == 1
     with pytest.raises(kvdump.AbortedError):
         loader.wait_layer(0, timeout=LIMIT)
     loader.close(timeout=0.01)
     store.release.set()
     # The abandoned load never scatters into the destination, even once its read returns.
-    assert wait_until(lambda: store.inside == 0)
+    assert wait_until(lambda: store.held == 0)
     gc.collect()
     assert torch.count_nonzero(dest) == 0
 
@@ -396,7 +341,7 @@ def test_a_native_delayed_store_cannot_hold_abort_past_its_deadline(make_writer)
 
 
 def test_closing_a_loader_wakes_a_waiter_without_a_deadline(make_writer, stalling) -> None:
-    store = stalling(stall_puts=False, stall_reads=True)
+    store = stalling(holds_put=no_key, holds_get=every_key)
     loader = kvdump.KVLoader(store, num_threads=1, abort_timeout=0)
     loader.start()
     loader.load_async(0, torch.zeros(SHAPE), [0], [1])
@@ -421,7 +366,7 @@ def test_closing_a_loader_wakes_a_waiter_without_a_deadline(make_writer, stallin
 def test_an_abandoned_task_never_gathers_blocks_the_caller_reuses(make_writer, stalling) -> None:
     """The second task waits for staging memory the stuck first task holds. Once abort() returns, the
     caller overwrites the second task's blocks: the second task must never gather or put them."""
-    store = stalling(match="/L0")
+    store = stalling(holds_put=lambda key: "/L0" in key)
     kv = torch.randn(SHAPE)
     record_bytes = 64 + 2 * kv[0, 0].numel() * kv.element_size()
     writer = make_writer(store, num_threads=2, staging_bytes=record_bytes, staging_timeout=LIMIT)

@@ -24,10 +24,9 @@ import pytest
 import torch
 
 import kvdump
-from failing_store import FailingStore
-from forwarding_store import ForwardingStore
 from kvdump import _C
-from writer_support import LIMIT
+from kvdump.testing import FailingStore, StallingStore, no_key
+from support import LIMIT
 
 NS = "kvdump"
 
@@ -252,28 +251,15 @@ def test_fault_injection_soak() -> None:
     assert tally.aborted_cycles > 0 and tally.cancelled_requests > 0 and tally.zero_deadline_timeouts > 0
 
 
-class CommitGate(ForwardingStore):
-    """A MemoryStore behind a Python store whose commit-record puts wait for ``release``."""
-
-    def __init__(self) -> None:
-        super().__init__("commit-gate", kvdump.MemoryStore(capacity_bytes=1 << 20))
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def put(self, key: str, value: memoryview) -> None:
-        if key.endswith("/commit"):
-            self.entered.set()
-            if not self.release.wait(LIMIT):
-                raise TimeoutError("commit put never released")
-        super().put(key, value)
-
-
 @pytest.mark.parametrize(
     "abort_deadline",
     [pytest.param(LIMIT, id="commit-finishes-within-the-abort"), pytest.param(0.0, id="commit-abandoned")],
 )
 def test_abort_after_a_barrier_timeout_in_the_commit_phase_publishes_nothing(abort_deadline: float) -> None:
-    store = CommitGate()
+    # Only the commit-record put is held: the block puts finish, so the barrier reaches the commit phase.
+    store = StallingStore(
+        kvdump.MemoryStore(capacity_bytes=1 << 20), holds_put=lambda key: key.endswith("/commit"), holds_get=no_key
+    )
     writer = kvdump.AsyncWriter(store, num_threads=2)
     try:
         writer.init()

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import kvdump
-from store_kinds import require_mooncake
+from support import require_mooncake
 
 pytestmark = pytest.mark.usefixtures("mooncake_cluster")
 

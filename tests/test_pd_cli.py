@@ -21,12 +21,12 @@ import pytest
 import kvdump
 import kvdump.pd
 import kvdump.pd.wiring
-from failing_store import FailingStore
 from kvdump import _C, cli
 from kvdump.config import load_config
 from kvdump.hashing import block_hashes
 from kvdump.pd import make_requests
 from kvdump.pd.wiring import hash_salt, llama_config
+from kvdump.testing import FailingStore
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCK_SIZE = 16

@@ -13,13 +13,13 @@ import pytest
 import torch
 
 import kvdump
-from failing_store import FailingStore, block_keys
 from kvdump import StatusCode
 from kvdump.cache_ops import write_cache_store
 from kvdump.hashing import block_hashes
 from kvdump.models import BlockAllocator, LlamaConfig, ReferenceLlama, blocks_needed
 from kvdump.save_policy import run_in_cycle
-from writer_support import LIMIT, GatedStore
+from kvdump.testing import FailingStore, StallingStore, block_keys
+from support import LIMIT
 
 BLOCK = 4
 NUM_BLOCKS = 32
@@ -165,7 +165,7 @@ def test_a_forward_that_raises_propagates_under_either_policy(
 
 
 def test_report_returns_the_output_when_the_barrier_times_out(make_writer, caplog: pytest.LogCaptureFixture) -> None:
-    store = GatedStore()  # every put blocks until released: the barrier's deadline passes first
+    store = StallingStore()  # every put blocks until released: the barrier's deadline passes first
     writer = make_writer(store, num_threads=1)
     make_writer.events.append(store.release)
     kv = torch.randn(2, 1, BLOCK, 1, 8)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import kvdump
-from store_kinds import FIRST_WRITER_WINS, NO_EMPTY_VALUES, READS_TAKE_LEASES, STORE_KINDS
+from support import FIRST_WRITER_WINS, NO_EMPTY_VALUES, READS_TAKE_LEASES, STORE_KINDS
 
 C = kvdump.CacheStore
 

@@ -18,10 +18,10 @@ pytest.importorskip("transformers")
 from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
 import kvdump
-from failing_store import FailingStore, block_keys
 from kvdump import _C
 from kvdump.hashing import block_hashes
 from kvdump.integrations.transformers import KvdumpCache, load_into_cache, model_salt_of, prefill_to_store
+from kvdump.testing import FailingStore, block_keys
 
 BLOCK_SIZE = 8
 NUM_LAYERS = 3

@@ -1,13 +1,13 @@
-"""KvdumpConnector against the real vLLM 0.32.0 scheduler (see vllm_harness for what runs)."""
+"""KvdumpConnector against the real vLLM 0.32.0 scheduler (see kvdump.testing.vllm_harness for what runs)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,14 +15,14 @@ import torch
 from vllm.v1.request import RequestStatus
 
 import kvdump
-from forwarding_store import ForwardingStore
 from kvdump import _C
 from kvdump.config import ConfigError
 from kvdump.hashing import model_salt
 from kvdump.integrations.vllm import KvdumpConnector, parse_settings
 from kvdump.integrations.vllm.request_keys import prompt_chain
 from kvdump.integrations.vllm.shared_stores import forget_store, provide_store
-from vllm_harness import VllmEngine, Worker, stand_in_kv
+from kvdump.testing import FailingStore, StallingStore, every_key, no_key
+from kvdump.testing.vllm_harness import VllmEngine, Worker, stand_in_kv, write_model_dir
 
 NS = "vllm-test"
 MODEL_NAME = "stand-in-llama"  # kv_connector_extra_config.model_name: every test engine salts alike
@@ -88,9 +88,9 @@ def stores(engines: list[VllmEngine]):  # type: ignore[no-untyped-def]
     made = _Stores()
     yield made
     for store in made.stores:
-        gate = getattr(store, "gate", None)
-        if gate is not None:
-            gate.set()
+        release = getattr(store, "release", None)
+        if release is not None:
+            release.set()
     for url in made.urls:
         forget_store(url)
 
@@ -195,23 +195,14 @@ def test_roles_producer_saves_only_and_consumer_loads_only(tmp_path, store_url, 
 # -- failures ---------------------------------------------------------------------------------------
 
 
-class _RefusingStore(ForwardingStore):
-    """Refuses the puts whose key contains ``refuse``."""
-
-    def __init__(self, refuse: str) -> None:
-        super().__init__("refusing", kvdump.MemoryStore(capacity_bytes=64 << 20))
-        self.refuse = refuse
-
-    def put(self, key, value):
-        if self.refuse in key:
-            raise kvdump.StoreError("injected put failure", key=key)
-        super().put(key, value)
-
-
 def test_failed_save_is_reported_and_nothing_of_it_committed(tmp_path, engines, stores, caplog):
     good, bad = prompt_of(40, seed=6), prompt_of(40, seed=7)
     bad_key = _C.block_key(NS, 0, 1, chain(bad)[1], 1)
-    store = _RefusingStore(bad_key)
+    store = FailingStore(
+        kvdump.MemoryStore(capacity_bytes=64 << 20),
+        lambda key: bad_key in key,
+        error=lambda key: kvdump.StoreError("injected put failure", key=key),
+    )
     url = stores.provide(store)
     engine = make(engines, tmp_path, url)
     engine.add("good", good)
@@ -257,34 +248,31 @@ def test_missing_and_corrupt_blocks_are_load_errors_and_the_rest_loads(tmp_path,
     assert engine.requests["b"].is_finished()
 
 
-class _GatedStore(ForwardingStore):
-    """Puts of keys containing one of ``stalled`` wait for ``gate``, and so do all reads while
-    ``stall_reads`` is set: a stalled remote store."""
+def stalled_store(holds_put: Callable[[str], bool], holds_get: Callable[[str], bool]) -> StallingStore:
+    """A stalled remote store: the calls it holds wait up to 60 s for ``release``, then go through."""
+    return StallingStore(holds_put=holds_put, holds_get=holds_get, limit=60, fails_at_limit=False)
 
-    def __init__(self) -> None:
-        super().__init__("gated", kvdump.MemoryStore(capacity_bytes=64 << 20))
-        self.gate = threading.Event()
-        self.stalled: list[str] = []
-        self.stall_reads = False
 
-    def put(self, key, value):
-        if any(part in key for part in self.stalled):
-            self.gate.wait(60)
-        super().put(key, value)
-
-    def get(self, key):
-        if self.stall_reads and (self.stall_reads == "all" or "/L" in key):
-            self.gate.wait(60)
-        return super().get(key)
+def engine_with_a_committed_prompt(
+    tmp_path: Path, engines: list[VllmEngine], stores: _Stores, store: StallingStore, extra: dict, seed: int
+) -> tuple[VllmEngine, list[int]]:
+    """An engine on ``store`` that has saved and committed request "a"'s prompt, ``store`` letting
+    every call through meanwhile; the caller stalls it again."""
+    store.stalling = False
+    engine = make(engines, tmp_path, stores.provide(store), extra=extra)
+    prompt = prompt_of(64, seed=seed)
+    engine.add("a", prompt)
+    engine.run()
+    return engine, prompt
 
 
 def test_stalled_store_is_reported_within_the_deadline_and_blocks_reused_safely(tmp_path, engines, stores):
-    store = _GatedStore()
+    first = prompt_of(64, seed=10)
+    stalled = [f"/{h & (2**64 - 1):016x}/" for h in chain(first)]
+    store = stalled_store(lambda key: any(part in key for part in stalled), no_key)
     url = stores.provide(store)
     engine = make(engines, tmp_path, url, num_blocks=8, extra={"save_timeout": 0.5})
     worker = engine.workers[0]
-    first = prompt_of(64, seed=10)
-    store.stalled = [f"/{h & (2**64 - 1):016x}/" for h in chain(first)]
     engine.add("a", first)
     started = time.monotonic()
     engine.run()
@@ -295,7 +283,7 @@ def test_stalled_store_is_reported_within_the_deadline_and_blocks_reused_safely(
     second = prompt_of(64, seed=11)
     engine.add("b", second)
     engine.run()
-    store.gate.set()
+    store.release.set()
     deadline = time.monotonic() + 30
     while worker.connector._worker.writer.stats()["threads_in_abandoned_calls"] and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -312,16 +300,10 @@ def test_stalled_store_is_reported_within_the_deadline_and_blocks_reused_safely(
 
 
 def test_stalled_loads_are_reported_within_the_deadline_and_recomputed(tmp_path, engines, stores):
-    store = _GatedStore()
-    store.gate.set()
-    url = stores.provide(store)
-    engine = make(engines, tmp_path, url, extra={"load_timeout": 0.5})
-    prompt = prompt_of(64, seed=18)
-    engine.add("a", prompt)
-    engine.run()
+    store = stalled_store(no_key, lambda key: "/L" in key)  # the block reads, not the commit records
+    engine, prompt = engine_with_a_committed_prompt(tmp_path, engines, stores, store, {"load_timeout": 0.5}, seed=18)
     assert committed(store, prompt) == 4
-    store.gate.clear()
-    store.stall_reads = True
+    store.stalling = True
     engine.add("b", prompt)
     started = time.monotonic()
     so = engine.step()
@@ -329,30 +311,24 @@ def test_stalled_loads_are_reported_within_the_deadline_and_recomputed(tmp_path,
     assert so.scheduled_new_reqs[0].num_computed_tokens == 48
     b_blocks = engine.workers[0].tables["b"]
     assert engine.invalid_block_ids == set(b_blocks[:3])
-    store.gate.set()
-    store.stall_reads = False
+    store.release.set()
+    store.stalling = False
     engine.run()
     assert engine.requests["b"].is_finished()
 
 
 def test_stalled_lookup_is_a_miss_by_the_deadline_and_never_queues_behind_itself(tmp_path, engines, stores):
-    store = _GatedStore()
-    store.gate.set()
-    url = stores.provide(store)
-    engine = make(engines, tmp_path, url, extra={"lookup_timeout": 0.3})
-    prompt = prompt_of(64, seed=19)
-    engine.add("a", prompt)
-    engine.run()
-    store.gate.clear()
-    store.stall_reads = "all"
+    store = stalled_store(no_key, every_key)
+    engine, prompt = engine_with_a_committed_prompt(tmp_path, engines, stores, store, {"lookup_timeout": 0.3}, seed=19)
+    store.stalling = True
     request = engine.add("b", prompt)
     started = time.monotonic()
     assert engine.connector.get_num_new_matched_tokens(request, 0) == (0, False)
     assert engine.connector.get_num_new_matched_tokens(request, 0) == (0, False)  # at once
     assert time.monotonic() - started < 30
     assert engine.connector.stats_totals()["lookup_failures"] == 2
-    store.gate.set()
-    store.stall_reads = False
+    store.release.set()
+    store.stalling = False
     engine.scheduler.finish_requests("b", RequestStatus.FINISHED_ABORTED)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # the stalled call returns once the store does
@@ -431,10 +407,9 @@ def test_two_tp_ranks_store_their_own_shards_and_need_each_other(tmp_path, store
 # -- PD across processes --------------------------------------------------------------------------
 
 _PREFILL = """
-import json, sys
-sys.path.insert(0, {tests!r})
+import json
 from pathlib import Path
-from vllm_harness import VllmEngine
+from kvdump.testing.vllm_harness import VllmEngine
 extra = json.loads({extra!r})
 engine = VllmEngine(Path({tmp!r}), extra, role="kv_producer", model_dir=Path({model!r}))
 prompt = json.loads({prompt!r})
@@ -450,14 +425,11 @@ Path({out!r}).write_text(json.dumps(blocks))
 
 
 def _pd_across_processes(tmp_path: Path, url: str, engines: list[VllmEngine]) -> None:
-    from vllm_harness import write_model_dir
-
     model = write_model_dir(tmp_path / "model", 2, 2, 16)
     prompt = prompt_of(60, seed=16)
     extra = {"store_url": url, "namespace": NS}
     out = tmp_path / "prefill_blocks.json"
     script = _PREFILL.format(
-        tests=str(Path(__file__).parent),
         extra=json.dumps(extra),
         tmp=str(tmp_path / "prefill"),
         model=str(model),
@@ -623,6 +595,6 @@ def test_stats_reach_vllm_and_reduce(tmp_path, store_url, engines):
     assert not stats.is_empty()
 
 
-def test_import_kvdump_does_not_import_vllm():
-    code = "import sys, kvdump, kvdump.integrations; assert 'vllm' not in sys.modules, 'vllm imported'"
+def test_importing_kvdump_or_its_testing_aids_does_not_import_vllm():
+    code = "import sys, kvdump, kvdump.integrations, kvdump.testing; assert 'vllm' not in sys.modules, 'vllm imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

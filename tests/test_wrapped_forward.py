@@ -14,7 +14,7 @@ from kvdump import _C, StatusCode
 from kvdump.hashing import block_hashes
 from kvdump.models import BlockAllocator, LlamaConfig, ReferenceLlama, blocks_needed, greedy_continue
 from kvdump.prompt_dump import prompt_dump_hook
-from writer_support import LIMIT
+from support import LIMIT
 
 BLOCK = 4
 NUM_BLOCKS = 64

@@ -8,7 +8,7 @@ import pytest
 
 import kvdump
 from kvdump import StatusCode
-from writer_support import LIMIT, Gate, assert_usable, raiser  # noqa: E402
+from support import LIMIT, Gate, assert_usable, hold_a_worker, raiser  # noqa: E402
 
 # --- WriteError -------------------------------------------------------------------------------------
 
@@ -169,10 +169,7 @@ def test_failure_does_not_leak_into_the_next_cycle(make_writer) -> None:
 
 def test_wait_timeout_leaves_the_cycle_open(make_writer) -> None:
     w = make_writer(num_threads=1)
-    gate = Gate()
-    w.init()
-    w.submit(gate, label="gate")
-    assert gate.started.wait(LIMIT)
+    gate = hold_a_worker(w)
     with pytest.raises(kvdump.WriteTimeout) as info:
         w.wait_all_done(timeout=0.05)
     assert isinstance(info.value, TimeoutError)
@@ -194,10 +191,7 @@ def test_wait_timeout_leaves_the_cycle_open(make_writer) -> None:
 
 def test_wait_timeout_then_abort(make_writer) -> None:
     w = make_writer(num_threads=1)
-    gate = Gate()
-    w.init()
-    w.submit(gate, label="gate")
-    assert gate.started.wait(LIMIT)
+    gate = hold_a_worker(w)
     with pytest.raises(kvdump.WriteTimeout):
         w.wait_all_done(timeout=0.01)
     gate.release.set()
@@ -234,10 +228,7 @@ def test_submit_on_a_full_queue_times_out(make_writer) -> None:
 
 def test_submit_timeout_default_comes_from_the_constructor(make_writer) -> None:
     w = make_writer(num_threads=1, queue_capacity=1, submit_timeout=0.05)
-    gate = Gate()
-    w.init()
-    w.submit(gate, label="running")
-    assert gate.started.wait(LIMIT)
+    gate = hold_a_worker(w, label="running")
     w.submit(lambda: None, label="queued")
     with pytest.raises(kvdump.WriteTimeout):
         w.submit(lambda: None, label="refused")
@@ -247,10 +238,7 @@ def test_submit_timeout_default_comes_from_the_constructor(make_writer) -> None:
 
 def test_submit_waits_for_space_when_the_queue_drains(make_writer) -> None:
     w = make_writer(num_threads=1, queue_capacity=1)
-    gate = Gate()
-    w.init()
-    w.submit(gate, label="running")
-    assert gate.started.wait(LIMIT)
+    gate = hold_a_worker(w, label="running")
     w.submit(lambda: None, label="queued")
     threading.Timer(0.05, gate.release.set).start()
     w.submit(lambda: None, label="third", timeout=LIMIT)  # blocks until the gate opens, then fits

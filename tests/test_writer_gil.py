@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pytest
 
 import kvdump
-from writer_support import LIMIT
+from support import LIMIT
 
 COUNT_TO = 200_000  # a pure-Python loop: runs only while its thread holds the GIL
 

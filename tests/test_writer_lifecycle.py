@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 import kvdump
-from writer_support import LIMIT, Gate, wait_until  # noqa: E402
+from support import LIMIT, Gate, hold_a_worker, wait_until  # noqa: E402
 
 
 class Recorder:
@@ -71,10 +71,7 @@ def test_empty_cycle(make_writer) -> None:
 
 def test_state_is_draining_while_barrier_waits_and_submit_is_refused(make_writer) -> None:
     w = make_writer(num_threads=1)
-    gate = Gate()
-    w.init()
-    w.submit(gate, label="gate")
-    assert gate.started.wait(LIMIT)
+    gate = hold_a_worker(w)
     seen: dict[str, object] = {}
 
     def observer() -> None:
@@ -309,11 +306,8 @@ def test_cycle_barrier_timeout_aborts_and_reraises(make_writer) -> None:
 
 def test_abort_cancels_queued_and_finishes_running(make_writer) -> None:
     w = make_writer(num_threads=1)
-    gate = Gate()
     rec = Recorder()
-    w.init()
-    w.submit(gate, label="running")
-    assert gate.started.wait(LIMIT)
+    gate = hold_a_worker(w, label="running")
     for i in range(5):
         w.submit(rec.task(f"q{i}"), label=f"q{i}")
     # Release the running task only once abort() is under way, which proves abort waited for it
@@ -363,11 +357,8 @@ def test_abort_reports_failures_of_the_aborted_cycle(make_writer) -> None:
 
 def test_abort_while_another_thread_waits_raises_aborted_error(make_writer) -> None:
     w = make_writer(num_threads=1)
-    gate = Gate()
     rec = Recorder()
-    w.init()
-    w.submit(gate, label="gate")
-    assert gate.started.wait(LIMIT)
+    gate = hold_a_worker(w)
     w.submit(rec.task("queued"), label="queued")
     abort_report: dict[str, object] = {}
 
@@ -393,10 +384,7 @@ def test_abort_while_another_thread_waits_raises_aborted_error(make_writer) -> N
 
 def test_abort_wakes_a_submit_blocked_on_a_full_queue(make_writer) -> None:
     w = make_writer(num_threads=1, queue_capacity=1)
-    gate = Gate()
-    w.init()
-    w.submit(gate, label="gate")
-    assert gate.started.wait(LIMIT)
+    gate = hold_a_worker(w)
     w.submit(lambda: None, label="fills-the-queue")
     outcome: list[BaseException | None] = []
 
@@ -456,10 +444,7 @@ def test_cancel_request_drops_only_that_requests_queued_tasks(make_writer) -> No
 
 def test_cancel_request_lets_a_waiting_barrier_finish(make_writer) -> None:
     w = make_writer(num_threads=1)
-    gate = Gate()
-    w.init()
-    w.submit(gate, label="gate")
-    assert gate.started.wait(LIMIT)
+    gate = hold_a_worker(w)
     w.submit(lambda: None, label="doomed", request="r")
 
     def canceller() -> None:
@@ -485,11 +470,8 @@ def test_cancel_request_when_idle(make_writer) -> None:
 
 def test_close_with_an_open_cycle_cancels_queued_and_reports(make_writer, capfd) -> None:
     w = make_writer(num_threads=1)
-    gate = Gate()
     rec = Recorder()
-    w.init()
-    w.submit(gate, label="gate")
-    assert gate.started.wait(LIMIT)
+    gate = hold_a_worker(w)
     for i in range(3):
         w.submit(rec.task(f"q{i}"), label=f"q{i}")
     # close() must not be used concurrently with other calls, so the release comes from a timer:

@@ -12,7 +12,7 @@ import threading
 import pytest
 
 import kvdump
-from writer_support import LIMIT
+from support import LIMIT
 
 CYCLES = 1000
 TASKS_PER_CYCLE = 32

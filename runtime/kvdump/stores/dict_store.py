@@ -1,5 +1,5 @@
 """``dict://``: a complete store written in Python, the example to start a plug-in from and a
-testing aid (the tests and benchmarks use it as "a store in Python").
+testing aid (the tests and benchmarks use it as "a store in Python"; :mod:`kvdump.testing` re-exports it).
 
 It implements only the four required methods of :class:`kvdump.PythonStore`, so every optional
 method (batches, get_into) takes the trampoline's fallback path. ``capacity_bytes`` makes it refuse

@@ -1,18 +1,18 @@
-"""A Python store that forwards every call to a native store: the base of the test and benchmark
-stores that inject a failure or a stall into some calls and pass the rest through unchanged."""
+"""A Python store that forwards every call to another store: the base of the stores here that
+inject a failure or a stall into some calls and pass the rest through unchanged."""
 
 from __future__ import annotations
 
-import kvdump
+from kvdump import _C
 
-C = kvdump.CacheStore
+C = _C.CacheStore
 
 
-class ForwardingStore(kvdump.PythonStore):
+class ForwardingStore(_C.PythonStore):
     """Forwards put, get, exists and remove to ``inner``; subclasses override what they intercept
     and call ``super()`` to pass the call on. Thread-safe as ``inner`` is."""
 
-    def __init__(self, name: str, inner: kvdump.CacheStore) -> None:
+    def __init__(self, name: str, inner: _C.CacheStore) -> None:
         super().__init__(name)
         self.inner = inner
 

@@ -1,4 +1,5 @@
-"""vLLM's real scheduler driving the KvdumpConnector, with CPU KV caches filled by a stand-in model.
+"""vLLM's real scheduler driving the KvdumpConnector, with CPU KV caches filled by a stand-in model:
+for testing and benchmarking the connector on a machine without a GPU.
 
 vLLM's compiled kernels are CUDA-only, so ``LLM(...)`` cannot run here; its scheduler, KV cache
 manager and connector plumbing are pure Python and run as they do in production. The stand-in for
