@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import sys
 
 
@@ -22,12 +21,27 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         )
 
 
+def _add_console_flags(parser: argparse.ArgumentParser) -> None:
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument(
+        "--quiet", action="store_true", help="only warnings and errors on stderr: no progress lines or bars"
+    )
+    loudness.add_argument("-v", "--verbose", action="store_true", help="also debug lines on stderr")
+
+
+def _console_level(args: argparse.Namespace) -> int:
+    from kvdump.cli_console import NORMAL, QUIET, VERBOSE
+
+    return QUIET if args.quiet else VERBOSE if args.verbose else NORMAL
+
+
 def _demo(args: argparse.Namespace) -> int:
+    from kvdump.cli_console import cli_console
     from kvdump.demo import DemoConfig, format_report, report_json, run_demo
 
     cfg = DemoConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DemoConfig)})
-    progress = (lambda _line: None) if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
-    report = run_demo(cfg, progress=progress)
+    with cli_console(_console_level(args)):
+        report = run_demo(cfg)
     if args.json:
         json.dump(report_json(report), sys.stdout, indent=2)
         print()
@@ -66,27 +80,17 @@ def _add_role_flags(parser: argparse.ArgumentParser) -> None:
         help="seed of the random prompts (the weights' seed is model.seed in the config)",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-
-
-def _leave_save_failures_to_the_report() -> None:
-    # prefill reports each failed save in its progress line and its report, with code and key.
-    # Without a handler of its own, the "kvdump" logger's record of the same failure would reach
-    # logging's last-resort handler and be printed a second time, unformatted, between those lines.
-    library = logging.getLogger("kvdump")
-    if not any(isinstance(handler, logging.NullHandler) for handler in library.handlers):
-        library.addHandler(logging.NullHandler())
+    _add_console_flags(parser)
 
 
 def _run_role(args: argparse.Namespace) -> int:
     from kvdump import pd
+    from kvdump.cli_console import cli_console
     from kvdump.config import ConfigError, load_config, parse_override
     from kvdump.errors import KvdumpError
     from kvdump.pd.wiring import llama_config
 
     role = args.command
-    progress = (lambda _line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    _leave_save_failures_to_the_report()
     try:
         overrides = dict(parse_override(assignment) for assignment in args.set)
         if args.tp_rank is not None:
@@ -94,12 +98,13 @@ def _run_role(args: argparse.Namespace) -> int:
         config = load_config(args.config, overrides)
         vocab_size = llama_config(config.model).vocab_size
         requests = pd.make_requests(args.prompt, args.random_prompts, args.prompt_len, args.seed, vocab_size)
-        if role == "prefill":
-            report: pd.PrefillReport | pd.DecodeReport = pd.run_prefill(config, requests, progress=progress)
-            text, ok = pd.format_prefill(report), report.ok
-        else:
-            report = pd.run_decode(config, requests, args.max_new_tokens, verify=args.verify, progress=progress)
-            text, ok = pd.format_decode(report), report.ok
+        with cli_console(_console_level(args)):
+            if role == "prefill":
+                report: pd.PrefillReport | pd.DecodeReport = pd.run_prefill(config, requests)
+                text, ok = pd.format_prefill(report), report.ok
+            else:
+                report = pd.run_decode(config, requests, args.max_new_tokens, verify=args.verify)
+                text, ok = pd.format_decode(report), report.ok
     except (ConfigError, pd.RequestError) as error:
         # A usage problem: one line, the conventional exit code 2, no traceback to scroll past.
         print(f"kvdump {role}: {error}", file=sys.stderr)
@@ -124,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     from kvdump.demo import DemoConfig
 
     _add_dataclass_flags(demo, DemoConfig)
-    demo.add_argument("--json", action="store_true", help="print the report as JSON")
+    demo.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    _add_console_flags(demo)
     demo.set_defaults(func=_demo)
 
     prefill = sub.add_parser("prefill", help="PD prefill role: compute prompts' KV and publish it to the store")

@@ -1,8 +1,11 @@
 """The end-to-end demo: prefill with kvdump writing every layer, decode from a fresh cache loaded
-from the store under different block ids, and check the tokens against a single-process run."""
+from the store under different block ids, and check the tokens against a single-process run. Both
+sides are the PD roles' own per-request work (:func:`kvdump.pd.prefill_into_store`,
+:func:`kvdump.pd.decode_from_store`) on an in-process store; the demo adds the timings."""
 
 from __future__ import annotations
 
+import logging
 import random
 import statistics
 import time
@@ -12,13 +15,15 @@ from typing import Any
 import torch
 
 from kvdump.cache_ops import KVLoader, write_cache_store
-from kvdump.commit import lookup
-from kvdump.hashing import block_hashes, flatten_blocks, model_salt
-from kvdump.hook import wrap_model
+from kvdump.hashing import model_salt
 from kvdump.model_dtypes import MODEL_DTYPES, torch_dtype
 from kvdump.models import BlockAllocator, LlamaConfig, ReferenceLlama, blocks_needed, greedy_continue
-from kvdump.prompt_dump import prompt_dump_hook
+from kvdump.pd.decode_from_store import decode_from_store
+from kvdump.pd.prefill_into_store import prefill_into_store, prompt_blocks
+from kvdump.progress import steps
 from kvdump.writer import AsyncWriter
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,7 +72,8 @@ class DemoReport:
     tokens_match: bool = False
 
 
-def _prompts(cfg: DemoConfig) -> list[list[int]]:
+def demo_prompts(cfg: DemoConfig) -> list[list[int]]:
+    """The batch the demo runs: a common system prompt, then each prompt's own random tokens."""
     rng = random.Random(cfg.seed)
     shared = [rng.randrange(cfg.vocab) for _ in range(cfg.block_size * 2)]  # a common system prompt
     prompts = []
@@ -96,39 +102,50 @@ def _time_interleaved_ms(variants: dict[str, Any], repeats: int) -> tuple[dict[s
     machine slows them alike; and each variant's last result."""
     times: dict[str, list[float]] = {name: [] for name in variants}
     results: dict[str, Any] = {}
-    for round_index in range(repeats + 1):
+    for round_index in steps(range(repeats + 1), "prefill rounds"):
         for name, fn in variants.items():
             start = time.perf_counter()
             results[name] = fn()
             if round_index > 0:
                 times[name].append((time.perf_counter() - start) * 1e3)
+        if round_index > 0:
+            logger.debug("round %d: %s", round_index, ", ".join(f"{n} {t[-1]:.2f} ms" for n, t in times.items()))
     return {name: statistics.median(t) for name, t in times.items()}, results
 
 
 class _CallingThreadProbe:
-    """A layer hook that times ``write_cache_store`` on the forward's thread next to a 4-float add
-    timed at the same point (caches just churned by the layer), alternating which goes first."""
+    """Stands in for ``write_cache_store`` in a prefill: times the call on the forward's thread next
+    to a 4-float add timed at the same point (caches just churned by the layer), alternating which
+    goes first."""
 
-    def __init__(self, writer: AsyncWriter, ids: torch.Tensor, hashes: torch.Tensor) -> None:
-        self.writer, self.ids, self.hashes = writer, ids, hashes
+    def __init__(self) -> None:
         self.write_ns: list[int] = []
         self.tiny_ns: list[int] = []
         self._x = torch.ones(4)
 
-    def __call__(self, layer: int, kv: torch.Tensor) -> None:
+    def __call__(
+        self,
+        writer: AsyncWriter,
+        layer: int,
+        kv: torch.Tensor,
+        block_ids: torch.Tensor,
+        block_hashes: torch.Tensor,
+        *,
+        request: str,
+    ) -> None:
         clock = time.perf_counter_ns
         x = self._x
         if layer % 2 == 0:
             t0 = clock()
             x + x
             t1 = clock()
-            write_cache_store(self.writer, layer, kv, self.ids, self.hashes, request="demo")
+            write_cache_store(writer, layer, kv, block_ids, block_hashes, request=request)
             t2 = clock()
             self.tiny_ns.append(t1 - t0)
             self.write_ns.append(t2 - t1)
         else:
             t0 = clock()
-            write_cache_store(self.writer, layer, kv, self.ids, self.hashes, request="demo")
+            write_cache_store(writer, layer, kv, block_ids, block_hashes, request=request)
             t1 = clock()
             x + x
             t2 = clock()
@@ -151,13 +168,13 @@ def model_config(cfg: DemoConfig) -> LlamaConfig:
     )
 
 
-def run_demo(cfg: DemoConfig, progress: Any = print) -> DemoReport:
-    """Run the demo; ``progress`` receives one line per step."""
+def run_demo(cfg: DemoConfig) -> DemoReport:
+    """Run the demo, logging each stage on this module's logger."""
 
     torch.manual_seed(cfg.seed)
     model_cfg = model_config(cfg)
     model = ReferenceLlama(model_cfg)
-    prompts = _prompts(cfg)
+    prompts = demo_prompts(cfg)
     blocks = sum(blocks_needed(len(p), cfg.block_size) for p in prompts)
     num_blocks = blocks + cfg.batch * (cfg.new_tokens // cfg.block_size + 2) + 8
     report = DemoReport()
@@ -170,87 +187,92 @@ def run_demo(cfg: DemoConfig, progress: Any = print) -> DemoReport:
         "dtype": cfg.dtype,
         "parameters": params,
     }
-    report.tokens = {"prompts": cfg.batch, "prompt_tokens": sum(map(len, prompts)), "blocks": blocks}
-
-    progress(
-        f"model: {cfg.layers} layers, {params / 1e6:.1f} M parameters, {cfg.dtype}; "
-        f"{cfg.batch} prompts, {report.tokens['prompt_tokens']} tokens in {blocks} blocks"
-    )
-
     cache = model.new_cache(num_blocks, cfg.block_size)
     allocator = BlockAllocator(num_blocks)
     tables = _tables(prompts, allocator, cfg.block_size)
     salt = model_salt(model.config.name, model.config.dtype)
-    hashes = [block_hashes(p, cfg.block_size, salt) for p in prompts]
-    ids_t, hashes_t = flatten_blocks(hashes, tables)
+    stored_blocks = prompt_blocks(prompts, tables, cfg.block_size, salt)
+    report.tokens = {
+        "prompts": cfg.batch,
+        "prompt_tokens": sum(map(len, prompts)),
+        "blocks": blocks,
+        "stored_blocks": stored_blocks.block_ids.numel(),
+    }
 
-    # Synchronous writes: the same per-layer op, but the forward waits for each layer's store.
+    logger.info(
+        "model: %d layers, %.1f M parameters, %s; %d prompts, %d tokens in %d blocks",
+        cfg.layers,
+        params / 1e6,
+        cfg.dtype,
+        cfg.batch,
+        report.tokens["prompt_tokens"],
+        blocks,
+    )
+
+    # Synchronous writes: the same per-layer op on the same blocks, but the forward waits for each
+    # layer's store.
     sync_store, _ = _store(cfg)
     sync_writer = AsyncWriter(sync_store, num_threads=cfg.threads)
 
     def sync_hook(layer: int, kv: torch.Tensor) -> None:
         sync_writer.init()
-        write_cache_store(sync_writer, layer, kv, ids_t, hashes_t)
+        write_cache_store(sync_writer, layer, kv, stored_blocks.block_ids, stored_blocks.hashes)
         sync_writer.wait_all_done()
 
-    # kvdump: the wrapped forward; the layer op returns at once, one barrier at the end.
+    # kvdump: the prefill role's own step; the layer op returns at once, one barrier at the end.
     store, memory = _store(cfg)
     writer = AsyncWriter(store, num_threads=cfg.threads)
-    plain_prefill = model.prefill
-    wrap_model(model, writer, method="prefill")
-    probe = _CallingThreadProbe(writer, ids_t, hashes_t)
+    probe = _CallingThreadProbe()
 
-    dump = prompt_dump_hook(writer, prompts, tables, cfg.block_size, salt=salt, request="demo")
+    def prefill(**kwargs: Any) -> torch.Tensor:
+        return prefill_into_store(model, writer, prompts, cache, tables, salt=salt, request="demo", **kwargs).logits
 
-    def run(fn: Any, **kwargs: Any) -> Any:
-        return fn(prompts, cache, tables, **kwargs)
-
-    progress(
-        f"1/2 prefill {cfg.repeats} times each, interleaved: no store, synchronous writes, kvdump, "
-        "and kvdump with the calling thread's cost probed"
+    logger.info(
+        "1/2 prefill %d times each, interleaved: no store, synchronous writes, kvdump, "
+        "and kvdump with the calling thread's cost probed",
+        cfg.repeats,
     )
     forward_ms, results = _time_interleaved_ms(
         {
-            "no_store": lambda: run(plain_prefill),
-            "synchronous": lambda: run(plain_prefill, layer_hook=sync_hook),
-            "kvdump": lambda: run(model.prefill, layer_hook=dump),
-            "probe": lambda: run(model.prefill, layer_hook=probe),
+            "no_store": lambda: model.prefill(prompts, cache, tables),
+            "synchronous": lambda: model.prefill(prompts, cache, tables, layer_hook=sync_hook),
+            "kvdump": prefill,
+            "probe": lambda: prefill(write_layer=probe),
         },
         cfg.repeats,
     )
     no_store_ms, sync_ms, kvdump_ms = forward_ms["no_store"], forward_ms["synchronous"], forward_ms["kvdump"]
-    logits, prefill_logits = results["no_store"], results["kvdump"]
-    reference = greedy_continue(model, logits, prompts, cache, [list(t) for t in tables], cfg.new_tokens, allocator)
+    reference = greedy_continue(
+        model, results["no_store"], prompts, cache, [list(t) for t in tables], cfg.new_tokens, allocator
+    )
     sync_writer.close()
     stats = writer.stats()
     writer.close()
 
-    # The decode side: a fresh cache with different block ids, filled from the store.
-    progress("2/2 decode side: lookup, load every layer into new block ids, greedy decode")
+    # The decode role's own step per prompt: a fresh cache with different block ids, filled from the store.
+    logger.info("2/2 decode side: lookup, load every layer into new block ids, recompute the tail, greedy decode")
     decode_cache = model.new_cache(num_blocks, cfg.block_size)
     decode_alloc = BlockAllocator(num_blocks, shuffle_seed=cfg.seed + 1)
-    found = [lookup(store, h, num_layers=cfg.layers) for h in hashes]
-    if found != [len(h) for h in hashes]:
-        raise RuntimeError(f"decode side found only {found} of {[len(h) for h in hashes]} blocks committed")
-    decode_tables = _tables(prompts, decode_alloc, cfg.block_size)
-    # Every prompt's full blocks into its own new ids; a shared prefix block is loaded once per prompt.
-    pairs = [(block_id, h) for table, chain in zip(decode_tables, hashes) for block_id, h in zip(table, chain)]
-    dst_ids = torch.tensor([block_id for block_id, _ in pairs], dtype=torch.int64)
-    load_hashes = torch.tensor([h for _, h in pairs], dtype=torch.int64)
     loader = KVLoader(store, num_threads=cfg.threads)
-    load_start = time.perf_counter()
-    loader.start()
-    for layer in range(cfg.layers):
-        loader.load_async(layer, decode_cache.layers[layer], dst_ids, load_hashes)
-    for layer in range(cfg.layers):
-        loader.wait_layer(layer, timeout=60)
-    loader.finish()
-    load_s = time.perf_counter() - load_start
-    loader.close()
+    try:
+        decoded = [
+            decode_from_store(
+                model, store, loader, prompt, decode_cache, decode_alloc, cfg.new_tokens, salt=salt, load_timeout=60
+            )
+            for prompt in steps(prompts, "decode prompts")
+        ]
+    finally:
+        loader.close()
+    if any(d.loaded_blocks != d.full_blocks for d in decoded):
+        raise RuntimeError(
+            f"decode side loaded only {[d.loaded_blocks for d in decoded]} of {[d.full_blocks for d in decoded]} "
+            f"blocks (committed {[d.committed_blocks for d in decoded]}; "
+            f"load errors {[d.load_error for d in decoded if d.load_error]})"
+        )
     store_stats = memory.stats()  # after the decode side's lookups and loads, so hits count them
-    generated = greedy_continue(
-        model, prefill_logits, prompts, decode_cache, [list(t) for t in decode_tables], cfg.new_tokens, decode_alloc
-    )
+    loaded_bytes = sum(d.loaded_blocks for d in decoded) * cfg.layers * decode_cache.bytes_per_block
+    load_s = sum(d.load_seconds for d in decoded)
+    generated = [d.generated for d in decoded]
 
     written = store_stats["used_bytes"]
     task_s = stats["task_latency"]["mean_us"] * stats["task_latency"]["count"] / 1e6
@@ -274,7 +296,7 @@ def run_demo(cfg: DemoConfig, progress: Any = print) -> DemoReport:
     report.write = {
         "bytes_per_forward": written,
         "write_GBps": round(written * cfg.repeats / task_s / 1e9, 3) if task_s > 0 else None,
-        "load_GBps": round(written / load_s / 1e9, 3),
+        "load_GBps": round(loaded_bytes / load_s / 1e9, 3) if load_s > 0 else None,
         "submit_p50_us": stats["submit_latency"]["p50_us"],
         "call_in_forward_us": round(statistics.median(probe.write_ns) / 1e3, 2),
         "tiny_op_in_forward_us": round(statistics.median(probe.tiny_ns) / 1e3, 2),
@@ -283,6 +305,8 @@ def run_demo(cfg: DemoConfig, progress: Any = print) -> DemoReport:
         "failed": stats["failed"],
     }
     report.tokens["generated_per_prompt"] = cfg.new_tokens
+    report.tokens["loaded_blocks"] = sum(d.loaded_blocks for d in decoded)
+    report.tokens["recomputed_tokens"] = sum(d.recomputed_tokens for d in decoded)
     report.tokens["reference"] = reference
     report.tokens["pd"] = generated
     report.tokens_match = generated == reference
@@ -316,6 +340,9 @@ def format_report(report: DemoReport) -> str:
         f"{m['dtype']}, {m['parameters'] / 1e6:.1f} M params",
         f"  tokens          {t['prompts']} prompts, {t['prompt_tokens']} prompt tokens, {t['blocks']} blocks, "
         f"{t['generated_per_prompt']} generated each",
+        f"  stored          {t['stored_blocks']} distinct full blocks (a partial last block is never stored)",
+        f"  decode side     {t['loaded_blocks']} blocks loaded into new block ids, {t['recomputed_tokens']} prompt "
+        "tokens recomputed (the tail after the last full block, and always the last token)",
         f"  bytes written   {w['bytes_per_forward'] / 2**20:.2f} MiB per prefill ({report.store['entries']} records)",
         f"  write bandwidth {w['write_GBps']} GB/s on the workers; load {w['load_GBps']} GB/s",
         f"  calling thread  write_cache_store {w['call_in_forward_us']:.1f} µs median inside the forward, "

@@ -77,6 +77,14 @@ def block_hashes(token_ids: Sequence[int], block_size: int, salt: str = "", pare
     return hashes
 
 
+def full_block_hashes(token_ids: Sequence[int], block_size: int, salt: str = "") -> list[int]:
+    """The chained hashes of the full blocks of ``token_ids`` only: what is stored and looked up. A
+    partial last block's hash covers fewer tokens, so it could never match the same prefix extended
+    by a later request."""
+    full = len(token_ids) // block_size if block_size > 0 else 0  # block_hashes refuses the size
+    return block_hashes(token_ids[: full * block_size], block_size, salt)
+
+
 def flatten_blocks(
     chains: Sequence[Sequence[int]], block_tables: Sequence[Sequence[int]]
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,7 +22,9 @@ lives and dies with one process (``memory://``, or a plug-in that declares itsel
 from __future__ import annotations
 
 from kvdump.pd.decode import run_decode
+from kvdump.pd.decode_from_store import DecodedFromStore, decode_from_store
 from kvdump.pd.prefill import run_prefill
+from kvdump.pd.prefill_into_store import PromptBlocks, StoredPrefill, prefill_into_store, prompt_blocks
 from kvdump.pd.report import (
     DecodeReport,
     DecodeRequestReport,
@@ -33,20 +35,25 @@ from kvdump.pd.report import (
     report_json,
 )
 from kvdump.pd.requests import Request, RequestError, make_requests, random_prompts, text_to_tokens
-from kvdump.pd.wiring import Progress, build_model, require_shared_store
+from kvdump.pd.wiring import build_model, require_shared_store
 
 __all__ = [
     "DecodeReport",
     "DecodeRequestReport",
+    "DecodedFromStore",
     "PrefillReport",
     "PrefillRequestReport",
-    "Progress",
+    "PromptBlocks",
     "Request",
     "RequestError",
+    "StoredPrefill",
     "build_model",
+    "decode_from_store",
     "format_decode",
     "format_prefill",
     "make_requests",
+    "prefill_into_store",
+    "prompt_blocks",
     "random_prompts",
     "report_json",
     "require_shared_store",

@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
-import functools
+import logging
 import time
 from collections.abc import Sequence
 
-import torch
-
 from kvdump.config import PDConfig
 from kvdump.errors import KvdumpError
-from kvdump.hashing import block_hashes
 from kvdump.models import BlockAllocator, blocks_needed
 from kvdump.pd import wiring
+from kvdump.pd.prefill_into_store import prefill_into_store
 from kvdump.pd.report import PrefillReport, PrefillRequestReport, prefill_line
 from kvdump.pd.requests import Request
-from kvdump.pd.wiring import Progress, check_fits, layer_writer, require_shared_store, where_written
-from kvdump.save_policy import run_in_cycle
+from kvdump.pd.wiring import check_fits, require_shared_store, where_written
+from kvdump.progress import steps
+
+logger = logging.getLogger(__name__)
 
 
-def run_prefill(config: PDConfig, requests: Sequence[Request], progress: Progress = print) -> PrefillReport:
+def run_prefill(config: PDConfig, requests: Sequence[Request]) -> PrefillReport:
     """Prefill every request with the writer attached, one writer cycle per request, so each request
     is published (its full blocks committed) as soon as all its layers are stored. A request whose
     save fails is reported as ``failed`` with its error code, nothing of it is committed, and the
-    next request runs (the writer's ``on_save_error="report"``)."""
+    next request runs (the writer's ``on_save_error="report"``). Each request's outcome is logged on
+    this module's logger as it finishes (a failed one as a warning)."""
     require_shared_store(config, "prefill")
     check_fits(config, requests, 0)
     model = wiring.build_model(config)
@@ -33,36 +34,41 @@ def run_prefill(config: PDConfig, requests: Sequence[Request], progress: Progres
     cache = model.new_cache(max(blocks_needed(len(r.tokens), block_size) for r in requests), block_size)
     allocator = BlockAllocator(cache.num_blocks)
     report = PrefillReport(role="prefill", **where_written(config, store, model))
-    progress(
-        f"prefill: {len(requests)} request(s), model {config.model.preset} ({num_layers} layers, "
-        f"{config.model.dtype}), store {store.name}, namespace {config.model.namespace!r}, "
-        f"tp{config.parallel.tp_rank}of{config.parallel.tp_size}"
+    logger.info(
+        "prefill: %d request(s), model %s (%d layers, %s), store %s, namespace %r, tp%dof%d",
+        len(requests),
+        config.model.preset,
+        num_layers,
+        config.model.dtype,
+        store.name,
+        config.model.namespace,
+        config.parallel.tp_rank,
+        config.parallel.tp_size,
     )
     started = time.perf_counter()
     writer = wiring.make_writer(config, store)
     try:
-        for request in requests:
+        for request in steps(requests, "prefill requests"):
             tokens = list(request.tokens)
-            full = len(tokens) // block_size
             table = allocator.allocate(blocks_needed(len(tokens), block_size))
-            # Only full blocks are stored: a partial block's hash covers fewer tokens, so it could
-            # never match the same prefix extended by a later request.
-            chain = block_hashes(tokens[: full * block_size], block_size, wiring.hash_salt(config))
-            hashes = torch.tensor(chain, dtype=torch.int64)
-            ids = torch.tensor(table[:full], dtype=torch.int64)
-            dump = layer_writer(writer, ids, hashes, request.name) if full else None
             begin = time.perf_counter()
-            outcome = run_in_cycle(
+            stored = prefill_into_store(
+                model,
                 writer,
-                functools.partial(model.prefill, [tokens], cache, [table], layer_hook=dump),
+                [tokens],
+                cache,
+                [table],
+                salt=wiring.hash_salt(config),
+                request=request.name,
                 timeout=config.timeouts.write_wait,
                 on_save_error="report",
             )
             forward_ms = (time.perf_counter() - begin) * 1e3
             allocator.free(table)
-            entry = _prefill_entry(request, full, num_layers, cache.bytes_per_block, forward_ms, outcome.save_error)
+            full = len(stored.chains[0])
+            entry = _prefill_entry(request, full, num_layers, cache.bytes_per_block, forward_ms, stored.save_error)
             report.requests.append(entry)
-            progress(prefill_line(entry))
+            logger.log(logging.WARNING if entry.outcome == "failed" else logging.INFO, "%s", prefill_line(entry))
         stats = writer.stats()
     finally:
         writer.close()

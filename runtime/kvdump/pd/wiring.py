@@ -3,12 +3,10 @@ the process), the model, the writer and the loader."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import torch
-
-from kvdump.cache_ops import KVLoader, write_cache_store
+from kvdump.cache_ops import KVLoader
 from kvdump.config import ConfigError, ModelConfig, PDConfig
 from kvdump.errors import KvdumpValueError, UnsupportedError
 from kvdump.hashing import model_salt
@@ -18,8 +16,6 @@ from kvdump.pd.requests import Request, RequestError
 from kvdump.stores import open_store as open_store_url
 from kvdump.stores import outlives_process
 from kvdump.writer import AsyncWriter
-
-Progress = Callable[[str], None]
 
 
 def require_shared_store(config: PDConfig, role: str) -> None:
@@ -111,17 +107,6 @@ def check_fits(config: PDConfig, requests: Sequence[Request], new_tokens: int) -
                 f"{request.name}: {len(request.tokens)} prompt tokens + {new_tokens} new tokens exceed "
                 f"the {limit} positions of model preset {config.model.preset!r}"
             )
-
-
-def layer_writer(
-    writer: AsyncWriter, block_ids: torch.Tensor, hashes: torch.Tensor, request: str
-) -> Callable[[int, torch.Tensor], None]:
-    """The prefill's layer hook: queue the layer's blocks on the writer (returns at once)."""
-
-    def dump(layer: int, kv: torch.Tensor) -> None:
-        write_cache_store(writer, layer, kv, block_ids, hashes, request=request)
-
-    return dump
 
 
 def model_summary(config: PDConfig, model: ReferenceLlama) -> dict[str, Any]:
