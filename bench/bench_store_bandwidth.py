@@ -89,10 +89,16 @@ class StoreRun:
         self.ids = torch.arange(args.blocks)  # tensors, as an engine passes them
         self.namespace = f"bw-{uuid.uuid4().hex[:10]}"
         self.writer: kvdump.AsyncWriter | None = kvdump.AsyncWriter(
-            store, num_threads=args.threads, namespace=self.namespace, staging_bytes=self.writer_staging()
+            store,
+            num_threads=args.threads,
+            key_space=kvdump.KeySpace(self.namespace),
+            staging_bytes=self.writer_staging(),
         )
         self.loader = kvdump.KVLoader(
-            store, namespace=self.namespace, num_threads=args.threads, staging_bytes=self.writer_staging()
+            store,
+            key_space=kvdump.KeySpace(self.namespace),
+            num_threads=args.threads,
+            staging_bytes=self.writer_staging(),
         )
         self.round = 0
         # Allocated and touched once, as an engine's KV cache is: a load measures the copy, not page faults.

@@ -96,8 +96,8 @@ def main() -> int:
     names = engine.layer_names
     src_ids = list(range(1, args.blocks + 1))
     dst_ids = list(range(args.blocks + 1, 2 * args.blocks + 1))
-    writer = kvdump.AsyncWriter(store, num_threads=args.threads, namespace=namespace, worker_nice=0)
-    loader = kvdump.KVLoader(store, num_threads=args.threads, namespace=namespace, worker_nice=0)
+    writer = kvdump.AsyncWriter(store, num_threads=args.threads, key_space=kvdump.KeySpace(namespace), worker_nice=0)
+    loader = kvdump.KVLoader(store, num_threads=args.threads, key_space=kvdump.KeySpace(namespace), worker_nice=0)
     counter = iter(range(1, 1 << 62))
     last_saved: dict[str, list[int]] = {}
 

@@ -11,7 +11,8 @@ NINJA="$(pwd)/$VENV/bin/ninja"
 JOBS=${KVDUMP_JOBS:-2}
 
 echo "==> lint: ruff check and ruff format --check (configuration in pyproject.toml)"
-"$VENV/bin/python" -m pip install -q "ruff==0.17.5"
+# ruff for the lint; mypy for tests/test_type_stubs.py (stubtest and stubgen against kvdump._C).
+"$VENV/bin/python" -m pip install -q "ruff==0.17.5" "mypy==2.4.1"
 "$VENV/bin/ruff" check runtime tests bench examples
 "$VENV/bin/ruff" format --check runtime tests bench examples
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import kvdump
-from kvdump import _C, StatusCode
+from kvdump import StatusCode
 from kvdump.testing import DictStore
 from support import LIMIT
 
@@ -54,7 +54,7 @@ def assert_round_trip(writer: kvdump.AsyncWriter, hashes: tuple[int, int] = (900
     report = writer.wait_all_done(timeout=LIMIT)
     assert (report.completed, report.failed) == (end - begin, 0)
     assert writer.state == "idle"
-    keys = dict(namespace=writer.namespace, tp_rank=writer.tp_rank, tp_size=writer.tp_size)
+    keys = dict(key_space=writer.key_space)
     assert kvdump.lookup(writer.store, list(hashes), layers=(begin, end), **keys) == 2
     for layer, cache in caches.items():
         dst = torch.zeros(SHAPE)
@@ -94,17 +94,6 @@ CONSTRUCTOR_CASES = [
     pytest.param({"abort_timeout": "1"}, TE, "abort_timeout", id="abort_timeout-str"),
     pytest.param({"max_abandoned_threads": 0}, VE, "max_abandoned_threads", id="max_abandoned-zero"),
     pytest.param({"max_abandoned_threads": 1.5}, TE, "max_abandoned_threads", id="max_abandoned-float"),
-    pytest.param({"namespace": ""}, VE, "namespace", id="namespace-empty"),
-    pytest.param({"namespace": "a/b"}, VE, "namespace", id="namespace-slash"),
-    pytest.param({"namespace": "a b"}, VE, "namespace", id="namespace-space"),
-    pytest.param({"namespace": "a\x00b"}, VE, "namespace", id="namespace-nul"),
-    pytest.param({"namespace": 123}, TE, "namespace", id="namespace-int"),
-    pytest.param({"tp_rank": -1}, VE, "tp_rank", id="tp_rank-negative"),
-    pytest.param({"tp_rank": 1, "tp_size": 1}, VE, "tp_rank", id="tp_rank-equals-size"),
-    pytest.param({"tp_rank": 1.0, "tp_size": 2}, TE, "tp_rank", id="tp_rank-float"),
-    pytest.param({"tp_size": 0}, VE, "tp_size", id="tp_size-zero"),
-    pytest.param({"tp_size": 70000}, VE, "tp_size", id="tp_size-70000"),
-    pytest.param({"tp_rank": 5, "tp_size": 70000}, VE, "tp_size", id="tp_size-70000-rank-5"),
     pytest.param({"staging_device": "cuda"}, VE, "staging_device", id="staging_device-cuda", marks=_needs_cpu_only),
     pytest.param({"staging_device": "meta"}, VE, "staging_device", id="staging_device-meta"),
     pytest.param({"staging_device": "xpu"}, VE, "staging_device", id="staging_device-xpu", marks=_needs_cpu_only),
@@ -129,6 +118,28 @@ CONSTRUCTOR_CASES = [
     pytest.param({"idle_poll": "fast"}, TE, "idle_poll", id="idle_poll-str"),
     pytest.param({"idle_poll": True}, TE, "idle_poll", id="idle_poll-bool"),
 ]
+
+
+KEY_SPACE_CASES = [
+    pytest.param({"namespace": ""}, VE, "namespace", id="namespace-empty"),
+    pytest.param({"namespace": "a/b"}, VE, "namespace", id="namespace-slash"),
+    pytest.param({"namespace": "a b"}, VE, "namespace", id="namespace-space"),
+    pytest.param({"namespace": "a\x00b"}, VE, "namespace", id="namespace-nul"),
+    pytest.param({"namespace": 123}, TE, "namespace", id="namespace-int"),
+    pytest.param({"tp_rank": -1}, VE, "tp_rank", id="tp_rank-negative"),
+    pytest.param({"tp_rank": 1, "tp_size": 1}, VE, "tp_rank", id="tp_rank-equals-size"),
+    pytest.param({"tp_rank": 1.0, "tp_size": 2}, TE, "tp_rank", id="tp_rank-float"),
+    pytest.param({"tp_size": 0}, VE, "tp_size", id="tp_size-zero"),
+    pytest.param({"tp_size": 70000}, VE, "tp_size", id="tp_size-70000"),
+    pytest.param({"tp_rank": 5, "tp_size": 70000}, VE, "tp_size", id="tp_size-70000-rank-5"),
+    pytest.param({"tp_rank": True}, TE, "tp_rank", id="tp_rank-bool"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "exc", "match"), KEY_SPACE_CASES)
+def test_key_space_refuses(kwargs: dict[str, Any], exc: type[Exception], match: str) -> None:
+    with pytest.raises(exc, match=match):
+        kvdump.KeySpace(**kwargs)
 
 
 @pytest.mark.parametrize(("kwargs", "exc", "match"), CONSTRUCTOR_CASES)
@@ -156,10 +167,9 @@ def test_constructor_refuses_a_non_store(store: object) -> None:
     ("kwargs", "exc", "match"),
     [
         pytest.param({"num_threads": 0}, VE, "num_threads", id="num_threads"),
-        pytest.param({"namespace": "a b"}, VE, "namespace", id="namespace"),
         pytest.param({"abort_timeout": NAN}, VE, "abort_timeout", id="abort_timeout"),
         pytest.param({"staging_bytes": 0}, VE, "staging_bytes", id="staging_bytes"),
-        pytest.param({"tp_size": 70000}, VE, "tp_size", id="tp_size"),
+        pytest.param({"key_space": "kvdump"}, TE, "key_space", id="key_space-str"),
     ],
 )
 def test_loader_constructor_refuses(kwargs: dict[str, Any], exc: type[Exception], match: str) -> None:
@@ -471,7 +481,7 @@ def stored(make_writer) -> tuple[kvdump.AsyncWriter, torch.Tensor]:
 
 
 def key(block_hash: int, layer: int, namespace: str = "kvdump", tp_rank: int = 0, tp_size: int = 1) -> str:
-    return _C.block_key(namespace, tp_rank, tp_size, block_hash, layer)
+    return kvdump.KeySpace(namespace, tp_rank, tp_size).block_key(block_hash, layer)
 
 
 LOAD_ARGUMENT_CASES = [
@@ -483,8 +493,7 @@ LOAD_ARGUMENT_CASES = [
     pytest.param({"layer": -2}, VE, "layer", id="layer-negative"),
     pytest.param({"kv_cache": lambda: torch.zeros(SHAPE, dtype=torch.int32)}, VE, "kv_cache", id="kv-int32"),
     pytest.param({"kv_cache": lambda: torch.zeros(SHAPE, device="meta")}, VE, "kv_cache", id="kv-meta"),
-    pytest.param({"namespace": "a/b"}, VE, "namespace", id="namespace-slash"),
-    pytest.param({"tp_rank": 1, "tp_size": 1}, VE, "tp_rank", id="tp_rank-equals-size"),
+    pytest.param({"key_space": ("a", 0, 1)}, TE, "key_space", id="key_space-tuple"),
     pytest.param({"store": "memory://"}, TE, "store", id="store-a-url"),
 ]
 
@@ -565,7 +574,7 @@ def test_a_record_copied_from_another_key_space_is_refused(stored, namespace: st
     writer.store.put(foreign_key, writer.store.get(key(11, 0)))
     dst = torch.zeros(SHAPE)
     with pytest.raises(kvdump.KeySpaceMismatchError) as info:
-        kvdump.load_cache_store(writer.store, 0, dst, [0], [11], namespace=namespace, tp_rank=tp_rank, tp_size=tp_size)
+        kvdump.load_cache_store(writer.store, 0, dst, [0], [11], key_space=kvdump.KeySpace(namespace, tp_rank, tp_size))
     assert info.value.key == foreign_key
     assert foreign_key in str(info.value)
     assert info.value.code is StatusCode.KEY_SPACE_MISMATCH
@@ -613,10 +622,7 @@ LOOKUP_CASES = [
     pytest.param(HASHES, {"num_layers": 1, "layers": (0, 1)}, VE, "num_layers.*layers", id="num_layers-and-layers"),
     pytest.param(HASHES, {"layers": (2, 1)}, VE, "layers", id="layers-reversed"),
     pytest.param(HASHES, {"layers": "ab"}, TE, "layers", id="layers-str"),
-    pytest.param(HASHES, {"namespace": ""}, VE, "namespace", id="namespace-empty"),
-    pytest.param(HASHES, {"namespace": 5}, TE, "namespace", id="namespace-int"),
-    pytest.param(HASHES, {"tp_rank": 2, "tp_size": 2}, VE, "tp_rank", id="tp_rank-equals-size"),
-    pytest.param(HASHES, {"tp_size": 70000}, VE, "tp_size", id="tp_size-70000"),
+    pytest.param(HASHES, {"key_space": "kvdump"}, TE, "key_space", id="key_space-str"),
 ]
 
 
@@ -635,7 +641,7 @@ def test_lookup_refuses_a_non_store_as_a_type_error() -> None:
 
 def test_lookup_of_a_corrupt_commit_record_names_its_key(stored) -> None:
     writer, _ = stored
-    commit = _C.commit_key("kvdump", 0, 1, 12, 0, 1)
+    commit = kvdump.KeySpace().commit_key(12, 0, 1)
     record = bytearray(writer.store.get(commit))
     record[-1] ^= 0xFF
     writer.store.put(commit, bytes(record))
@@ -647,10 +653,10 @@ def test_lookup_of_a_corrupt_commit_record_names_its_key(stored) -> None:
 
 def test_lookup_of_a_commit_record_from_another_namespace_names_its_key(stored) -> None:
     writer, _ = stored
-    foreign = _C.commit_key("other", 0, 1, 11, 0, 1)
-    writer.store.put(foreign, writer.store.get(_C.commit_key("kvdump", 0, 1, 11, 0, 1)))
+    foreign = kvdump.KeySpace("other").commit_key(11, 0, 1)
+    writer.store.put(foreign, writer.store.get(kvdump.KeySpace().commit_key(11, 0, 1)))
     with pytest.raises(kvdump.KeySpaceMismatchError) as info:
-        kvdump.lookup(writer.store, HASHES, namespace="other", num_layers=1)
+        kvdump.lookup(writer.store, HASHES, key_space=kvdump.KeySpace("other"), num_layers=1)
     assert info.value.key == foreign
     assert kvdump.lookup(writer.store, HASHES, num_layers=1) == 2
 

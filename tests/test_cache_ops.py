@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import kvdump
-from kvdump import _C, StatusCode
+from kvdump import StatusCode
 from kvdump.testing import StallingStore
 from support import LIMIT, wait_until
 
@@ -57,7 +57,7 @@ def pick(num_blocks: int, n: int, seed: int) -> list[int]:
 
 
 def key(block_hash: int, layer: int) -> str:
-    return _C.block_key(NS, 0, 1, block_hash, layer)
+    return kvdump.KeySpace(NS).block_key(block_hash, layer)
 
 
 def write_layer(
@@ -298,8 +298,8 @@ def test_missing_block_raises_key_not_found_naming_the_key(make_writer) -> None:
         kvdump.load_cache_store(writer.store, 1, dst, [0], [7])  # stored, but not for this layer
     assert info.value.key == key(7, 1)
     with pytest.raises(kvdump.KeyNotFoundError) as info:
-        kvdump.load_cache_store(writer.store, 0, dst, [0], [7], namespace="other")
-    assert info.value.key == _C.block_key("other", 0, 1, 7, 0)
+        kvdump.load_cache_store(writer.store, 0, dst, [0], [7], key_space=kvdump.KeySpace("other"))
+    assert info.value.key == kvdump.KeySpace("other").block_key(7, 0)
 
 
 @pytest.mark.parametrize(
@@ -501,8 +501,8 @@ def test_async_loader_gives_the_same_bytes(make_writer, make_loader) -> None:
             loader.wait_layer(layer, timeout=LIMIT)
             assert_blocks_moved(caches[layer], dst[layer], src_ids, dst_ids)
         loader.finish(timeout=LIMIT)
-        assert loader.writer.state == "idle"
-    stats = loader.writer.stats()
+        assert loader.state == "idle"
+    stats = loader.stats()
     assert (stats["submitted"], stats["completed"], stats["failed"]) == (2 * layers, 2 * layers, 0)
 
 
@@ -539,7 +539,7 @@ def test_a_failing_async_load_raises_from_wait_layer_and_finish(make_writer, mak
     assert werr.value.layer == 1
     assert werr.value.code is StatusCode.NOT_FOUND
     assert (werr.value.failed, werr.value.submitted) == (1, 2)
-    assert loader.writer.state == "idle"
+    assert loader.state == "idle"
     # The loader is reusable.
     loader.start()
     loader.load_async(1, dst1, [2, 3], [10, 11])
@@ -577,9 +577,9 @@ def test_load_async_outside_a_session_and_bad_input(make_writer, make_loader) ->
         loader.load_async(0, _kv(torch.int32), [0], [1])
     with pytest.raises(kvdump.KvdumpValueError):
         loader.load_async(0, _kv(), [6], [1])
-    assert loader.writer.stats()["submitted"] == 0
+    assert loader.stats()["submitted"] == 0
     loader.finish(timeout=LIMIT)
-    assert loader.writer.stats()["submitted"] == 0
+    assert loader.stats()["submitted"] == 0
 
 
 def test_abort_wakes_waiters_of_queued_loads(make_writer, make_loader) -> None:
@@ -597,9 +597,7 @@ def test_abort_wakes_waiters_of_queued_loads(make_writer, make_loader) -> None:
     for layer in range(3):
         loader.load_async(layer, dst[layer], [1], [1])
     assert gated.entered.wait(LIMIT)  # layer 0 is blocked in the store, layers 1 and 2 are queued
-    releaser = threading.Thread(
-        target=lambda: wait_until(lambda: loader.writer.state == "aborting") and gated.release.set()
-    )
+    releaser = threading.Thread(target=lambda: wait_until(lambda: loader.state == "aborting") and gated.release.set())
     releaser.start()
     loader.abort()  # cancels the queued loads, then waits for the running one
     releaser.join(LIMIT)
@@ -608,4 +606,4 @@ def test_abort_wakes_waiters_of_queued_loads(make_writer, make_loader) -> None:
             loader.wait_layer(layer, timeout=LIMIT)
     loader.wait_layer(0, timeout=LIMIT)  # the load that was running finished
     assert_blocks_moved(kv, dst[0], [0], [1])
-    assert loader.writer.state == "idle"
+    assert loader.state == "idle"

@@ -209,7 +209,7 @@ def test_a_forged_commit_record_is_refused(make_writer) -> None:
     writer.init()
     write_layers(writer, torch.randn(SHAPE), range(2), [0], [99], "r")
     writer.wait_all_done(timeout=LIMIT)
-    key = kvdump._C.commit_key("kvdump", 0, 1, 99)
+    key = kvdump.KeySpace().commit_key(99)
     forged = bytearray(store.get(key))
     forged[12] = 5  # claims five layers
     store.put(key, bytes(forged))
@@ -220,15 +220,15 @@ def test_a_forged_commit_record_is_refused(make_writer) -> None:
 
 def test_a_block_copied_from_another_namespace_is_refused_naming_its_key(make_writer) -> None:
     store = kvdump.MemoryStore(capacity_bytes=16 << 20)
-    writer = make_writer(store, namespace="model-b")
+    writer = make_writer(store, key_space=kvdump.KeySpace("model-b"))
     kv = torch.randn(SHAPE)
     writer.init()
     kvdump.write_cache_store(writer, 0, kv, [0], [123])
     writer.wait_all_done(timeout=LIMIT)
-    theirs = kvdump._C.block_key("model-b", 0, 1, 123, 0)
-    ours = kvdump._C.block_key("model-a", 0, 1, 123, 0)
+    theirs = kvdump.KeySpace("model-b").block_key(123, 0)
+    ours = kvdump.KeySpace("model-a").block_key(123, 0)
     store.put(ours, store.get(theirs))
-    with kvdump.KVLoader(store, namespace="model-a", num_threads=1) as loader:
+    with kvdump.KVLoader(store, key_space=kvdump.KeySpace("model-a"), num_threads=1) as loader:
         with pytest.raises(kvdump.KeySpaceMismatchError) as err:
             loader.load(0, torch.zeros(SHAPE), [0], [123])
     assert err.value.key == ours
@@ -384,8 +384,8 @@ def test_an_abandoned_task_never_gathers_blocks_the_caller_reuses(make_writer, s
     kv[:, 2].fill_(float("nan"))
     store.release.set()
     settle(writer)
-    assert not store.exists(kvdump._C.block_key("kvdump", 0, 1, 2, 1))
-    assert not store.exists(kvdump._C.block_key("kvdump", 0, 1, 3, 2))
+    assert not store.exists(kvdump.KeySpace().block_key(2, 1))
+    assert not store.exists(kvdump.KeySpace().block_key(3, 2))
     assert kvdump.lookup(store, [1]) == 0
 
 

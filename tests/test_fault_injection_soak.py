@@ -24,7 +24,6 @@ import pytest
 import torch
 
 import kvdump
-from kvdump import _C
 from kvdump.testing import FailingStore, StallingStore, no_key
 from support import LIMIT
 
@@ -66,7 +65,7 @@ def bits(t: torch.Tensor) -> torch.Tensor:
 
 
 def block_key(block_hash: int, layer: int) -> str:
-    return _C.block_key(NS, 0, 1, block_hash, layer)
+    return kvdump.KeySpace(NS).block_key(block_hash, layer)
 
 
 class Gate:

@@ -49,7 +49,9 @@ def test_blocks_go_zero_copy_from_registered_staging(fresh_store: Any) -> None:
     counting = CountingClient(fresh_store._client)
     fresh_store._client = counting
     namespace = f"zc-{uuid.uuid4().hex[:8]}"
-    writer = kvdump.AsyncWriter(fresh_store, num_threads=2, namespace=namespace, staging_bytes=16 << 20)
+    writer = kvdump.AsyncWriter(
+        fresh_store, num_threads=2, key_space=kvdump.KeySpace(namespace), staging_bytes=16 << 20
+    )
     kv = torch.randn(2, 8, 16, 4, 32)
     hashes = list(range(100, 108))
     with writer.cycle():
@@ -60,7 +62,7 @@ def test_blocks_go_zero_copy_from_registered_staging(fresh_store: Any) -> None:
     # No block took the copying path: the only copied batch is the commit records'.
     assert counting.calls["put_batch"] == 1
     assert counting.calls["upsert_batch"] == counting.calls["batch_upsert_from"] == 0
-    loader = kvdump.KVLoader(fresh_store, namespace=namespace, num_threads=2, staging_bytes=16 << 20)
+    loader = kvdump.KVLoader(fresh_store, key_space=kvdump.KeySpace(namespace), num_threads=2, staging_bytes=16 << 20)
     out = torch.zeros_like(kv)
     loader.load(1, out, list(range(8)), hashes)
     assert torch.equal(out, kv)
@@ -74,28 +76,28 @@ def test_blocks_go_zero_copy_from_registered_staging(fresh_store: Any) -> None:
 
 def test_lookup_after_a_commit_counts_only_committed_blocks(fresh_store: Any) -> None:
     namespace = f"commit-{uuid.uuid4().hex[:8]}"
-    writer = kvdump.AsyncWriter(fresh_store, num_threads=2, namespace=namespace)
+    writer = kvdump.AsyncWriter(fresh_store, num_threads=2, key_space=kvdump.KeySpace(namespace))
     kv = torch.randn(2, 4, 8, 2, 16)
     with writer.cycle():
         for layer in range(2):
             kvdump.write_cache_store(writer, layer, kv, [0, 1, 2], [11, 12, 13])
     writer.close()
-    assert kvdump.lookup(fresh_store, [11, 12, 13, 14], namespace=namespace, num_layers=2) == 3
-    assert kvdump.lookup(fresh_store, [11, 12], namespace=namespace, num_layers=3) == 0
+    assert kvdump.lookup(fresh_store, [11, 12, 13, 14], key_space=kvdump.KeySpace(namespace), num_layers=2) == 3
+    assert kvdump.lookup(fresh_store, [11, 12], key_space=kvdump.KeySpace(namespace), num_layers=3) == 0
 
 
 def test_writing_the_same_blocks_again_succeeds_and_keeps_them(fresh_store: Any) -> None:
     # A second prefill of the same prefix re-puts existing keys through the zero-copy path.
     namespace = f"again-{uuid.uuid4().hex[:8]}"
-    writer = kvdump.AsyncWriter(fresh_store, num_threads=2, namespace=namespace)
+    writer = kvdump.AsyncWriter(fresh_store, num_threads=2, key_space=kvdump.KeySpace(namespace))
     kv = torch.randn(2, 4, 8, 2, 16)
     for _ in range(2):
         with writer.cycle():
             for layer in range(2):
                 kvdump.write_cache_store(writer, layer, kv, [0, 1, 2, 3], [31, 32, 33, 34])
     writer.close()
-    assert kvdump.lookup(fresh_store, [31, 32, 33, 34], namespace=namespace, num_layers=2) == 4
-    loader = kvdump.KVLoader(fresh_store, namespace=namespace, num_threads=1)
+    assert kvdump.lookup(fresh_store, [31, 32, 33, 34], key_space=kvdump.KeySpace(namespace), num_layers=2) == 4
+    loader = kvdump.KVLoader(fresh_store, key_space=kvdump.KeySpace(namespace), num_threads=1)
     out = torch.zeros_like(kv)
     loader.load(1, out, [0, 1, 2, 3], [31, 32, 33, 34])
     loader.close()
@@ -143,7 +145,7 @@ def test_prefill_process_writes_and_exits_then_decode_process_loads(mooncake_clu
         torch.manual_seed(1234)
         kv = [torch.randn(2, 6, 16, 4, 32) for _ in range(4)]
         store = kvdump.open_store({url!r})
-        writer = kvdump.AsyncWriter(store, num_threads=2, namespace={namespace!r})
+        writer = kvdump.AsyncWriter(store, num_threads=2, key_space=kvdump.KeySpace({namespace!r}))
         with writer.cycle():
             for layer in range(4):
                 kvdump.write_cache_store(writer, layer, kv[layer], [5, 4, 3, 2, 1, 0], [21, 22, 23, 24, 25, 26])
@@ -158,8 +160,8 @@ def test_prefill_process_writes_and_exits_then_decode_process_loads(mooncake_clu
     store = kvdump.open_store(url)
     try:
         hashes = [21, 22, 23, 24, 25, 26]
-        assert kvdump.lookup(store, hashes, namespace=namespace, num_layers=4) == 6
-        loader = kvdump.KVLoader(store, namespace=namespace, num_threads=2)
+        assert kvdump.lookup(store, hashes, key_space=kvdump.KeySpace(namespace), num_layers=4) == 6
+        loader = kvdump.KVLoader(store, key_space=kvdump.KeySpace(namespace), num_threads=2)
         for layer in range(4):
             out = torch.zeros(2, 6, 16, 4, 32)
             loader.load(layer, out, [0, 1, 2, 3, 4, 5], hashes)

@@ -21,7 +21,7 @@ import pytest
 import kvdump
 import kvdump.pd
 import kvdump.pd.wiring
-from kvdump import _C, cli
+from kvdump import cli
 from kvdump.config import load_config
 from kvdump.hashing import block_hashes
 from kvdump.pd import make_requests
@@ -48,8 +48,8 @@ def store_keys(config_path: Path) -> tuple[list[str], list[str]]:
     for request in make_requests(vocab_size=model.vocab_size, **PROMPT_FLAGS):
         full = len(request.tokens) // BLOCK_SIZE
         for h in block_hashes(list(request.tokens[: full * BLOCK_SIZE]), BLOCK_SIZE, hash_salt(config)):
-            commits.append(_C.commit_key(ns, 0, 1, h))
-            blocks += [_C.block_key(ns, 0, 1, h, layer) for layer in range(model.num_layers)]
+            commits.append(kvdump.KeySpace(ns).commit_key(h))
+            blocks += [kvdump.KeySpace(ns).block_key(h, layer) for layer in range(model.num_layers)]
     return blocks, commits
 
 
@@ -383,7 +383,9 @@ def request_block_keys(config_path: Path) -> dict[str, set[str]]:
         full = len(request.tokens) // BLOCK_SIZE
         chain = block_hashes(list(request.tokens[: full * BLOCK_SIZE]), BLOCK_SIZE, hash_salt(config))
         keys[request.name] = {
-            _C.block_key(config.model.namespace, 0, 1, h, layer) for h in chain for layer in range(model.num_layers)
+            kvdump.KeySpace(config.model.namespace).block_key(h, layer)
+            for h in chain
+            for layer in range(model.num_layers)
         }
     return keys
 

@@ -177,15 +177,15 @@ def test_writer_round_trip_commits_and_loads(store_factory, kind: str, prefix: s
     kv = [torch.randn(2, 8, 16, 2, 32) for _ in range(layers)]
     ids = [5, 1, 7, 0, 3, 2]
     hashes = [1000 + i for i in range(blocks)]
-    writer = kvdump.AsyncWriter(store, num_threads=2, namespace=namespace, staging_bytes=8 << 20)
+    writer = kvdump.AsyncWriter(store, num_threads=2, key_space=kvdump.KeySpace(namespace), staging_bytes=8 << 20)
     try:
         with writer.cycle():
             for layer in range(layers):
                 kvdump.write_cache_store(writer, layer, kv[layer], ids, hashes, request="req-0")
     finally:
         writer.close()
-    assert kvdump.lookup(store, hashes, namespace=namespace, num_layers=layers) == blocks
-    loader = kvdump.KVLoader(store, namespace=namespace, num_threads=2)
+    assert kvdump.lookup(store, hashes, key_space=kvdump.KeySpace(namespace), num_layers=layers) == blocks
+    loader = kvdump.KVLoader(store, key_space=kvdump.KeySpace(namespace), num_threads=2)
     try:
         for layer in range(layers):
             out = torch.zeros_like(kv[layer])

@@ -18,7 +18,6 @@ pytest.importorskip("transformers")
 from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
 import kvdump
-from kvdump import _C
 from kvdump.hashing import block_hashes
 from kvdump.integrations.transformers import KvdumpCache, load_into_cache, model_salt_of, prefill_to_store
 from kvdump.testing import FailingStore, block_keys
@@ -109,9 +108,9 @@ def test_prefill_stores_every_layer_of_every_full_block(
     assert result.block_hashes == chain[:full]
     for h in chain[:full]:
         for layer in range(NUM_LAYERS):
-            assert store.exists(_C.block_key("kvdump", 0, 1, h, layer)), (h, layer)
-    assert not any(store.exists(_C.block_key("kvdump", 0, 1, chain[-1], layer)) for layer in range(NUM_LAYERS))
-    assert not store.exists(_C.block_key("kvdump", 0, 1, chain[0], NUM_LAYERS))
+            assert store.exists(kvdump.KeySpace().block_key(h, layer)), (h, layer)
+    assert not any(store.exists(kvdump.KeySpace().block_key(chain[-1], layer)) for layer in range(NUM_LAYERS))
+    assert not store.exists(kvdump.KeySpace().block_key(chain[0], NUM_LAYERS))
     assert kvdump.lookup(store, chain, num_layers=NUM_LAYERS) == full
     assert store.stats()["entries"] == full * NUM_LAYERS + full  # layer records + one commit per block
     assert writer.state == "idle"
@@ -167,7 +166,7 @@ def test_decode_loads_only_the_committed_prefix(store: kvdump.MemoryStore, write
     model = make_model()
     ids = prompt(PROMPT_WITH_TAIL)
     result = prefill_to_store(model, ids, writer, BLOCK_SIZE)
-    assert store.remove(_C.commit_key("kvdump", 0, 1, result.block_hashes[2]))
+    assert store.remove(kvdump.KeySpace().commit_key(result.block_hashes[2]))
 
     loaded = load_into_cache(twin(model), ids, store, BLOCK_SIZE)
     assert (loaded.num_blocks, loaded.num_tokens) == (2, 2 * BLOCK_SIZE)
@@ -177,15 +176,15 @@ def test_decode_loads_only_the_committed_prefix(store: kvdump.MemoryStore, write
 def test_a_loader_carries_the_writer_namespace(store: kvdump.MemoryStore) -> None:
     model = make_model()
     ids = prompt(PROMPT_WITH_TAIL)
-    with kvdump.AsyncWriter(store, num_threads=2, namespace="tiny-llama") as writer:
+    with kvdump.AsyncWriter(store, num_threads=2, key_space=kvdump.KeySpace("tiny-llama")) as writer:
         prefill_to_store(model, ids, writer, BLOCK_SIZE)
 
     assert load_into_cache(model, ids, store, BLOCK_SIZE).num_tokens == 0  # default namespace: nothing
-    loader = kvdump.KVLoader(store, namespace="tiny-llama", num_threads=2)
+    loader = kvdump.KVLoader(store, key_space=kvdump.KeySpace("tiny-llama"), num_threads=2)
     try:
         loaded = load_into_cache(model, ids, loader, BLOCK_SIZE)
         assert loaded.num_blocks == PROMPT_WITH_TAIL // BLOCK_SIZE
-        assert loader.writer.state == "idle"  # the session is closed; the loader stays usable
+        assert loader.state == "idle"  # the session is closed; the loader stays usable
     finally:
         loader.close()
 
@@ -215,7 +214,7 @@ def test_a_corrupt_block_fails_the_load_naming_its_key_and_the_session_is_aborte
     model = make_model()
     ids = prompt(PROMPT_WITH_TAIL)
     stored = prefill_to_store(model, ids, writer, BLOCK_SIZE).block_hashes
-    key = kvdump._C.block_key("kvdump", 0, 1, stored[1], 2)
+    key = kvdump.KeySpace().block_key(stored[1], 2)
     record = bytearray(store.get(key))
     record[-1] ^= 0xFF  # one payload byte: the header stays valid, the checksum does not
     store.put(key, bytes(record))
@@ -224,7 +223,7 @@ def test_a_corrupt_block_fails_the_load_naming_its_key_and_the_session_is_aborte
         with pytest.raises(kvdump.ChecksumError) as caught:
             load_into_cache(twin(model), ids, loader, BLOCK_SIZE)
         assert caught.value.key == key
-        assert loader.writer.state == "idle"  # the failed session was aborted, not left open
+        assert loader.state == "idle"  # the failed session was aborted, not left open
     finally:
         loader.close()
 

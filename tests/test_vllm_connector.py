@@ -15,7 +15,6 @@ import torch
 from vllm.v1.request import RequestStatus
 
 import kvdump
-from kvdump import _C
 from kvdump.config import ConfigError
 from kvdump.hashing import model_salt
 from kvdump.integrations.vllm import KvdumpConnector, parse_settings
@@ -34,7 +33,7 @@ def chain(prompt: list[int]) -> list[int]:
 
 
 def committed(store: kvdump.CacheStore, prompt: list[int], layers: int = 2, tp_rank: int = 0, tp_size: int = 1) -> int:
-    return kvdump.lookup(store, chain(prompt), namespace=NS, tp_rank=tp_rank, tp_size=tp_size, num_layers=layers)
+    return kvdump.lookup(store, chain(prompt), key_space=kvdump.KeySpace(NS, tp_rank, tp_size), num_layers=layers)
 
 
 def snapshot(worker: Worker, block_ids: list[int]) -> list[list[torch.Tensor]]:
@@ -197,7 +196,7 @@ def test_roles_producer_saves_only_and_consumer_loads_only(tmp_path, store_url, 
 
 def test_failed_save_is_reported_and_nothing_of_it_committed(tmp_path, engines, stores, caplog):
     good, bad = prompt_of(40, seed=6), prompt_of(40, seed=7)
-    bad_key = _C.block_key(NS, 0, 1, chain(bad)[1], 1)
+    bad_key = kvdump.KeySpace(NS).block_key(chain(bad)[1], 1)
     store = FailingStore(
         kvdump.MemoryStore(capacity_bytes=64 << 20),
         lambda key: bad_key in key,
@@ -230,8 +229,8 @@ def test_missing_and_corrupt_blocks_are_load_errors_and_the_rest_loads(tmp_path,
     engine.run()
     store = worker.connector._worker.writer.store
     hashes = chain(prompt)
-    assert kvdump.CacheStore.remove(store, _C.block_key(NS, 0, 1, hashes[2], 1))
-    key = _C.block_key(NS, 0, 1, hashes[3], 0)
+    assert kvdump.CacheStore.remove(store, kvdump.KeySpace(NS).block_key(hashes[2], 1))
+    key = kvdump.KeySpace(NS).block_key(hashes[3], 0)
     record = bytearray(kvdump.CacheStore.get(store, key))
     record[-1] ^= 0xFF
     kvdump.CacheStore.remove(store, key)
@@ -290,7 +289,7 @@ def test_stalled_store_is_reported_within_the_deadline_and_blocks_reused_safely(
     assert committed(store, first) == 0
     # Whatever the abandoned task put under a's keys holds a's values, never b's.
     for index, block_hash in enumerate(chain(first)):
-        raw = kvdump.CacheStore.get(store.inner, _C.block_key(NS, 0, 1, block_hash, 0))
+        raw = kvdump.CacheStore.get(store.inner, kvdump.KeySpace(NS).block_key(block_hash, 0))
         if raw is None:
             continue
         expected = stand_in_kv(0, 0, first, index * BLOCK, (index + 1) * BLOCK, (2, 2, 16))
@@ -351,7 +350,7 @@ def test_preempted_request_never_stores_reused_blocks_under_its_keys(tmp_path, s
     preempted = sum(r.num_preemptions for r in engine.requests.values())
     assert preempted >= 1
     store = engine.workers[0].connector._worker.writer.store
-    loader = kvdump.KVLoader(store, namespace=NS, num_threads=1)
+    loader = kvdump.KVLoader(store, key_space=kvdump.KeySpace(NS), num_threads=1)
     try:
         for prompt in prompts.values():
             count = committed(store, prompt)
@@ -398,7 +397,7 @@ def test_two_tp_ranks_store_their_own_shards_and_need_each_other(tmp_path, store
         assert same_as_snapshot(worker, worker.tables["b"][:2], shot)
     engine.run()
     # Without rank 1's commit record of block 1, only block 0 is usable.
-    kvdump.CacheStore.remove(store, _C.commit_key(NS, 1, 2, chain(prompt)[1], 0, 2))
+    kvdump.CacheStore.remove(store, kvdump.KeySpace(NS, 1, 2).commit_key(chain(prompt)[1], 0, 2))
     engine.add("c", prompt)
     so = engine.step()
     assert so.scheduled_new_reqs[0].num_computed_tokens == 16
@@ -474,7 +473,7 @@ def test_fp8_caches_are_stored_as_fp8_bytes_and_other_quantized_caches_refused(t
     assert cache.kv.dtype == torch.float8_e4m3fn and cache.kv.data_ptr() == raw.data_ptr()
     assert cache.payload_bytes_per_block == 2 * BLOCK * 2 * 16
     store = kvdump.FileStore(str(tmp_path / "kv"))
-    writer = kvdump.AsyncWriter(store, num_threads=1, namespace=NS)
+    writer = kvdump.AsyncWriter(store, num_threads=1, key_space=kvdump.KeySpace(NS))
     try:
         with writer.cycle():
             kvdump.write_cache_store(writer, 0, cache.kv, [1, 3], [11, 13], request="r")
@@ -482,7 +481,7 @@ def test_fp8_caches_are_stored_as_fp8_bytes_and_other_quantized_caches_refused(t
         writer.close()
     target = torch.zeros(2, 4, BLOCK, 2, 16, dtype=torch.uint8)
     kvdump.load_cache_store(
-        store, 0, layer_cache(target, "auto", torch.float8_e4m3fn).kv, [0, 2], [11, 13], namespace=NS
+        store, 0, layer_cache(target, "auto", torch.float8_e4m3fn).kv, [0, 2], [11, 13], key_space=kvdump.KeySpace(NS)
     )
     assert torch.equal(target[:, [0, 2]], raw[:, [1, 3]])
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import kvdump
-from kvdump import _C, StatusCode
+from kvdump import StatusCode
 from kvdump.hashing import block_hashes
 from kvdump.models import BlockAllocator, LlamaConfig, ReferenceLlama, blocks_needed, greedy_continue
 from kvdump.prompt_dump import prompt_dump_hook
@@ -148,11 +148,11 @@ def test_a_forward_that_raises_publishes_nothing_and_leaves_the_writer_reusable(
     # full layer count, and not as a shorter two-layer request either.
     assert kvdump.lookup(writer.store, hashes) == 0
     assert kvdump.lookup(writer.store, hashes, num_layers=layers) == 0
-    assert not any(writer.store.exists(_C.commit_key("kvdump", 0, 1, h)) for h in hashes)
+    assert not any(writer.store.exists(kvdump.KeySpace().commit_key(h)) for h in hashes)
     assert writer.stats()["aborts"] == 1
     # No layer past the failure was ever written.
     assert not any(
-        writer.store.exists(_C.block_key("kvdump", 0, 1, h, layer)) for h in hashes for layer in range(2, layers)
+        writer.store.exists(kvdump.KeySpace().block_key(h, layer)) for h in hashes for layer in range(2, layers)
     )
 
     # The writer (and the wrapped forward) work again.

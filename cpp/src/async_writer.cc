@@ -146,7 +146,9 @@ size_t defaultNumThreads() {
 }
 
 Status validateWriterOptions(const WriterOptions& options) {
-  if (options.queue_capacity == 0) return Status::InvalidArgument("queue_capacity must be at least 1");
+  if (options.queue_capacity == 0 || options.queue_capacity > (size_t{1} << 32)) {
+    return Status::InvalidArgument("queue_capacity must be in [1, 2^32], got " + std::to_string(options.queue_capacity));
+  }
   if (options.num_threads > 1024) {
     return Status::InvalidArgument("num_threads must be at most 1024 (0 picks a default), got " +
                                    std::to_string(options.num_threads));

@@ -5,14 +5,20 @@
 
 namespace kvdump::python {
 void bindStores(pybind11::module_& m);
+void bindKeySpace(pybind11::module_& m);
+void bindEngineOptions(pybind11::module_& m);
 void bindWriter(pybind11::module_& m);
+void bindLoader(pybind11::module_& m);
 void bindStatusCodes(pybind11::module_& m);
 }  // namespace kvdump::python
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "kvdump native core: lifecycle writer, stores, and the torch ops (torch.ops.kvdump.*)";
   kvdump::python::bindStores(m);
+  kvdump::python::bindKeySpace(m);
+  kvdump::python::bindEngineOptions(m);
   kvdump::python::bindWriter(m);
+  kvdump::python::bindLoader(m);
   kvdump::python::bindStatusCodes(m);
   // Plain C-API functions: the hot path of write_cache_store skips pybind11's dispatch as well.
   if (kvdump::addDirectWriteFunctions(m.ptr()) != 0) throw pybind11::error_already_set();

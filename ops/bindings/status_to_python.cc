@@ -30,6 +30,10 @@ void throwStatus(const Status& status) {
   raise(std::move(exc), status);
 }
 
+void throwTypeError(const std::string& message) {
+  raise(errorsModule().attr("KvdumpTypeError")(message), Status::Ok());
+}
+
 void throwWriteError(const TaskFailure& failure, uint64_t failed, uint64_t submitted,
                      const std::vector<std::string>& failed_requests) {
   py::object layer = failure.label.layer >= 0 ? py::object(py::int_(failure.label.layer)) : py::object(py::none());

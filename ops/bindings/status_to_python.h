@@ -14,6 +14,9 @@ namespace kvdump::python {
 /// Raises the kvdump.errors class for `status` (KvdumpValueError, LifecycleError, ...). Needs the GIL.
 [[noreturn]] void throwStatus(const Status& status);
 
+/// Raises kvdump.KvdumpTypeError with `message` (an argument of the wrong type). Needs the GIL.
+[[noreturn]] void throwTypeError(const std::string& message);
+
 /// Raises kvdump.WriteError for a failed cycle, chaining a failed Python task's own exception.
 /// `failed_requests` lists every request with a failed task, none of whose blocks was published.
 [[noreturn]] void throwWriteError(const TaskFailure& failure, uint64_t failed, uint64_t submitted,

@@ -10,7 +10,7 @@
 #include "kvdump/stores/memory_store.h"
 #include "kvdump_ops/host_allocator.h"
 #include "python_store.h"
-#include "seconds_argument.h"
+#include "arguments.h"
 #include "status_to_python.h"
 
 namespace py = pybind11;

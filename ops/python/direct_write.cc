@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-#include "../src/held_writer.h"
+#include "../src/held_context.h"
 #include "../src/layer_write_call.h"
 
 namespace kvdump {
@@ -135,7 +135,7 @@ PyObject* raisingAsTorchOps(Fn&& fn) {
   }
   if (!kv_cache || !block_ids || !block_hashes) return declined();
   return raisingAsTorchOps([&]() -> PyObject* {
-    queueLayerWrite(*holdWriter(*handle), layer_index, *kv_cache, v_cache, *block_ids, *block_hashes,
+    queueLayerWrite(*holdContext(*handle), layer_index, *kv_cache, v_cache, *block_ids, *block_hashes,
                     std::string_view(request_text, static_cast<size_t>(request_size)));
     Py_RETURN_NONE;
   });
@@ -149,7 +149,7 @@ PyObject* claimDirectWriterHandle(PyObject* /*module*/, PyObject* ticket) {
   const long long number = PyLong_AsLongLong(ticket);
   if (number == -1 && PyErr_Occurred()) return nullptr;
   return raisingAsTorchOps([&] {
-    auto* handle = new Handle(claimOfferedWriter(number));
+    auto* handle = new Handle(claimOffered<WriterContext>(number));
     PyObject* capsule = PyCapsule_New(handle, kCapsuleName, &destroyHandle);
     if (capsule == nullptr) delete handle;
     return capsule;

@@ -1,5 +1,5 @@
-// One layer's write task (gather its blocks into staging records, checksum, put them in one batch)
-// and one layer's load (read records, check them, scatter them into the caller's blocks).
+// One layer's write task: gather its blocks into staging records, checksum them, put them in one
+// batch, and record in the ledger which stored.
 #pragma once
 
 #include <c10/core/Event.h>
@@ -33,11 +33,5 @@ struct LayerWrite {
 /// inside caller-memory sections of `control`, so once abandoned it never reads the KV cache again,
 /// and records nothing. Thread-safe for distinct LayerWrites.
 Status runLayerWrite(const WriteTarget& target, LayerWrite& write, TaskControl& control);
-
-/// Reads blocks `ids` of `layer` (named by `hashes`), checks each record's header, key space and
-/// checksum, and scatters them into `kv` inside a caller-memory section of `control` (a fresh
-/// control when run on the calling thread). The first failure names its key.
-Status runLayerLoad(const WriteTarget& target, const LayerKv& kv, uint32_t layer, const BlockIds& ids,
-                    const BlockHashes& hashes, TaskControl& control);
 
 }  // namespace kvdump

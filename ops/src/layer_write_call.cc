@@ -33,7 +33,7 @@ uint32_t requireLayer(int64_t layer) {
                                   const at::Tensor& block_hashes, std::string_view request) {
   LayerWrite write;
   write.layer = requireLayer(layer);
-  const LayerRange& stage = ctx.options().layers;
+  const LayerRange& stage = ctx.layers();
   if (!stage.empty() && (write.layer < stage.begin || write.layer >= stage.end)) {
     throwIfError(Status::InvalidArgument("layer " + std::to_string(write.layer) + " is outside this writer's layers " +
                                          stage.toString()));
@@ -45,7 +45,7 @@ uint32_t requireLayer(int64_t layer) {
   throwIfError(checkDistinct(write.hashes, "block_hashes"));
   if (write.ids.empty()) {
     // Nothing to store, but the lifecycle rule holds for every call, not only for those that queue.
-    if (ctx.writer().state() != WriterState::kAccepting) {
+    if (ctx.pool().state() != WriterState::kAccepting) {
       throwIfError(Status::Lifecycle("write_cache_store() with no open cycle: call init() first"));
     }
     return;
@@ -61,7 +61,7 @@ uint32_t requireLayer(int64_t layer) {
   write.request.assign(request.data(), request.size());
   write.target = ctx.target();
   TaskLabel label{std::string(), static_cast<int64_t>(write.layer), write.request, "write"};
-  Status submitted = ctx.writer().submit(
+  Status submitted = ctx.pool().submit(
       [w = std::move(write)](TaskControl& control) mutable { return runLayerWrite(*w.target, w, control); },
       std::move(label));
   throwIfError(submitted);

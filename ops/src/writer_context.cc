@@ -1,53 +1,12 @@
 #include "kvdump_ops/writer_context.h"
 
-#include <atomic>
-#include <mutex>
 #include <set>
-#include <unordered_map>
 #include <unordered_set>
 
 #include "kvdump/commit_record.h"
 
 namespace kvdump {
 namespace {
-
-// Contexts offered to the torch side and not yet claimed.
-struct Offers {
-  std::mutex mu;
-  std::unordered_map<int64_t, std::weak_ptr<WriterContext>> pending;
-  int64_t next_ticket = 1;
-};
-
-Offers& offers() {
-  // Leaked on purpose: contexts may be destroyed during static destruction at interpreter exit.
-  static Offers* o = new Offers();
-  return *o;
-}
-
-// Registers every staging buffer with the store before it is used and unregisters it before it is
-// freed, so a zero-copy store (Mooncake) can put from and get into it directly.
-HostAllocator registeringAllocator(HostAllocator base, std::shared_ptr<CacheStore> store) {
-  return [base = std::move(base), store = std::move(store)](size_t bytes) -> Result<HostAllocation> {
-    Result<HostAllocation> memory = base(bytes);
-    if (!memory.ok()) return memory;
-    HostAllocation m = std::move(memory).value();
-    Status registered = Status::Internal("registerBuffer threw");
-    try {
-      registered = store->registerBuffer(m.data, m.size);
-    } catch (const std::exception& e) {
-      registered = Status::IoError(std::string("registering a staging buffer failed: ") + e.what());
-    }
-    if (!registered.ok()) {
-      if (m.release) m.release();
-      return registered;
-    }
-    m.release = [store, data = m.data, release = std::move(m.release)] {
-      (void)store->unregisterBuffer(data);  // freed either way; the store has nothing left to use
-      if (release) release();
-    };
-    return m;
-  };
-}
 
 // Tells the store which blocks of a finished or aborted cycle will never be committed, so that it
 // may reclaim them first. Blocks in `committed` were just published: the store keeps them anyway,
@@ -107,74 +66,44 @@ ControlledTask commitFinisher(const std::shared_ptr<WriteTarget>& target, const 
 
 }  // namespace
 
-WriterContext::WriterContext(std::shared_ptr<CacheStore> store, WriterContextOptions options)
-    : options_(std::move(options)), target_(std::make_shared<WriteTarget>()) {
-  target_->store = std::move(store);
-  target_->staging = std::make_shared<StagingPool>(
-      options_.staging_bytes,
-      registeringAllocator(options_.staging_allocator ? options_.staging_allocator : pageableHostAllocator(),
-                           target_->store));
-  target_->keys = options_.keys;
-  target_->key_space_fingerprint = keySpaceFingerprint(options_.keys);
-  target_->staging_timeout = options_.staging_timeout;
-  target_->layers = options_.layers;
-  target_->loads = std::make_shared<CompletionBoard>();
-  WriterOptions writer_options = options_.writer;
-  std::weak_ptr<WriteTarget> weak = target_;
-  writer_options.cycle_finisher = [weak](const CycleReport& outcome) -> ControlledTask {
+Result<std::shared_ptr<WriterContext>> WriterContext::create(std::shared_ptr<CacheStore> store,
+                                                             const EngineOptions& options, LayerRange layers) {
+  if (layers.empty() && !(layers.begin == 0 && layers.end == 0)) {
+    return Status::InvalidArgument("layers must be a non-empty range [begin, end), got " + layers.toString());
+  }
+  std::shared_ptr<WriterContext> context(new WriterContext());
+  context->target_ = std::make_shared<WriteTarget>();
+  context->target_->layers = layers;
+  std::weak_ptr<WriteTarget> weak = context->target_;
+  auto finisher = [weak](const CycleReport& outcome) -> ControlledTask {
     auto target = weak.lock();
     return target ? commitFinisher(target, outcome) : nullptr;
   };
-  writer_ = std::make_unique<AsyncWriter>(std::move(writer_options));
+  auto engine = TransferEngine::create(context->target_, std::move(store), options, std::move(finisher));
+  if (!engine.ok()) return engine.status();
+  context->engine_ = std::move(engine).value();
+  return context;
 }
 
 WriterContext::~WriterContext() {
-  writer_.reset();  // aborts within abort_timeout; tasks left in abandoned calls keep the target alive
+  if (!engine_) return;
+  engine_.reset();  // aborts within abort_timeout; tasks left in abandoned calls keep the target alive
   discardStored(*target_, target_->ledger.drain());  // an open cycle's blocks will never be committed
-  target_->loads->close("the loader was closed");
 }
-
-Status WriterContext::init() { return writer_->init(); }
 
 Status WriterContext::abort(AbortReport* report, std::optional<std::chrono::nanoseconds> timeout) {
   AbortReport local;
-  Status status = writer_->abort(&local, timeout);
+  Status status = engine_->pool().abort(&local, timeout);
   // What the aborted cycle's finished tasks stored will never be committed; tasks it abandoned
   // record nothing and discard what they land themselves.
   if (status.ok()) discardStored(*target_, target_->ledger.drain(local.cycle));
   if (report) *report = std::move(local);
-  target_->loads->cancelPending("the load was cancelled by abort()");
   return status;
 }
 
 void WriterContext::shutdown(std::optional<std::chrono::nanoseconds> timeout) {
-  writer_->close(timeout);
+  engine_->pool().close(timeout);
   discardStored(*target_, target_->ledger.drain());
-  target_->loads->close("the loader was closed");
-}
-
-std::shared_ptr<WriterContext> WriterContext::create(std::shared_ptr<CacheStore> store, WriterContextOptions options) {
-  return std::make_shared<WriterContext>(std::move(store), std::move(options));
-}
-
-int64_t WriterContext::offer(const std::shared_ptr<WriterContext>& context) {
-  std::lock_guard<std::mutex> lock(offers().mu);
-  // Offers never claimed (their Python writer failed before claiming) are dropped once dead.
-  for (auto it = offers().pending.begin(); it != offers().pending.end();) {
-    it = it->second.expired() ? offers().pending.erase(it) : std::next(it);
-  }
-  const int64_t ticket = offers().next_ticket++;
-  offers().pending.emplace(ticket, context);
-  return ticket;
-}
-
-std::shared_ptr<WriterContext> WriterContext::claim(int64_t ticket) {
-  std::lock_guard<std::mutex> lock(offers().mu);
-  auto it = offers().pending.find(ticket);
-  if (it == offers().pending.end()) return nullptr;
-  std::shared_ptr<WriterContext> context = it->second.lock();
-  offers().pending.erase(it);
-  return context;
 }
 
 }  // namespace kvdump

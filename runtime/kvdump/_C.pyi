@@ -1,7 +1,7 @@
 """Type stubs for kvdump._C, the private native extension (ops/bindings/*.cc).
 
 Errors cross the boundary as the classes of kvdump.errors: every call below may raise
-kvdump.KvdumpValueError for a bad argument and kvdump.LifecycleError on a closed writer.
+kvdump.KvdumpValueError for a bad argument and kvdump.LifecycleError on a closed writer or loader.
 """
 
 from collections.abc import Callable
@@ -11,30 +11,53 @@ import torch
 from typing_extensions import Buffer
 
 def default_num_threads() -> int:
-    """Threads a writer uses when not told: the hardware concurrency capped at 8, at least 1."""
+    """Workers when num_threads is not given: the cores torch's intra-op threads leave free, 1 to 8."""
 
 def status_codes() -> dict[str, int]:
     """Every status code of the C++ core, name to value (kvdump.errors.StatusCode must match it)."""
 
-def block_key(namespace: str, tp_rank: int, tp_size: int, block_hash: int, layer: int) -> str:
-    """The store key of one block of one layer (docs/design.md section 3)."""
-
-def commit_key(
-    namespace: str, tp_rank: int, tp_size: int, block_hash: int, layer_begin: int = 0, layer_end: int = 0
-) -> str:
-    """The store key of a block's commit record for layers [layer_begin, layer_end)."""
-
-def lookup(
-    store: CacheStore,
-    namespace: str,
-    tp_rank: int,
-    tp_size: int,
-    block_hashes: list[int],
-    layer_begin: int,
-    layer_end: int,
-) -> int:
+def lookup(store: CacheStore, key_space: KeySpace, block_hashes: list[int], layer_begin: int, layer_end: int) -> int:
     """How many leading blocks have a commit record covering [layer_begin, layer_end) ((0, 0): any
     whole-model record); one batched read, every record checked."""
+
+class KeySpace:
+    """Where blocks and commit records live: a namespace (the key prefix that keeps deployments
+    apart) and a tensor-parallel shard (tp_rank of tp_size). Checked once, when made; immutable."""
+
+    def __init__(self, namespace: str = "kvdump", tp_rank: int = 0, tp_size: int = 1) -> None: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def tp_rank(self) -> int: ...
+    @property
+    def tp_size(self) -> int: ...
+    @property
+    def fingerprint(self) -> int:
+        """The 64-bit fingerprint every record of this key space carries."""
+    def block_key(self, block_hash: int, layer: int) -> str:
+        """The store key of one layer of one block (docs/design.md section 3)."""
+    def commit_key(self, block_hash: int, layer_begin: int = 0, layer_end: int = 0) -> str:
+        """The store key of a block's commit record (layers (0, 0): a whole model)."""
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
+class WriterOptions:
+    """The settings of a writer's or a loader's engine, with the library's defaults. Each setter
+    checks its value's type; the rules across settings are checked when a writer or loader is built."""
+
+    def __init__(self) -> None: ...
+    num_threads: int | None
+    queue_capacity: int
+    submit_timeout: float
+    abort_timeout: float
+    max_abandoned_threads: int | None
+    worker_nice: int
+    idle_poll: float
+    staging_bytes: int
+    staging_timeout: float
+    staging_device: str
+    def validate(self) -> None:
+        """Raises KvdumpValueError naming the setting at fault when no engine can run with these."""
 
 class CacheStore:
     """The interface every kvdump store implements (thread-safe). Calling these methods on the class
@@ -120,33 +143,14 @@ class DelayedStore(CacheStore):
     def __init__(self, inner: CacheStore, put_delay: float = 0.0, get_delay: float = 0.0) -> None: ...
 
 class Writer:
-    """One WriterContext: the lifecycle pool, its store, the staging pool and key settings. Use it
-    through kvdump.AsyncWriter. Every blocking call releases the GIL."""
+    """One WriterContext: a transfer engine (pool, store, staging, key space) and the ledger its
+    barrier publishes commit records from. Use it through kvdump.AsyncWriter. Every blocking call
+    releases the GIL."""
 
     def __init__(
-        self,
-        store: CacheStore,
-        num_threads: int,
-        queue_capacity: int,
-        submit_timeout: float,
-        staging_bytes: int,
-        staging_timeout: float,
-        namespace: str,
-        tp_rank: int,
-        tp_size: int,
-        staging_device: str,
-        abort_timeout: float,
-        max_abandoned_threads: int,
-        layer_begin: int,
-        layer_end: int,
-        worker_nice: int,
-        idle_poll: float,
+        self, store: CacheStore, options: WriterOptions, key_space: KeySpace, layers: tuple[int, int] | None
     ) -> None:
-        """``num_threads=0`` picks default_num_threads(); ``worker_nice`` lowers each worker's
-        scheduling priority (0 keeps the caller's); ``idle_poll`` is how often, in seconds, one
-        idle worker looks at the queue while a cycle is open (0: submit wakes a worker);
-        ``max_abandoned_threads=0`` means num_threads; ``layer_begin == layer_end == 0`` means
-        every layer; timeouts are seconds."""
+        """``layers=None`` means every layer written in a cycle, from 0."""
     def init(self) -> None: ...
     def submit(
         self,
@@ -163,15 +167,37 @@ class Writer:
         """cancelled, finished_running, abandoned, failed (ints), first_failure and first_abandoned
         (str | None)."""
     def cancel_request(self, request: str) -> int: ...
-    def wait_layer_loaded(self, layer: int, timeout: float | None) -> None: ...
     def close(self, timeout: float | None) -> None: ...
     @property
     def state(self) -> str:
         """One of "idle", "accepting", "draining", "aborting"."""
-    @property
-    def offer_to_torch(self) -> int: ...
+    def offer_to_torch(self) -> int:
+        """A one-shot ticket from which torch.classes.kvdump.Writer takes this writer."""
     @property
     def closed(self) -> bool: ...
     def stats(self) -> dict[str, Any]:
         """Counters (ints), latency summaries (dicts of count, mean_us, p50_us, p99_us, max_us) and
         the staging pool's counters under "staging"."""
+
+class Loader:
+    """One LoaderContext: a transfer engine of its own and the per-layer board its queued loads
+    report to. Use it through kvdump.KVLoader. Every blocking call releases the GIL."""
+
+    def __init__(self, store: CacheStore, options: WriterOptions, key_space: KeySpace) -> None: ...
+    def open(self) -> None:
+        """Opens a loading session."""
+    def finish(self, timeout: float | None) -> dict[str, int]:
+        """Waits for every queued load and closes the session; raises the first failure."""
+    def abort(self, timeout: float | None) -> dict[str, Any]:
+        """As Writer.abort; waiters get AbortedError."""
+    def wait_layer(self, layer: int, timeout: float | None) -> None:
+        """Waits for one layer's queued load; raises its error."""
+    def close(self, timeout: float | None) -> None: ...
+    @property
+    def state(self) -> str: ...
+    def offer_to_torch(self) -> int:
+        """A one-shot ticket from which torch.classes.kvdump.Loader takes this loader."""
+    @property
+    def closed(self) -> bool: ...
+    def stats(self) -> dict[str, Any]:
+        """As Writer.stats."""

@@ -14,7 +14,7 @@ from kvdump import (
     _C,
     compile_support,  # noqa: F401  (fake kernels for torch.compile)
 )
-from kvdump.cache_ops import KVLoader, load_cache_store, write_cache_store
+from kvdump.cache_ops import write_cache_store
 from kvdump.commit import lookup
 from kvdump.errors import (
     AbortedError,
@@ -34,8 +34,11 @@ from kvdump.errors import (
     WriteTimeout,
 )
 from kvdump.hook import wrap_model
+from kvdump.key_space import KeySpace
+from kvdump.loader import KVLoader, load_cache_store
 from kvdump.stores import open_store
 from kvdump.writer import AsyncWriter, CycleReport
+from kvdump.writer_options import WriterOptions
 
 CacheStore = _C.CacheStore
 DelayedStore = _C.DelayedStore
@@ -54,6 +57,7 @@ __all__ = [
     "DelayedStore",
     "FileStore",
     "KeyNotFoundError",
+    "KeySpace",
     "KvdumpError",
     "KVLoader",
     "KvdumpTypeError",
@@ -69,6 +73,7 @@ __all__ = [
     "UnsupportedError",
     "WriteError",
     "WriteTimeout",
+    "WriterOptions",
     "load_cache_store",
     "open_store",
     "lookup",

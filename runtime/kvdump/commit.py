@@ -14,6 +14,7 @@ import torch
 
 from kvdump import _C, _arguments
 from kvdump.errors import KvdumpTypeError, KvdumpValueError
+from kvdump.key_space import KeySpace, resolve_key_space
 
 
 def _hash_list(block_hashes: Sequence[int] | torch.Tensor) -> list[int]:
@@ -46,30 +47,25 @@ def lookup(
     store: _C.CacheStore,
     block_hashes: Sequence[int] | torch.Tensor,
     *,
-    namespace: str = "kvdump",
-    tp_rank: int = 0,
-    tp_size: int = 1,
+    key_space: KeySpace | None = None,
     num_layers: int | None = None,
     layers: tuple[int, int] | range | None = None,
+    namespace: str | None = None,
+    tp_rank: int | None = None,
+    tp_size: int | None = None,
 ) -> int:
-    """How many leading blocks of ``block_hashes`` are published: each has a commit record of this
-    key space covering layers ``[0, num_layers)`` (or ``layers=(begin, end)`` for a pipeline stage;
-    with neither, any whole-model record). One batched read; stops at the first miss, since a prefix
-    is only useful whole. A record that is corrupt (:class:`ChecksumError`) or from another key
-    space (:class:`KeySpaceMismatchError`) raises, naming its key."""
+    """How many leading blocks of ``block_hashes`` are published in ``key_space`` (default
+    ``kvdump.KeySpace()``; ``namespace``/``tp_rank``/``tp_size`` are its deprecated spelling): each
+    has a commit record covering layers ``[0, num_layers)`` (or ``layers=(begin, end)`` for a
+    pipeline stage; with neither, any whole-model record). One batched read; stops at the first
+    miss, since a prefix is only useful whole. A record that is corrupt (:class:`ChecksumError`) or
+    from another key space (:class:`KeySpaceMismatchError`) raises, naming its key."""
     _arguments.store("store", store)
+    space = resolve_key_space(key_space, namespace, tp_rank, tp_size, caller="lookup")
     if num_layers is not None and layers is not None:
         raise KvdumpValueError("give num_layers or layers, not both")
     if num_layers is not None:
         span = (0, _arguments.integer("num_layers", num_layers, minimum=1, maximum=2**31 - 1))
     else:
         span = _arguments.layer_range("layers", layers) or (0, 0)
-    hashes = _hash_list(block_hashes)
-    return _C.lookup(
-        store,
-        _arguments.text("namespace", namespace),
-        _arguments.integer("tp_rank", tp_rank, minimum=0, maximum=2**31 - 1),
-        _arguments.integer("tp_size", tp_size, minimum=1, maximum=2**31 - 1),
-        hashes,
-        *span,
-    )
+    return _C.lookup(store, space, _hash_list(block_hashes), *span)

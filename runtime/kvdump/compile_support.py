@@ -1,7 +1,7 @@
 """What ``torch.compile`` needs to trace a forward that calls kvdump's ops: fake kernels (the ops
 return nothing and, in the loads, mutate their destination in place, so tracing them does no
-work; they double as the Meta kernels, which refuse real meta tensors), a fake ``kvdump::Writer``
-class rebuilt from the state the C++ class flattens to, and the ops marked side-effectful so that
+work; they double as the Meta kernels, which refuse real meta tensors), fake ``kvdump::Writer`` and
+``kvdump::Loader`` classes rebuilt from the state the C++ classes flatten to, and the ops marked side-effectful so that
 no graph pass drops a call whose result nobody reads.
 
 Imported by ``kvdump`` itself; nothing here is public."""
@@ -17,7 +17,7 @@ from torch._subclasses.fake_tensor import FakeTensor
 
 from kvdump import _C  # noqa: F401  (registers the ops and the class this module describes)
 
-_WRITER_CLASS = "__torch__.torch.classes.kvdump.Writer"
+_CLASSES = ("__torch__.torch.classes.kvdump.Writer", "__torch__.torch.classes.kvdump.Loader")
 _OPS = (
     torch.ops.kvdump.write_cache_store.default,
     torch.ops.kvdump.load_cache_store.default,
@@ -25,16 +25,24 @@ _OPS = (
 )
 
 
-@torch._library.register_fake_class("kvdump::Writer")
-class FakeWriter:
-    """Stands in for a writer while a graph is traced: only its identity matters."""
+def _register_fake_context(name: str) -> type:
+    """The fake of ``torch.classes.kvdump.<name>``: stands in for a writer or a loader while a graph
+    is traced, where only its identity matters."""
 
-    def __init__(self, ticket: int) -> None:
-        self.ticket = ticket
+    class FakeContext:
+        def __init__(self, ticket: int) -> None:
+            self.ticket = ticket
 
-    @classmethod
-    def __obj_unflatten__(cls, flattened: tuple[tuple[str, Any], ...]) -> FakeWriter:
-        return cls(**dict(flattened))
+        @classmethod
+        def __obj_unflatten__(cls, flattened: tuple[tuple[str, Any], ...]) -> FakeContext:
+            return cls(**dict(flattened))
+
+    FakeContext.__name__ = FakeContext.__qualname__ = f"Fake{name}"
+    return torch._library.register_fake_class(f"kvdump::{name}")(FakeContext)
+
+
+FakeWriter = _register_fake_context("Writer")
+FakeLoader = _register_fake_context("Loader")
 
 
 def _refuse_real_meta_tensors(
@@ -61,7 +69,7 @@ def _refuse_real_meta_tensors(
 
 
 def _fake_call(
-    writer: Any,
+    context: Any,
     layer: int,
     kv_cache: torch.Tensor,
     v_cache: torch.Tensor | None,
@@ -80,14 +88,14 @@ for _op in _OPS:
     torch.fx.node.has_side_effect(_op)
 
 
-class _WriterIsNeverCopied(logging.Filter):
-    """Tracing tries to deep-copy every custom object and warns when it cannot. A writer owns
-    threads and a store, so it has no copy by design: tracing then uses the writer itself, which
-    the fake kernels never touch. The warning says nothing a user can act on, so drop it for
-    this class only."""
+class _ContextIsNeverCopied(logging.Filter):
+    """Tracing tries to deep-copy every custom object and warns when it cannot. A writer or a loader
+    owns threads and a store, so it has no copy by design: tracing then uses the object itself,
+    which the fake kernels never touch. The warning says nothing a user can act on, so drop it for
+    these classes only."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.args and isinstance(record.args, tuple) and record.args[0] == _WRITER_CLASS)
+        return not (record.args and isinstance(record.args, tuple) and record.args[0] in _CLASSES)
 
 
-logging.getLogger("torch._library.fake_class_registry").addFilter(_WriterIsNeverCopied())
+logging.getLogger("torch._library.fake_class_registry").addFilter(_ContextIsNeverCopied())

@@ -257,7 +257,7 @@ def run_demo(cfg: DemoConfig) -> DemoReport:
     try:
         decoded = [
             decode_from_store(
-                model, store, loader, prompt, decode_cache, decode_alloc, cfg.new_tokens, salt=salt, load_timeout=60
+                model, loader, prompt, decode_cache, decode_alloc, cfg.new_tokens, salt=salt, load_timeout=60
             )
             for prompt in steps(prompts, "decode prompts")
         ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import os
 import threading
 import time
 import weakref
@@ -14,7 +13,9 @@ from typing import Any, NamedTuple
 import torch
 
 from kvdump import _C, _arguments
-from kvdump.errors import KvdumpTypeError, KvdumpValueError, WriteTimeout
+from kvdump.errors import KvdumpTypeError, WriteTimeout
+from kvdump.key_space import KeySpace, resolve_key_space
+from kvdump.writer_options import writer_options
 
 
 class CycleReport(NamedTuple):
@@ -29,19 +30,7 @@ class CycleReport(NamedTuple):
 def default_num_threads() -> int:
     """Workers when ``num_threads`` is not given: the cores that torch's intra-op threads leave to
     this process, 1 to 8, so the forward and the workers never oversubscribe the cores."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cores - torch.get_num_threads()))
-
-
-def default_staging_device() -> str:
-    """The device type whose pinned host memory staging buffers use: the current accelerator
-    (``cuda``, ``npu``, ...) when one is available, else ``cpu`` (pageable memory)."""
-    accelerator = getattr(torch, "accelerator", None)
-    if accelerator is not None and accelerator.is_available():
-        current = accelerator.current_accelerator()
-        if current is not None:
-            return current.type
-    return "cpu"
+    return _C.default_num_threads()
 
 
 _live_writers: weakref.WeakSet[AsyncWriter] = weakref.WeakSet()
@@ -70,6 +59,11 @@ class AsyncWriter:
     nothing it finishes later is published), and its thread is replaced, up to
     ``max_abandoned_threads`` threads left in abandoned calls.
 
+    Blocks go under ``key_space`` (default ``kvdump.KeySpace()``; the loose ``namespace``,
+    ``tp_rank`` and ``tp_size`` arguments are its deprecated spelling). A setting left as None takes
+    the library's default (``kvdump.WriterOptions()`` shows them); a bad one raises
+    :class:`KvdumpTypeError` or :class:`KvdumpValueError` naming it.
+
     ``layers=(begin, end)`` declares the layers this writer stores (a pipeline stage); by default a
     block is published when every layer from 0 to the highest written in the cycle stored.
 
@@ -86,59 +80,43 @@ class AsyncWriter:
         self,
         store: _C.CacheStore,
         *,
+        key_space: KeySpace | None = None,
         num_threads: int | None = None,
-        queue_capacity: int = 1024,
-        submit_timeout: float = 30.0,
-        staging_bytes: int = 256 << 20,
-        staging_timeout: float = 30.0,
-        namespace: str = "kvdump",
-        tp_rank: int = 0,
-        tp_size: int = 1,
+        queue_capacity: int | None = None,
+        submit_timeout: float | None = None,
+        staging_bytes: int | None = None,
+        staging_timeout: float | None = None,
         staging_device: str | None = None,
-        abort_timeout: float = 5.0,
+        abort_timeout: float | None = None,
         max_abandoned_threads: int | None = None,
         layers: tuple[int, int] | range | None = None,
-        worker_nice: int = 10,
-        idle_poll: float = 0.0005,
+        worker_nice: int | None = None,
+        idle_poll: float | None = None,
+        namespace: str | None = None,
+        tp_rank: int | None = None,
+        tp_size: int | None = None,
     ) -> None:
         _arguments.store("store", store)
-        threads = (
-            default_num_threads()
-            if num_threads is None
-            else _arguments.integer("num_threads", num_threads, minimum=1, maximum=1024)
+        self._key_space = resolve_key_space(key_space, namespace, tp_rank, tp_size, caller="AsyncWriter")
+        options = writer_options(
+            num_threads=num_threads,
+            queue_capacity=queue_capacity,
+            submit_timeout=submit_timeout,
+            staging_bytes=staging_bytes,
+            staging_timeout=staging_timeout,
+            staging_device=staging_device,
+            abort_timeout=abort_timeout,
+            max_abandoned_threads=max_abandoned_threads,
+            worker_nice=worker_nice,
+            idle_poll=idle_poll,
         )
-        nice = _arguments.integer("worker_nice", worker_nice, minimum=0, maximum=19)
-        poll = _arguments.seconds("idle_poll", idle_poll)
-        if poll is not None and poll > 1.0:
-            raise KvdumpValueError(f"idle_poll must be at most 1 second (0: submit wakes a worker), got {idle_poll!r}")
         layer_range = _arguments.layer_range("layers", layers)
         self._store = store
-        self._impl = _C.Writer(
-            store,
-            threads,
-            _arguments.integer("queue_capacity", queue_capacity, minimum=1, maximum=2**32),
-            _arguments.seconds("submit_timeout", submit_timeout),
-            _arguments.integer("staging_bytes", staging_bytes, minimum=1, maximum=2**62),
-            _arguments.seconds("staging_timeout", staging_timeout),
-            _arguments.text("namespace", namespace),
-            _arguments.integer("tp_rank", tp_rank, minimum=0, maximum=2**31 - 1),
-            _arguments.integer("tp_size", tp_size, minimum=1, maximum=2**31 - 1),
-            _arguments.text("staging_device", default_staging_device() if staging_device is None else staging_device),
-            _arguments.seconds("abort_timeout", abort_timeout),
-            0
-            if max_abandoned_threads is None
-            else _arguments.integer("max_abandoned_threads", max_abandoned_threads, minimum=1, maximum=1024),
-            *(layer_range or (0, 0)),
-            nice,
-            poll,
-        )
+        self._impl = _C.Writer(store, options, self._key_space, layer_range)
         # What the torch ops take: the same writer as a torch custom class, claimed once here; and
         # the handle by which write_cache_store's direct entry reaches it without torch.ops.
         self._torch = torch.classes.kvdump.Writer(self._impl.offer_to_torch())
         self._direct = _C.direct_writer_handle(self._impl.offer_to_torch())
-        self.namespace = namespace
-        self.tp_rank = tp_rank
-        self.tp_size = tp_size
         self.layers = layer_range
         # Save failures that a wrapped forward reported instead of raising (on_save_error="report").
         # The C++ core never sees that choice, so these counters live here; forwards on several
@@ -148,6 +126,23 @@ class AsyncWriter:
         self._requests_failed_reported = 0
         with _live_lock:
             _live_writers.add(self)
+
+    @property
+    def key_space(self) -> KeySpace:
+        """Where this writer's blocks and commit records go."""
+        return self._key_space
+
+    @property
+    def namespace(self) -> str:
+        return self._key_space.namespace
+
+    @property
+    def tp_rank(self) -> int:
+        return self._key_space.tp_rank
+
+    @property
+    def tp_size(self) -> int:
+        return self._key_space.tp_size
 
     @property
     def store(self) -> _C.CacheStore:

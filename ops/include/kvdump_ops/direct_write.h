@@ -19,7 +19,7 @@ namespace kvdump {
 PyObject* writeCacheStoreDirect(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 
 /// kvdump._C.direct_writer_handle(ticket): claims the writer offered under `ticket` (see
-/// WriterContext::offer) as a capsule holding a weak reference, which the writer keeps as its
+/// TicketOffers) as a capsule holding a weak reference, which the writer keeps as its
 /// `_direct` attribute. ValueError when the ticket names no writer. METH_O; thread-safe.
 PyObject* claimDirectWriterHandle(PyObject* module, PyObject* ticket);
 

@@ -1,92 +1,59 @@
-// WriterContext: one user-facing writer = the lifecycle pool + the store it writes to + the staging
-// pool + key settings + what the open cycle stored. Torch-free header so the pybind11 binding never
-// sees libtorch headers.
+// WriterContext: one user-facing writer. A transfer engine (pool, store, staging, key space) plus
+// what the open cycle stored, from which its barrier publishes commit records. Torch-free header so
+// the pybind11 binding never sees libtorch headers.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
-#include <string>
 
-#include "kvdump/async_writer.h"
 #include "kvdump/block_key.h"
-#include "kvdump/cache_store.h"
 #include "kvdump/commit_ledger.h"
-#include "kvdump/completion_board.h"
-#include "kvdump/staging_pool.h"
+#include "kvdump_ops/transfer_engine.h"
 
 namespace kvdump {
 
-/// Options of a WriterContext; a plain value.
-struct WriterContextOptions {
-  WriterOptions writer;
-  size_t staging_bytes = size_t{256} << 20;  // bound on bytes in flight between capture and store
-  std::chrono::milliseconds staging_timeout{30000};  // how long a task waits for staging bytes
-  HostAllocator staging_allocator;                   // empty: pageable host memory
-  KeySpace keys;
+/// What a write task needs from its writer: the engine's target plus the ledger of what the open
+/// cycle stored and the layers a commit covers. Shared like its base. Thread-safe as its parts are.
+struct WriteTarget : TransferTarget {
   /// The layers this writer stores (a pipeline stage); empty: every layer written in a cycle, from 0.
   LayerRange layers;
-};
-
-/// What a task needs from its writer. Shared by the context and every task, so that a task left
-/// in an abandoned store call can finish safely after its writer closed. Thread-safe as its parts are.
-struct WriteTarget {
-  std::shared_ptr<CacheStore> store;
-  std::shared_ptr<StagingPool> staging;
-  KeySpace keys;
-  uint64_t key_space_fingerprint = 0;
-  std::chrono::milliseconds staging_timeout{30000};
-  LayerRange layers;
   mutable CommitLedger ledger;  // what the open cycle stored, per request and block (thread-safe)
-  std::shared_ptr<CompletionBoard> loads;   // per-layer completion of asynchronous loads (decode side)
 };
 
-/// Owns an AsyncWriter and shares the WriteTarget with its tasks. After a successful barrier it
-/// publishes, for every request that neither failed nor was cancelled, the longest prefix of its
-/// blocks whose every expected layer stored (the cycle's last task, under the barrier's deadline).
-/// Thread-safe as its parts are. The torch ops take it through a torch custom class that holds a
-/// strong reference; that object claims the context once, by a ticket (see offer()).
+/// Owns a TransferEngine whose tasks share a WriteTarget. After a successful barrier it publishes,
+/// for every request that neither failed nor was cancelled, the longest prefix of its blocks whose
+/// every expected layer stored (the cycle's last task, under the barrier's deadline). Thread-safe
+/// as its parts are. The torch ops take it through a torch custom class that holds a weak
+/// reference, claimed once from a TicketOffers ticket.
 class WriterContext {
  public:
-  WriterContext(std::shared_ptr<CacheStore> store, WriterContextOptions options);
+  /// A writer on `store`; INVALID_ARGUMENT naming the bad option (see validateEngineOptions), or
+  /// `layers` when it is given but empty.
+  static Result<std::shared_ptr<WriterContext>> create(std::shared_ptr<CacheStore> store, const EngineOptions& options,
+                                                       LayerRange layers = {});
   ~WriterContext();
   WriterContext(const WriterContext&) = delete;
   WriterContext& operator=(const WriterContext&) = delete;
 
-  AsyncWriter& writer() { return *writer_; }
-  CacheStore& store() { return *target_->store; }
-  StagingPool& staging() { return *target_->staging; }
+  AsyncWriter& pool() { return engine_->pool(); }
+  CacheStore& store() { return engine_->store(); }
+  StagingPool& staging() { return engine_->staging(); }
   const std::shared_ptr<WriteTarget>& target() const { return target_; }
-  /// Per-layer completion of asynchronous loads (decode side); shared so a waiter outlives close.
-  const std::shared_ptr<CompletionBoard>& loads() const { return target_->loads; }
   const KeySpace& keys() const { return target_->keys; }
-  const WriterContextOptions& options() const { return options_; }
+  const LayerRange& layers() const { return target_->layers; }
 
-  /// Opens a cycle.
-  Status init();
-  /// Aborts the open cycle (see AsyncWriter::abort), so nothing it stored is published, and cancels
-  /// pending loads.
+  /// Aborts the open cycle (see AsyncWriter::abort), so nothing it stored is published.
   Status abort(AbortReport* report, std::optional<std::chrono::nanoseconds> timeout);
-  /// Closes the context's cycle for good: aborts within `timeout`, then wakes every load waiter
-  /// with LIFECYCLE. The context stays valid but refuses work.
+  /// Closes the writer for good: aborts within `timeout`. The context stays valid but refuses work.
   void shutdown(std::optional<std::chrono::nanoseconds> timeout);
 
-  /// Makes a context.
-  static std::shared_ptr<WriterContext> create(std::shared_ptr<CacheStore> store, WriterContextOptions options);
-  /// A one-shot ticket by which the torch side claims `context`. A pybind11 object cannot become a
-  /// torch object without its bindings including libtorch, so the hand-over goes through this
-  /// number: the Python writer offers, the torch custom class claims, and no call ever looks the
-  /// context up again. Holds only a weak reference until claimed. Thread-safe.
-  static int64_t offer(const std::shared_ptr<WriterContext>& context);
-  /// The live context offered under `ticket`, which stops naming it; nullptr when the ticket was
-  /// never issued, was already claimed, or its context is gone. Thread-safe.
-  static std::shared_ptr<WriterContext> claim(int64_t ticket);
-
  private:
-  const WriterContextOptions options_;
+  WriterContext() = default;
+
   std::shared_ptr<WriteTarget> target_;
-  std::unique_ptr<AsyncWriter> writer_;
+  std::unique_ptr<TransferEngine> engine_;
 };
 
 }  // namespace kvdump

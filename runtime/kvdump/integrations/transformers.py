@@ -259,8 +259,8 @@ def load_into_cache(
 ) -> LoadedPrefix:
     """Load the committed leading blocks of the prompt's KV into a new ``DynamicCache`` for ``model``.
 
-    ``source`` is a store (read with the default namespace ``"kvdump"``, TP rank 0 of 1) or a
-    :class:`kvdump.KVLoader` built with the prefill writer's namespace and TP settings. The prefix is
+    ``source`` is a store (read in the default ``kvdump.KeySpace()``) or a :class:`kvdump.KVLoader`
+    built with the prefill writer's key space. The prefix is
     the blocks that :func:`kvdump.lookup` reports committed for all of the model's layers, at most
     ``len(prompt) - 1`` tokens of them: the model must still compute the last prompt token to get the
     logits of the first new one. Continue with ``model.generate(input_ids,
@@ -280,15 +280,7 @@ def load_into_cache(
     try:
         full_blocks = len(tokens) // block_size
         hashes = block_hashes(tokens[: full_blocks * block_size], block_size, model_salt_of(model))
-        settings = loader.writer
-        committed = lookup(
-            settings.store,
-            hashes,
-            namespace=settings.namespace,
-            tp_rank=settings.tp_rank,
-            tp_size=settings.tp_size,
-            num_layers=num_layers,
-        )
+        committed = lookup(loader.store, hashes, key_space=loader.key_space, num_layers=num_layers)
         num_tokens = min(committed * block_size, len(tokens) - 1)
         num_blocks = -(-num_tokens // block_size)
         if num_blocks == 0:

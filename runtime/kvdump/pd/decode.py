@@ -73,16 +73,12 @@ def run_decode(
         for request in steps(requests, "decode requests"):
             decoded = decode_from_store(
                 model,
-                store,
                 loader,
                 request.tokens,
                 cache,
                 allocator,
                 max_new_tokens,
                 salt=wiring.hash_salt(config),
-                namespace=config.model.namespace,
-                tp_rank=config.parallel.tp_rank,
-                tp_size=config.parallel.tp_size,
                 load_timeout=config.timeouts.load_wait,
             )
             entry = _decode_entry(request, decoded, num_layers * cache.bytes_per_block)

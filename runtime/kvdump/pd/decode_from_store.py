@@ -11,11 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
-from kvdump import _C
-from kvdump.cache_ops import KVLoader
 from kvdump.commit import lookup
 from kvdump.errors import KvdumpError
 from kvdump.hashing import full_block_hashes
+from kvdump.loader import KVLoader
 from kvdump.models import BlockAllocator, PagedKVCache, ReferenceLlama, blocks_needed, greedy_continue
 
 # Tail tokens recomputed per decode call after a hit: each row attends over the whole prefix, so
@@ -36,7 +35,6 @@ class DecodedFromStore:
 
 def decode_from_store(
     model: ReferenceLlama,
-    store: _C.CacheStore,
     loader: KVLoader,
     tokens: Sequence[int],
     cache: PagedKVCache,
@@ -44,20 +42,16 @@ def decode_from_store(
     max_new_tokens: int,
     *,
     salt: str,
-    namespace: str = "kvdump",
-    tp_rank: int = 0,
-    tp_size: int = 1,
     load_timeout: float | None = None,
 ) -> DecodedFromStore:
     """Decode ``tokens`` with ``max_new_tokens`` greedy tokens, loading the committed prefix of
-    their hash chain (salted with ``salt``) through ``loader``. The key space (``namespace``,
-    ``tp_rank``, ``tp_size``) must be the loader's. The blocks taken from ``allocator`` are freed
-    before returning."""
+    their hash chain (salted with ``salt``) from ``loader``'s store and key space. The blocks taken
+    from ``allocator`` are freed before returning."""
     tokens = list(tokens)
     block_size = cache.block_size
     num_layers = model.config.num_layers
     hashes = full_block_hashes(tokens, block_size, salt)
-    committed = lookup(store, hashes, namespace=namespace, tp_rank=tp_rank, tp_size=tp_size, num_layers=num_layers)
+    committed = lookup(loader.store, hashes, key_space=loader.key_space, num_layers=num_layers)
     loaded_blocks = committed  # all of them, unless loading fails
     table = allocator.allocate(blocks_needed(len(tokens), block_size))
     load_error: str | None = None

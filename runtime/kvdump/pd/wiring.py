@@ -10,6 +10,7 @@ from kvdump.cache_ops import KVLoader
 from kvdump.config import ConfigError, ModelConfig, PDConfig
 from kvdump.errors import KvdumpValueError, UnsupportedError
 from kvdump.hashing import model_salt
+from kvdump.key_space import KeySpace
 from kvdump.model_dtypes import torch_dtype
 from kvdump.models import LlamaConfig, ReferenceLlama
 from kvdump.pd.requests import Request, RequestError
@@ -53,12 +54,12 @@ def open_store(config: PDConfig) -> Any:
 
 def writer_kwargs(config: PDConfig) -> dict[str, Any]:
     """Keyword arguments of :class:`kvdump.AsyncWriter` for this worker: ``[writer]`` and its key space."""
-    return {
-        **config.writer.model_dump(),
-        "namespace": config.model.namespace,
-        "tp_rank": config.parallel.tp_rank,
-        "tp_size": config.parallel.tp_size,
-    }
+    return {**config.writer.model_dump(), "key_space": key_space(config)}
+
+
+def key_space(config: PDConfig) -> KeySpace:
+    """This worker's key space: ``[model]``'s namespace and ``[parallel]``'s TP shard."""
+    return KeySpace(config.model.namespace, config.parallel.tp_rank, config.parallel.tp_size)
 
 
 def make_writer(config: PDConfig, store: Any | None = None) -> AsyncWriter:
@@ -71,9 +72,7 @@ def make_loader(config: PDConfig, store: Any | None = None) -> KVLoader:
     opened one), with the ``[writer]`` pool's threads and staging memory."""
     return KVLoader(
         open_store(config) if store is None else store,
-        namespace=config.model.namespace,
-        tp_rank=config.parallel.tp_rank,
-        tp_size=config.parallel.tp_size,
+        key_space=key_space(config),
         num_threads=config.writer.num_threads,
         staging_bytes=config.writer.staging_bytes,
     )

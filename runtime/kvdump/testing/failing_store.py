@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 
 from kvdump import _C
 from kvdump.errors import StoreFullError
+from kvdump.key_space import KeySpace
 from kvdump.testing.forwarding_store import ForwardingStore
 
 
@@ -45,4 +46,5 @@ def block_keys(hashes: Iterable[int], layers: Iterable[int], namespace: str = "k
     """The record keys of ``hashes`` at ``layers`` in TP key space 0 of 1: what ``fails`` compares
     against to refuse chosen blocks."""
     layers = list(layers)
-    return {_C.block_key(namespace, 0, 1, h, layer) for h in hashes for layer in layers}
+    space = KeySpace(namespace)
+    return {space.block_key(h, layer) for h in hashes for layer in layers}

@@ -31,6 +31,7 @@ from kvdump.integrations.vllm.settings import ConnectorSettings, parse_settings
 from kvdump.integrations.vllm.shared_stores import shared_store
 from kvdump.integrations.vllm.stats import KvdumpConnectorStats, StatsCounter
 from kvdump.integrations.vllm.worker_side import WorkerSide
+from kvdump.key_space import KeySpace
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -109,9 +110,7 @@ class KvdumpConnector(KVConnectorBase_V1):
             self._worker = WorkerSide(
                 store=store,
                 layer_names=layer_names,
-                namespace=self.namespace,
-                tp_rank=self.tp_rank,
-                tp_size=self.tp_size,
+                key_space=KeySpace(self.namespace, self.tp_rank, self.tp_size),
                 kv_layout=settings.kv_layout,
                 cache_dtype=str(vllm_config.cache_config.cache_dtype),
                 save_timeout=settings.save_timeout,

@@ -18,6 +18,7 @@ from kvdump.integrations.vllm.deadline_call import DeadlineCaller, InlineCaller
 from kvdump.integrations.vllm.metadata import BlockRun, KvdumpConnectorMetadata
 from kvdump.integrations.vllm.request_keys import prompt_chain, request_salt, unsupported_reason
 from kvdump.integrations.vllm.stats import StatsCounter
+from kvdump.key_space import KeySpace
 
 logger = logging.getLogger("kvdump.vllm")
 
@@ -120,9 +121,7 @@ class SchedulerSide:
             lookup(
                 self._store,
                 wanted,
-                namespace=self._namespace,
-                tp_rank=rank,
-                tp_size=self._tp_size,
+                key_space=KeySpace(self._namespace, rank, self._tp_size),
                 num_layers=self._num_layers,
             )
             for rank in range(self._tp_size)

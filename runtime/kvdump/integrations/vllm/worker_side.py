@@ -20,11 +20,13 @@ from typing import Any
 
 import torch
 
-from kvdump.cache_ops import KVLoader, write_cache_store
+from kvdump.cache_ops import write_cache_store
 from kvdump.errors import KvdumpError, LifecycleError, WriteError, WriteTimeout
 from kvdump.integrations.vllm.layouts import LayerCache, element_view, layer_cache
 from kvdump.integrations.vllm.metadata import BlockRun, KvdumpConnectorMetadata
 from kvdump.integrations.vllm.stats import StatsCounter
+from kvdump.key_space import KeySpace
+from kvdump.loader import KVLoader
 from kvdump.writer import AsyncWriter
 
 logger = logging.getLogger("kvdump.vllm")
@@ -38,9 +40,7 @@ class WorkerSide:
         *,
         store: Any,
         layer_names: Iterable[str],
-        namespace: str,
-        tp_rank: int,
-        tp_size: int,
+        key_space: KeySpace,
         kv_layout: str,
         cache_dtype: str,
         save_timeout: float,
@@ -57,12 +57,11 @@ class WorkerSide:
         self._load_timeout = load_timeout
         self._stats = stats
         self._layers: dict[str, LayerCache] = {}
-        key_space = {"namespace": namespace, "tp_rank": tp_rank, "tp_size": tp_size}
-        self.writer = AsyncWriter(store, **key_space, **writer_kwargs) if saves else None
+        self.writer = AsyncWriter(store, key_space=key_space, **writer_kwargs) if saves else None
         self.loader = (
             KVLoader(
                 store,
-                **key_space,
+                key_space=key_space,
                 num_threads=writer_kwargs.get("num_threads"),
                 staging_bytes=writer_kwargs["staging_bytes"],
                 worker_nice=writer_kwargs["worker_nice"],
@@ -192,7 +191,7 @@ class WorkerSide:
                 # Every layer was waited for; this closes the session (its errors were handled).
                 self.loader.finish(timeout=max(0.0, self._load_deadline - time.monotonic()))
         except KvdumpError:
-            if self.loader.writer.state != "idle":
+            if self.loader.state != "idle":
                 self.loader.abort(0)
 
     def save_layer(self, name: str, kv: torch.Tensor) -> None:

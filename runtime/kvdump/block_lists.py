@@ -1,0 +1,45 @@
+"""Block ids, block hashes and layer indexes as the ops take them, checked with typed errors that
+name the argument; shared by the write and the load entry points."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from kvdump import _arguments
+from kvdump.errors import KvdumpTypeError
+
+IntsLike = torch.Tensor | Sequence[int]
+
+
+def as_int64(values: IntsLike, what: str) -> torch.Tensor:
+    """Block ids or hashes as the 1-D int64 CPU tensor the ops take (tensors pass through)."""
+    if isinstance(values, torch.Tensor):
+        return values
+    try:
+        # operator.index: a float (or a str) is refused, not truncated to a block id.
+        return torch.tensor([operator.index(v) for v in values], dtype=torch.int64)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        raise KvdumpTypeError(f"{what} must be a tensor or a sequence of ints: {exc}") from None
+
+
+def layer_index(layer: Any) -> int:
+    """``layer`` as a non-negative int32 layer index."""
+    return _arguments.integer("layer", layer, minimum=0, maximum=2**31 - 1)
+
+
+def layer_op_arguments(
+    layer: Any, kv_cache: Any, v_cache: Any, block_ids: Any, block_hashes: Any
+) -> tuple[int, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """The layer, cache and block arguments every kvdump op takes, in its schema's order, each
+    checked on its own so that an error names the bad one."""
+    return (
+        layer_index(layer),
+        _arguments.tensor("kv_cache", kv_cache),
+        _arguments.tensor("v_cache", v_cache, optional=True),
+        as_int64(block_ids, "block_ids"),
+        as_int64(block_hashes, "block_hashes"),
+    )
