@@ -41,6 +41,7 @@ uint32_t layerArgument(py::handle value, const char* what) {
 
 void bindKeySpace(py::module_& m) {
   const KeySpace defaults;
+  m.attr("MAX_TP_SIZE") = kMaxTpSize;  // TP rank and size are 16-bit fields of every record's header
   py::class_<KeySpace>(m, "KeySpace",
                        "Where blocks and commit records live: a namespace (the key prefix that keeps deployments "
                        "apart) and a tensor-parallel shard (tp_rank of tp_size). Checked once, when made; immutable.")

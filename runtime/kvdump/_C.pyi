@@ -13,6 +13,9 @@ from typing_extensions import Buffer
 def default_num_threads() -> int:
     """Workers when num_threads is not given: the cores torch's intra-op threads leave free, 1 to 8."""
 
+MAX_TP_SIZE: int
+"""The largest TP size a record's header can name."""
+
 def status_codes() -> dict[str, int]:
     """Every status code of the C++ core, name to value (kvdump.errors.StatusCode must match it)."""
 

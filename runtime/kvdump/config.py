@@ -69,13 +69,15 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError, core_schema
 
+from kvdump import _C
 from kvdump.errors import KvdumpValueError
+from kvdump.key_space import KeySpace
 from kvdump.model_dtypes import MODEL_DTYPES
+from kvdump.writer_options import DEFAULTS as _WRITER_DEFAULTS
 
 PRESETS = ("tiny", "small")
 
-# TP rank and size are 16-bit fields of every block record's header.
-MAX_TP_SIZE = 65535
+MAX_TP_SIZE = _C.MAX_TP_SIZE
 
 
 class ConfigError(KvdumpValueError):
@@ -118,10 +120,20 @@ def one_of(*names: str) -> Any:
     return Annotated[Literal[names], Expected("one of " + ", ".join(repr(name) for name in names))]
 
 
+def _key_space_checks(field: str) -> AfterValidator:
+    """Checks a key-space value by making a key space of it: the rules are KeySpace's, stated once."""
+
+    def check(value: Any) -> Any:
+        KeySpace(**{field: value})
+        return value
+
+    return AfterValidator(check)
+
+
 AtLeastZero = integer(0)
 AtLeastOne = integer(1)
-TpRank = integer(0)
-TpSize = integer(1, MAX_TP_SIZE)
+TpRank = integer(0)  # its bound is tp_size: checked with it, by tp_rank_below_tp_size
+TpSize = Annotated[StrictInt, _key_space_checks("tp_size"), Expected(f"an integer in [1, {MAX_TP_SIZE}]")]
 Preset = one_of(*PRESETS)
 ModelDtype = one_of(*MODEL_DTYPES)
 
@@ -143,12 +155,10 @@ ByteCount = Annotated[
     Expected("a byte count >= 1 (an integer or a string such as '256MiB')"),
 ]
 
-# The namespace is the first segment of every store key ("<namespace>/tp0of1/..."): a '/' would
-# split it, and keys travel as file names and over the wire, so only printable ASCII is safe. The
-# pattern is '!'..'~' without '/'.
+# The namespace is the first segment of every store key: KeySpace states what it may hold.
 Namespace = Annotated[
     StrictStr,
-    Field(pattern=r"^[!-.0-~]+$"),
+    _key_space_checks("namespace"),
     Expected("a non-empty string of printable ASCII characters without whitespace or '/'"),
 ]
 
@@ -187,12 +197,16 @@ def tp_rank_below_tp_size(tp_rank: int | None, info: ValidationInfo) -> int | No
     """The check of ``tp_rank`` against ``tp_size``, which its model declares first so that it is
     checked first (and absent here when it failed its own check)."""
     tp_size = info.data.get("tp_size")
-    if tp_rank is not None and tp_size is not None and tp_rank >= tp_size:
+    if tp_rank is None or tp_size is None:
+        return tp_rank
+    try:
+        KeySpace(tp_rank=tp_rank, tp_size=tp_size)
+    except KvdumpValueError:
         raise PydanticCustomError(
             "config_value",
             "expected an integer in [0, {tp_size}) because tp_size is {tp_size}",
             {"tp_size": tp_size},
-        )
+        ) from None
     return tp_rank
 
 
@@ -228,11 +242,12 @@ class WriterConfig(ConfigSection):
     """``[writer]``: the :class:`kvdump.AsyncWriter` settings (the decode side's loader pool too),
     named as its keyword arguments."""
 
-    num_threads: AtLeastOne | None = None  # None: the library's default
-    queue_capacity: AtLeastOne = 1024
-    submit_timeout: Seconds = 30.0
-    staging_bytes: ByteCount = 256 << 20
-    staging_timeout: Seconds = 30.0
+    # The library's defaults (kvdump.WriterOptions), not copies of them.
+    num_threads: AtLeastOne | None = _WRITER_DEFAULTS.num_threads
+    queue_capacity: AtLeastOne = _WRITER_DEFAULTS.queue_capacity
+    submit_timeout: Seconds = _WRITER_DEFAULTS.submit_timeout
+    staging_bytes: ByteCount = _WRITER_DEFAULTS.staging_bytes
+    staging_timeout: Seconds = _WRITER_DEFAULTS.staging_timeout
 
 
 class CacheConfig(ConfigSection):
