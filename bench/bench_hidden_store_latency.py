@@ -8,8 +8,9 @@ round-robin in one run, in these ways:
   no_store     the plain prefill, nothing written;
   synchronous  per layer, inside the layer hook: init, write_cache_store, wait_all_done — the
                forward waits for every layer's store;
-  kvdump       writer attached + wrap_model: write_cache_store per layer returns at once, one
-               barrier (and the commit records) after the forward;
+  kvdump       wrap_model around the prefill, with kvdump.prompt_dump.prompt_dump_hook as its layer
+               hook: write_cache_store per layer returns at once, one barrier (and the commit
+               records) after the forward;
   kvdump_hook  the same wrapped cycle, but the layer hook calls write_cache_store itself so that the
                calling thread's cost of each call can be timed (perf_counter_ns around the call);
   probe_tiny_op  the plain prefill with a layer hook that times one tiny torch op (``x + y`` on 4
@@ -37,8 +38,9 @@ from typing import Any
 import torch
 
 import kvdump
-from kvdump.hashing import block_hashes, flatten_blocks
+from kvdump.hashing import block_hashes, flatten_blocks, model_salt
 from kvdump.models import BlockAllocator, LlamaConfig, ReferenceLlama, blocks_needed
+from kvdump.prompt_dump import prompt_dump_hook
 from timing import interleaved, machine_info, median, summarize_ms
 
 VARIANTS = ("no_store", "synchronous", "kvdump", "kvdump_hook", "probe_tiny_op")
@@ -112,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     cache = model.new_cache(num_blocks, args.block_size)
     allocator = BlockAllocator(num_blocks)
     tables = [allocator.allocate(blocks_needed(len(p), args.block_size)) for p in prompts]
-    hashes = [block_hashes(p, args.block_size) for p in prompts]
+    salt = model_salt(config.name, config.dtype)
+    hashes = [block_hashes(p, args.block_size, salt) for p in prompts]
     ids_t, hashes_t = flatten_blocks(hashes, tables)
     blocks = int(ids_t.numel())
     layer_bytes = blocks * (64 + cache.bytes_per_block)
@@ -124,9 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     knobs = {"num_threads": args.threads, "idle_poll": args.idle_poll, "worker_nice": args.worker_nice}
     sync_writer = kvdump.AsyncWriter(slow_store(), **knobs)
     writer = kvdump.AsyncWriter(slow_store(), **knobs)
+    plain_prefill = model.prefill
     kvdump.wrap_model(model, writer, method="prefill")
     wrapped_prefill = model.prefill
-    plain_prefill = wrapped_prefill.__kvdump_original__
+    dump_hook = prompt_dump_hook(writer, prompts, tables, args.block_size, salt=salt, request="bench")
 
     def sync_hook(layer: int, kv: torch.Tensor) -> None:
         sync_writer.init()
@@ -152,18 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     variants: dict[str, Callable[[], Any]] = {
         "no_store": lambda: plain_prefill(prompts, cache, tables),
         "synchronous": lambda: plain_prefill(prompts, cache, tables, layer_hook=sync_hook),
-        "kvdump": lambda: wrapped_prefill(prompts, cache, tables),
+        "kvdump": lambda: wrapped_prefill(prompts, cache, tables, layer_hook=dump_hook),
         "kvdump_hook": lambda: wrapped_prefill(prompts, cache, tables, layer_hook=timed_hook),
         "probe_tiny_op": lambda: plain_prefill(prompts, cache, tables, layer_hook=tiny_op_hook),
     }
 
-    def before_each(name: str) -> None:
-        model.attach_writer(writer if name == "kvdump" else None, request="bench")
-
     wall = time.perf_counter()
-    times = interleaved(variants, args.repeats, warmup=args.warmup, before_each=before_each)
+    times = interleaved(variants, args.repeats, warmup=args.warmup)
     wall = time.perf_counter() - wall
-    model.attach_writer(None)
     stats = writer.stats()
     sync_stats = sync_writer.stats()
     hot_call_us = hot_write_cost_us(writer, cache, ids_t, hashes_t)
