@@ -23,7 +23,7 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split(
   pip install -q "torch==$TORCH_VERSION"
 fi
 echo "==> pip install kvdump's own, build and test requirements (pydantic for the PD config, rich for the CLI's progress, Mooncake's client, transformers for the HF tests)"
-pip install -q "torch==$TORCH_VERSION" "scikit-build-core>=0.10" "pybind11>=3.0" ninja numpy "pydantic>=2" "rich>=13" \
+pip install -q "torch==$TORCH_VERSION" "scikit-build-core>=0.10" "pybind11>=3.0" ninja numpy "pydantic>=2.10" "rich>=13" \
   "pytest>=8" "pytest-timeout>=2.3" mooncake-transfer-engine-non-cuda "transformers>=4.56"
 
 echo "==> building kvdump (C++ core, torch ops, pybind11 extension)"

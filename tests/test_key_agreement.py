@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from kvdump.config import load_config
-from kvdump.demo import DemoConfig, model_config
+from kvdump.demo import DemoConfig, key_salt, model_config
 from kvdump.hashing import block_hashes, model_salt
 from kvdump.models import LlamaConfig
 from kvdump.pd.wiring import hash_salt
@@ -45,11 +45,9 @@ def test_the_demo_and_the_pd_roles_salt_one_model_alike(tmp_path: Path) -> None:
         dtype="bfloat16",
         seed=5,
     )
-    demo_model = model_config(demo)
-    assert demo_model.name == tiny.name  # the same weights, though max_position differs
-    pd_salt = hash_salt(load_config(path))
-    assert pd_salt == model_salt(demo_model.name, demo_model.dtype)
-    assert block_hashes(TOKENS, 16, pd_salt) == block_hashes(TOKENS, 16, model_salt(demo_model.name, "bfloat16"))
+    assert model_config(demo).name == tiny.name  # the same weights, though max_position differs
+    assert hash_salt(load_config(path)) == key_salt(demo) == model_salt(tiny.name, "bfloat16")
+    assert key_salt(DemoConfig(dtype="float32", seed=5)) != key_salt(demo)
 
 
 def test_another_model_or_dtype_is_another_chain() -> None:
@@ -92,3 +90,10 @@ def test_transformers_and_vllm_salt_one_checkpoint_alike() -> None:
     vllm_salt = request_salt(Request(), "org/checkpoint", cache_element_type(torch.bfloat16, "auto"))
     assert model_salt_of(model) == vllm_salt
     assert request_salt(Request(), "org/checkpoint", cache_element_type(torch.bfloat16, "fp8_e4m3")) != vllm_salt
+
+
+def test_the_old_namespace_keyword_of_the_hash_chain_is_a_deprecated_salt() -> None:
+    with pytest.warns(DeprecationWarning, match="salt="):
+        assert block_hashes(TOKENS, 16, namespace="m") == block_hashes(TOKENS, 16, "m")
+    with pytest.raises(TypeError, match="not both"):
+        block_hashes(TOKENS, 16, "m", namespace="m")

@@ -32,6 +32,10 @@ def test_key_spaces_compare_hash_and_pickle_by_value() -> None:
     assert pickle.loads(pickle.dumps(space)) == space
     assert space.fingerprint != kvdump.KeySpace("model-b", 1, 2).fingerprint
     assert repr(space) == "KeySpace(namespace='model-a', tp_rank=1, tp_size=2)"
+    # Anything else compares unequal, as Python values do, instead of raising.
+    assert space != None  # noqa: E711
+    assert space != "model-a/tp1of2"
+    assert None in [space, None]
 
 
 def test_the_default_key_space_is_the_one_every_api_defaults_to() -> None:
@@ -120,3 +124,31 @@ def test_the_load_ops_take_a_loader_and_the_write_op_a_writer() -> None:
         with pytest.raises(RuntimeError):
             torch.ops.kvdump.write_cache_store(loader.torch_loader, 0, dst, None, ids, hashes)
         writer.abort()
+
+
+def test_the_deprecated_loader_writer_answers_the_calls_made_on_it() -> None:
+    store = kvdump.MemoryStore(capacity_bytes=1 << 20)
+    kv = torch.randn(SHAPE)
+    with kvdump.AsyncWriter(store, num_threads=1) as writer, writer.cycle():
+        kvdump.write_cache_store(writer, 0, kv, [0], [10])
+    with kvdump.KVLoader(store, key_space=kvdump.KeySpace("kvdump"), num_threads=1) as loader:
+        with pytest.warns(DeprecationWarning, match="KVLoader.writer"):
+            pool = loader.writer
+        assert (pool.namespace, pool.tp_rank, pool.tp_size, pool.store) == ("kvdump", 0, 1, store)
+        dst = torch.zeros(SHAPE)
+        pool.init()
+        assert pool.state == "accepting"
+        loader.load_async(0, dst, [3], [10])
+        assert pool.wait_all_done().completed == 1
+        assert pool.stats()["cycles"] == 1
+        assert torch.equal(dst[:, 3], kv[:, 0])
+
+
+def test_open_loaders_and_writers_are_closed_at_interpreter_exit() -> None:
+    from kvdump import closed_at_exit
+
+    store = kvdump.MemoryStore(capacity_bytes=1 << 20)
+    loader, writer = kvdump.KVLoader(store, num_threads=1), kvdump.AsyncWriter(store, num_threads=1)
+    assert {loader, writer} <= set(closed_at_exit._open)  # what the exit hook closes
+    loader.close()
+    writer.close()

@@ -117,7 +117,8 @@ class ContextOwner {
   const std::string what_;
 };
 
-/// Binds what every context owner has, under the names both Python classes use.
+/// Binds what every context owner has, under the names both Python classes use. Call once, while the
+/// module loads, with the GIL held.
 template <typename Owner>
 void bindContextOwner(pybind11::class_<Owner>& c) {
   c.def("abort", &Owner::abort, pybind11::arg("timeout"))

@@ -101,6 +101,8 @@ void bindEngineOptions(py::module_& m) {
       "accelerator when it has a device, else pageable.");
   c.def("validate", [](const EngineOptions& o) { check(validateEngineOptions(o)); },
         "Raises KvdumpValueError naming the setting at fault when no engine can run with these.");
+  m.def("default_num_threads", &defaultEngineThreads,
+        "Workers when num_threads is not given: the cores torch's intra-op threads leave free, 1 to 8.");
 }
 
 }  // namespace kvdump::python

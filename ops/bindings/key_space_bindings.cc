@@ -1,17 +1,14 @@
 // kvdump._C.KeySpace: the (namespace, TP rank, TP size) every block and commit key lives in,
-// validated once when made, and the batched commit lookup that reads under it.
+// validated once when made.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <cstdint>
 #include <limits>
 #include <string>
-#include <vector>
 
 #include "arguments.h"
 #include "kvdump/block_key.h"
-#include "kvdump/cache_store.h"
-#include "kvdump/commit_record.h"
 #include "status_to_python.h"
 
 namespace py = pybind11;
@@ -62,15 +59,17 @@ void bindKeySpace(py::module_& m) {
       .def(
           "commit_key",
           [](const KeySpace& k, py::handle block_hash, py::handle layer_begin, py::handle layer_end) {
-            return commitKey(k, hashArgument(block_hash),
-                             LayerRange{layerArgument(layer_begin, "layer_begin"), layerArgument(layer_end, "layer_end")});
+            const LayerRange layers{layerArgument(layer_begin, "layer_begin"), layerArgument(layer_end, "layer_end")};
+            return commitKey(k, hashArgument(block_hash), layers);
           },
           py::arg("block_hash"), py::arg("layer_begin") = 0, py::arg("layer_end") = 0,
           "The store key of a block's commit record (layers (0, 0): a whole model).")
-      .def("__eq__",
-           [](const KeySpace& a, const KeySpace& b) {
-             return a.namespace_ == b.namespace_ && a.tp_rank == b.tp_rank && a.tp_size == b.tp_size;
-           })
+      .def(
+          "__eq__",
+          [](const KeySpace& a, const KeySpace& b) {
+            return a.namespace_ == b.namespace_ && a.tp_rank == b.tp_rank && a.tp_size == b.tp_size;
+          },
+          py::is_operator())  // anything but a KeySpace: NotImplemented, so Python falls back to identity
       .def("__hash__", [](const KeySpace& k) { return keySpaceFingerprint(k); })
       .def("__repr__",
            [](const KeySpace& k) {
@@ -83,23 +82,6 @@ void bindKeySpace(py::module_& m) {
                         return makeKeySpace(t[0], t[1], t[2]);
                       }));
 
-  m.def(
-      "lookup",
-      [](const std::shared_ptr<CacheStore>& store, const KeySpace& space, const std::vector<int64_t>& hashes,
-         uint32_t layer_begin, uint32_t layer_end) {
-        std::vector<uint64_t> unsigned_hashes(hashes.begin(), hashes.end());
-        Result<size_t> found = Status::Internal("unset");
-        {
-          py::gil_scoped_release release;
-          found = lookupCommitted(*store, space, unsigned_hashes, LayerRange{layer_begin, layer_end});
-        }
-        check(found.status());
-        return found.value();
-      },
-      py::arg("store").none(false), py::arg("key_space"), py::arg("block_hashes"), py::arg("layer_begin"),
-      py::arg("layer_end"),
-      "How many leading blocks have a commit record covering layers [layer_begin, layer_end) "
-      "(0, 0: any whole-model record); one batched read, every record checked.");
 }
 
 }  // namespace kvdump::python

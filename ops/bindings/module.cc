@@ -6,6 +6,7 @@
 namespace kvdump::python {
 void bindStores(pybind11::module_& m);
 void bindKeySpace(pybind11::module_& m);
+void bindCommitLookup(pybind11::module_& m);
 void bindEngineOptions(pybind11::module_& m);
 void bindWriter(pybind11::module_& m);
 void bindLoader(pybind11::module_& m);
@@ -16,6 +17,7 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "kvdump native core: lifecycle writer, stores, and the torch ops (torch.ops.kvdump.*)";
   kvdump::python::bindStores(m);
   kvdump::python::bindKeySpace(m);
+  kvdump::python::bindCommitLookup(m);
   kvdump::python::bindEngineOptions(m);
   kvdump::python::bindWriter(m);
   kvdump::python::bindLoader(m);

@@ -19,7 +19,10 @@ namespace py = pybind11;
 namespace kvdump::python {
 namespace {
 
-LayerRange layerRange(const std::optional<std::pair<int64_t, int64_t>>& layers) {
+// Python's layers=(begin, end), or None for every layer written.
+using LayerPair = std::optional<std::pair<int64_t, int64_t>>;
+
+LayerRange layerRange(const LayerPair& layers) {
   if (!layers) return {};
   const auto [begin, end] = *layers;
   if (begin < 0 || end <= begin || end > std::numeric_limits<int32_t>::max()) {
@@ -30,7 +33,7 @@ LayerRange layerRange(const std::optional<std::pair<int64_t, int64_t>>& layers) 
 }
 
 std::shared_ptr<WriterContext> makeWriter(std::shared_ptr<CacheStore> store, EngineOptions options,
-                                          const KeySpace& keys, const std::optional<std::pair<int64_t, int64_t>>& layers) {
+                                          const KeySpace& keys, const LayerPair& layers) {
   options.keys = keys;
   Result<std::shared_ptr<WriterContext>> made = WriterContext::create(std::move(store), options, layerRange(layers));
   check(made.status());
@@ -41,7 +44,7 @@ std::shared_ptr<WriterContext> makeWriter(std::shared_ptr<CacheStore> store, Eng
 class PyWriter : public ContextOwner<WriterContext> {
  public:
   PyWriter(std::shared_ptr<CacheStore> store, const EngineOptions& options, const KeySpace& keys,
-           const std::optional<std::pair<int64_t, int64_t>>& layers)
+           const LayerPair& layers)
       : ContextOwner(makeWriter(std::move(store), options, keys, layers), "writer") {}
 
   void submit(py::function fn, std::string label, int64_t layer, std::string request, std::optional<double> timeout) {
@@ -66,7 +69,7 @@ class PyWriter : public ContextOwner<WriterContext> {
 void bindWriter(py::module_& m) {
   py::class_<PyWriter> c(m, "Writer");
   c.def(py::init<std::shared_ptr<CacheStore>, const EngineOptions&, const KeySpace&,
-                 std::optional<std::pair<int64_t, int64_t>>>(),
+                 LayerPair>(),
         py::arg("store").none(false), py::arg("options"), py::arg("key_space"), py::arg("layers"))
       .def("init", &PyWriter::open)
       .def("submit", &PyWriter::submit, py::arg("fn"), py::arg("label"), py::arg("layer"), py::arg("request"),
@@ -74,8 +77,6 @@ void bindWriter(py::module_& m) {
       .def("wait_all_done", &PyWriter::barrier, py::arg("timeout"))
       .def("cancel_request", &PyWriter::cancelRequest, py::arg("request"));
   bindContextOwner(c);
-  m.def("default_num_threads", &defaultEngineThreads,
-        "Workers when num_threads is not given: the cores torch's intra-op threads leave free, 1 to 8.");
 }
 
 }  // namespace kvdump::python

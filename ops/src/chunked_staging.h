@@ -19,7 +19,8 @@ Result<size_t> blocksPerChunk(const TransferTarget& target, size_t record_bytes,
 /// (with the pool's error) once `control` is abandoned. Thread-safe for distinct controls.
 Result<StagingLease> leaseStaging(const TransferTarget& target, size_t bytes, TaskControl& control);
 
-/// The TIMEOUT of a task abandoned by a deadline before it touched the caller's blocks.
+/// The TIMEOUT of a task abandoned by a deadline before it touched the caller's blocks; a fresh
+/// value, thread-safe.
 Status abandonedBeforeTouching();
 
 }  // namespace kvdump

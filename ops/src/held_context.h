@@ -13,7 +13,8 @@
 
 namespace kvdump {
 
-/// What a context is called in errors, and the Python attribute that gives its torch object.
+/// What a context is called in errors, and the Python attribute that gives its torch object;
+/// compile-time constants, safe anywhere.
 template <typename Context>
 struct ContextNames;
 

@@ -15,7 +15,8 @@ namespace kvdump {
 /// `v_cache`, or a 3-D latent cache) on the calling thread, or raises a c10 error carrying the
 /// Status (the first failure names its key). Thread-safe as the loader is.
 void loadLayerNow(LoaderContext& loader, int64_t layer, const at::Tensor& kv_cache,
-                  const std::optional<at::Tensor>& v_cache, const at::Tensor& block_ids, const at::Tensor& block_hashes);
+                  const std::optional<at::Tensor>& v_cache, const at::Tensor& block_ids,
+                  const at::Tensor& block_hashes);
 
 /// As loadLayerNow, but queued on the loader's open session: the loader's waitLayer(layer) reports
 /// it. Bad arguments raise here, before anything is queued.

@@ -31,9 +31,13 @@ def cli_console(level: int = NORMAL, stream: TextIO | None = None) -> Iterator[N
     """Within the block, the ``kvdump`` loggers' records of ``level`` and above go to ``stream``
     (default: stderr), and :func:`kvdump.progress.steps` draws bars there if it is a terminal.
     Everything is undone on exit, so one process can run several commands."""
-    console = Console(file=stream if stream is not None else sys.stderr)
+    out = stream if stream is not None else sys.stderr
+    # The stream itself decides, not the environment (FORCE_COLOR, TTY_COMPATIBLE): a pipe read by
+    # another program gets plain lines even where a CI sets those.
+    interactive = out.isatty()
+    console = Console(file=out, force_terminal=interactive)
     handler: logging.Handler
-    if console.is_terminal:
+    if interactive:
         handler = RichHandler(console=console, show_time=False, show_path=False)
         bars = Progress(
             TextColumn("{task.description}"),

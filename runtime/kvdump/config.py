@@ -73,7 +73,7 @@ from kvdump import _C
 from kvdump.errors import KvdumpValueError
 from kvdump.key_space import KeySpace
 from kvdump.model_dtypes import MODEL_DTYPES
-from kvdump.writer_options import DEFAULTS as _WRITER_DEFAULTS
+from kvdump.writer_options import WriterOptions
 
 PRESETS = ("tiny", "small")
 
@@ -146,10 +146,10 @@ def _byte_count(count_or_size: int | str) -> int:
     return int(_BYTE_SIZE.validate_python(count_or_size))
 
 
-# pydantic's ByteSize reads "256MiB" and "1GB", but would also read `true` as one byte: only an
-# integer or a string reaches it.
+# pydantic's ByteSize reads "256MiB" and "1GB", but would also read `true` as one byte, and "1.9" as
+# one: only an integer, or a whole number with an optional unit, reaches it.
 ByteCount = Annotated[
-    StrictInt | StrictStr,
+    StrictInt | Annotated[StrictStr, Field(pattern=r"^\s*\d+\s*[A-Za-z]*\s*$")],
     AfterValidator(_byte_count),
     Field(ge=1),
     Expected("a byte count >= 1 (an integer or a string such as '256MiB')"),
@@ -238,11 +238,14 @@ class StoreConfig(ConfigSection):
         return url_with_options(self.url, self.options)
 
 
+_WRITER_DEFAULTS = WriterOptions()
+
+
 class WriterConfig(ConfigSection):
     """``[writer]``: the :class:`kvdump.AsyncWriter` settings (the decode side's loader pool too),
     named as its keyword arguments."""
 
-    # The library's defaults (kvdump.WriterOptions), not copies of them.
+    # The library's defaults, read from the one struct that defines them.
     num_threads: AtLeastOne | None = _WRITER_DEFAULTS.num_threads
     queue_capacity: AtLeastOne = _WRITER_DEFAULTS.queue_capacity
     submit_timeout: Seconds = _WRITER_DEFAULTS.submit_timeout

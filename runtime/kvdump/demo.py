@@ -168,6 +168,12 @@ def model_config(cfg: DemoConfig) -> LlamaConfig:
     )
 
 
+def key_salt(cfg: DemoConfig) -> str:
+    """What the demo salts its keys with: its model's name and dtype, as every part of kvdump does."""
+    model = model_config(cfg)
+    return model_salt(model.name, model.dtype)
+
+
 def run_demo(cfg: DemoConfig) -> DemoReport:
     """Run the demo, logging each stage on this module's logger."""
 
@@ -190,7 +196,7 @@ def run_demo(cfg: DemoConfig) -> DemoReport:
     cache = model.new_cache(num_blocks, cfg.block_size)
     allocator = BlockAllocator(num_blocks)
     tables = _tables(prompts, allocator, cfg.block_size)
-    salt = model_salt(model.config.name, model.config.dtype)
+    salt = key_salt(cfg)
     stored_blocks = prompt_blocks(prompts, tables, cfg.block_size, salt)
     report.tokens = {
         "prompts": cfg.batch,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -38,13 +39,32 @@ def model_salt(
     return "|".join(f"{len(part)}:{part}" for part in parts)
 
 
-def block_hash(tokens: Sequence[int], parent: int | None = None, salt: str = "") -> int:
+def _salt_of(salt: str, namespace: str | None, caller: str) -> str:
+    """``salt``, or the deprecated ``namespace=`` spelling of it."""
+    if namespace is None:
+        return salt
+    if salt:
+        raise TypeError(f"{caller}: give salt, not both salt and namespace")
+    warnings.warn(
+        f"{caller}(namespace=) is deprecated: the chain's salt is salt= (see kvdump.hashing.model_salt); "
+        "the key namespace is kvdump.KeySpace's",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return namespace
+
+
+def block_hash(
+    tokens: Sequence[int], parent: int | None = None, salt: str = "", *, namespace: str | None = None
+) -> int:
     """Hash of one block: ``blake2b-64(salt, parent, len(tokens), tokens)`` as a signed int64.
 
     ``parent`` is the previous block's hash (``None`` for the first block of a sequence). The token
     count is hashed so that a partly filled last block never collides with a full block, and the
-    salt (:func:`model_salt`) keeps different models' KV apart in a shared store.
+    salt (:func:`model_salt`) keeps different models' KV apart in a shared store. ``namespace=`` is
+    the deprecated name of ``salt``.
     """
+    salt = _salt_of(salt, namespace, "block_hash")
     if parent is not None and not _INT64_MIN <= parent <= _INT64_MAX:
         raise ValueError(f"parent hash {parent} does not fit in int64")
     digest = hashlib.blake2b(digest_size=8, person=_PERSON)
@@ -61,13 +81,22 @@ def block_hash(tokens: Sequence[int], parent: int | None = None, salt: str = "")
     return int.from_bytes(digest.digest(), "little", signed=True)
 
 
-def block_hashes(token_ids: Sequence[int], block_size: int, salt: str = "", parent: int | None = None) -> list[int]:
+def block_hashes(
+    token_ids: Sequence[int],
+    block_size: int,
+    salt: str = "",
+    parent: int | None = None,
+    *,
+    namespace: str | None = None,
+) -> list[int]:
     """Chained hashes of ``token_ids`` cut into blocks of ``block_size`` (the last may be partial).
 
     Returns one signed int64 per block, ready for an ``int64`` tensor. Pass ``parent`` to continue
     a chain, e.g. to hash tokens appended after full blocks that were hashed earlier; the result then
-    equals what hashing the whole sequence at once would give for those blocks.
+    equals what hashing the whole sequence at once would give for those blocks. ``namespace=`` is
+    the deprecated name of ``salt``.
     """
+    salt = _salt_of(salt, namespace, "block_hashes")
     if block_size <= 0:
         raise ValueError(f"block_size must be > 0, got {block_size}")
     hashes: list[int] = []
@@ -78,9 +107,9 @@ def block_hashes(token_ids: Sequence[int], block_size: int, salt: str = "", pare
 
 
 def full_block_hashes(token_ids: Sequence[int], block_size: int, salt: str = "") -> list[int]:
-    """The chained hashes of the full blocks of ``token_ids`` only: what is stored and looked up. A
-    partial last block's hash covers fewer tokens, so it could never match the same prefix extended
-    by a later request."""
+    """The chained hashes of the full blocks of ``token_ids`` only: what the PD roles and the demo
+    store and look up. A partial last block's hash covers fewer tokens, so it could never match the
+    same prefix extended by a later request."""
     full = len(token_ids) // block_size if block_size > 0 else 0  # block_hashes refuses the size
     return block_hashes(token_ids[: full * block_size], block_size, salt)
 

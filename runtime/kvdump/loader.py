@@ -12,6 +12,7 @@ import torch
 from kvdump import _C, _arguments
 from kvdump._torch_errors import call_op
 from kvdump.block_lists import IntsLike, layer_index, layer_op_arguments
+from kvdump.closed_at_exit import close_at_exit
 from kvdump.key_space import KeySpace, resolve_key_space
 from kvdump.writer import CycleReport
 from kvdump.writer_options import writer_options
@@ -38,8 +39,11 @@ class KVLoader:
         *,
         key_space: KeySpace | None = None,
         num_threads: int | None = None,
+        queue_capacity: int | None = None,
+        submit_timeout: float | None = None,
         staging_bytes: int | None = None,
         staging_timeout: float | None = None,
+        staging_device: str | None = None,
         abort_timeout: float | None = None,
         worker_nice: int | None = None,
         namespace: str | None = None,
@@ -50,14 +54,18 @@ class KVLoader:
         self._key_space = resolve_key_space(key_space, namespace, tp_rank, tp_size, caller="KVLoader")
         options = writer_options(
             num_threads=num_threads,
+            queue_capacity=queue_capacity,
+            submit_timeout=submit_timeout,
             staging_bytes=staging_bytes,
             staging_timeout=staging_timeout,
+            staging_device=staging_device,
             abort_timeout=abort_timeout,
             worker_nice=worker_nice,
         )
         self._store = store
         self._impl = _C.Loader(store, options, self._key_space)
         self._torch = torch.classes.kvdump.Loader(self._impl.offer_to_torch())
+        close_at_exit(self)
 
     @property
     def store(self) -> _C.CacheStore:
@@ -68,6 +76,18 @@ class KVLoader:
     def key_space(self) -> KeySpace:
         """Where this loader reads blocks."""
         return self._key_space
+
+    @property
+    def namespace(self) -> str:
+        return self._key_space.namespace
+
+    @property
+    def tp_rank(self) -> int:
+        return self._key_space.tp_rank
+
+    @property
+    def tp_size(self) -> int:
+        return self._key_space.tp_size
 
     @property
     def state(self) -> str:
@@ -85,19 +105,21 @@ class KVLoader:
         return self._torch
 
     @property
-    def writer(self) -> KVLoader:
-        """Deprecated: the loader has ``state``, ``store``, ``key_space`` and ``stats()`` itself."""
+    def writer(self) -> _LoaderAsWriter:
+        """Deprecated: the pool the loads ran on when a loader wrapped a writer. The loader has its
+        own ``state``, ``store``, ``key_space``, ``stats()``, ``start``/``finish``/``abort``/``close``."""
         warnings.warn(
             "KVLoader.writer is deprecated: a loader runs on an engine of its own; use the loader's own "
-            "state, store, key_space and stats()",
+            "state, store, key_space, stats(), start(), finish(), abort() and close()",
             DeprecationWarning,
             stacklevel=2,
         )
-        return self
+        return _LoaderAsWriter(self)
 
     def stats(self) -> dict[str, Any]:
-        """The engine's cumulative counters (as :meth:`kvdump.AsyncWriter.stats`; a session counts as a
-        cycle and each queued load as a task)."""
+        """The engine's cumulative counters, in :meth:`kvdump.AsyncWriter.stats`' shape: a session
+        counts as a cycle and each queued load as a task (a synchronous ``load`` runs on the calling
+        thread and counts nowhere); ``staging`` holds the staging pool's counters."""
         return self._impl.stats()
 
     def load(
@@ -167,6 +189,24 @@ class KVLoader:
 
     def __repr__(self) -> str:
         return "KVLoader(closed)" if self.closed else f"KVLoader(state={self.state!r}, key_space={self._key_space!r})"
+
+
+class _LoaderAsWriter:
+    """What ``KVLoader.writer`` returns while deprecated: the writer calls that code written against
+    the old loader made on it, answered by the loader."""
+
+    def __init__(self, loader: KVLoader) -> None:
+        self._loader = loader
+
+    def __getattr__(self, name: str) -> Any:
+        # state, store, key_space, namespace, tp_rank, tp_size, stats, abort, close, closed.
+        return getattr(self._loader, name)
+
+    def init(self) -> None:
+        self._loader.start()
+
+    def wait_all_done(self, timeout: float | None = None) -> CycleReport:
+        return self._loader.finish(timeout)
 
 
 def load_cache_store(

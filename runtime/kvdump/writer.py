@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import torch
 
 from kvdump import _C, _arguments
+from kvdump.closed_at_exit import close_at_exit
 from kvdump.errors import KvdumpTypeError, WriteTimeout
 from kvdump.key_space import KeySpace, resolve_key_space
 from kvdump.writer_options import writer_options
@@ -31,20 +30,6 @@ def default_num_threads() -> int:
     """Workers when ``num_threads`` is not given: the cores that torch's intra-op threads leave to
     this process, 1 to 8, so the forward and the workers never oversubscribe the cores."""
     return _C.default_num_threads()
-
-
-_live_writers: weakref.WeakSet[AsyncWriter] = weakref.WeakSet()
-_live_lock = threading.Lock()
-
-
-@atexit.register
-def _close_live_writers() -> None:
-    # Workers may be waiting for the GIL to run Python tasks; joining them must happen before the
-    # interpreter tears down, not during it.
-    with _live_lock:
-        writers = list(_live_writers)
-    for writer in writers:
-        writer.close()
 
 
 class AsyncWriter:
@@ -124,8 +109,7 @@ class AsyncWriter:
         self._reported_lock = threading.Lock()
         self._save_failures_reported = 0
         self._requests_failed_reported = 0
-        with _live_lock:
-            _live_writers.add(self)
+        close_at_exit(self)
 
     @property
     def key_space(self) -> KeySpace:

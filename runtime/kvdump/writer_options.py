@@ -1,7 +1,7 @@
 """The settings of a writer's or a loader's engine, in one bound struct (``kvdump._C.WriterOptions``).
 
 Its defaults are the library's only ones: :class:`kvdump.AsyncWriter`, :class:`kvdump.KVLoader` and
-the PD config read them from ``DEFAULTS``. Each setting's type is checked when it is set, naming it;
+the PD config read them from a fresh ``WriterOptions()``. Each setting's type is checked when it is set, naming it;
 the rules across settings are checked when a writer or loader is built."""
 
 from __future__ import annotations
@@ -11,9 +11,6 @@ from typing import Any
 from kvdump import _C
 
 WriterOptions = _C.WriterOptions
-
-DEFAULTS = WriterOptions()
-"""The library's defaults (read-only by convention: change a copy from :func:`writer_options`)."""
 
 
 def writer_options(**settings: Any) -> WriterOptions:

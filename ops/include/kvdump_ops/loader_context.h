@@ -15,8 +15,8 @@
 namespace kvdump {
 
 /// Owns a TransferEngine whose cycles are loading sessions (the pool's init() opens one, its
-/// waitAllDone() is the barrier); queued loads report per layer to a CompletionBoard that waiters read. Nothing here writes or
-/// commits. Thread-safe as its parts are.
+/// waitAllDone() is the barrier); queued loads report per layer to a CompletionBoard that waiters
+/// read. Nothing here writes or commits. Thread-safe as its parts are.
 class LoaderContext {
  public:
   /// One load, run on a worker: reads into the caller's cache, inside caller-memory sections of
@@ -26,14 +26,20 @@ class LoaderContext {
   /// A loader on `store`; INVALID_ARGUMENT naming the bad option (see validateEngineOptions).
   static Result<std::shared_ptr<LoaderContext>> create(std::shared_ptr<CacheStore> store,
                                                        const EngineOptions& options);
+  /// Aborts within abort_timeout, then wakes every waiter with LIFECYCLE.
   ~LoaderContext();
   LoaderContext(const LoaderContext&) = delete;
   LoaderContext& operator=(const LoaderContext&) = delete;
 
+  /// The engine's pool, owned by the loader; thread-safe.
   AsyncWriter& pool() { return engine_->pool(); }
+  /// The store, shared with the tasks; thread-safe.
   CacheStore& store() { return engine_->store(); }
+  /// The staging pool, shared with the tasks; thread-safe.
   StagingPool& staging() { return engine_->staging(); }
+  /// What load tasks share, shared with them; thread-safe as its parts are.
   const std::shared_ptr<TransferTarget>& target() const { return engine_->target(); }
+  /// The key space, fixed at creation; safe to read from any thread.
   const KeySpace& keys() const { return engine_->keys(); }
   /// Per-layer completion of queued loads; shared so that a waiter outlives close.
   const std::shared_ptr<CompletionBoard>& board() const { return board_; }

@@ -62,10 +62,15 @@ class TransferEngine {
   TransferEngine(const TransferEngine&) = delete;
   TransferEngine& operator=(const TransferEngine&) = delete;
 
+  /// The lifecycle pool, owned by the engine; thread-safe.
   AsyncWriter& pool() { return *pool_; }
+  /// What tasks share, shared with them; thread-safe as its parts are.
   const std::shared_ptr<TransferTarget>& target() const { return target_; }
+  /// The store, shared with the tasks; thread-safe.
   CacheStore& store() { return *target_->store; }
+  /// The staging pool, shared with the tasks; thread-safe.
   StagingPool& staging() { return *target_->staging; }
+  /// The key space, fixed at creation; safe to read from any thread.
   const KeySpace& keys() const { return target_->keys; }
 
  private:

@@ -37,11 +37,17 @@ class WriterContext {
   WriterContext(const WriterContext&) = delete;
   WriterContext& operator=(const WriterContext&) = delete;
 
+  /// The engine's pool, owned by the writer; thread-safe.
   AsyncWriter& pool() { return engine_->pool(); }
+  /// The store, shared with the tasks; thread-safe.
   CacheStore& store() { return engine_->store(); }
+  /// The staging pool, shared with the tasks; thread-safe.
   StagingPool& staging() { return engine_->staging(); }
+  /// What write tasks share, shared with them; thread-safe as its parts are.
   const std::shared_ptr<WriteTarget>& target() const { return target_; }
+  /// The key space, fixed at creation; safe to read from any thread.
   const KeySpace& keys() const { return target_->keys; }
+  /// The layers a commit covers (empty: those written), fixed at creation; safe to read anywhere.
   const LayerRange& layers() const { return target_->layers; }
 
   /// Aborts the open cycle (see AsyncWriter::abort), so nothing it stored is published.

@@ -69,12 +69,11 @@ def make_writer(config: PDConfig, store: Any | None = None) -> AsyncWriter:
 
 def make_loader(config: PDConfig, store: Any | None = None) -> KVLoader:
     """A :class:`kvdump.KVLoader` reading this worker's key space from ``store`` (default: a freshly
-    opened one), with the ``[writer]`` pool's threads and staging memory."""
+    opened one), with every ``[writer]`` setting."""
     return KVLoader(
         open_store(config) if store is None else store,
         key_space=key_space(config),
-        num_threads=config.writer.num_threads,
-        staging_bytes=config.writer.staging_bytes,
+        **config.writer.model_dump(),
     )
 
 

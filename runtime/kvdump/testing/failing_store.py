@@ -42,9 +42,9 @@ class FailingStore(ForwardingStore):
         super().put(key, value)
 
 
-def block_keys(hashes: Iterable[int], layers: Iterable[int], namespace: str = "kvdump") -> set[str]:
-    """The record keys of ``hashes`` at ``layers`` in TP key space 0 of 1: what ``fails`` compares
-    against to refuse chosen blocks."""
+def block_keys(hashes: Iterable[int], layers: Iterable[int], key_space: KeySpace | None = None) -> set[str]:
+    """The record keys of ``hashes`` at ``layers`` in ``key_space`` (default ``KeySpace()``): what
+    ``fails`` compares against to refuse chosen blocks."""
     layers = list(layers)
-    space = KeySpace(namespace)
+    space = KeySpace() if key_space is None else key_space
     return {space.block_key(h, layer) for h in hashes for layer in layers}

@@ -9,6 +9,10 @@ apart from one computed for another prefix. Each step calls the worker-side conn
 runner's order: handle_preemptions, bind metadata, start_load_kv (before the forward when the step
 loads synchronously), per layer wait_for_layer_load / compute / save_kv_layer, wait_for_save,
 get_transfer_results, get_block_ids_with_load_errors, get_kv_connector_stats, clear metadata.
+
+Importing this module sets up vLLM for it, for the whole process: it sets ``VLLM_TARGET_DEVICE=cpu``
+unless already set (before vLLM is imported), and seeds vLLM's block hashing
+(``init_none_hash(sha256_cbor)``). Import it only where a CPU-only vLLM is what you want.
 """
 
 from __future__ import annotations

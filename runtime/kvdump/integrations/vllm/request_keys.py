@@ -41,6 +41,7 @@ def request_salt(request: Any, model: str, kv_dtype: str) -> str:
 
 
 def cache_element_type(model_dtype: Any, cache_dtype: str) -> str:
-    """The name of the type a vLLM KV cache holds: the model's dtype unless ``cache_dtype`` names
-    another (an FP8 cache), spelled as torch spells it, so the salt matches other engines'."""
+    """The name of the type a vLLM KV cache holds: the model's dtype as torch spells it (what the
+    transformers integration salts with), or for an FP8 cache vLLM's own name for it (``fp8``,
+    ``fp8_e4m3``, ...), which only vLLM produces."""
     return str(model_dtype).removeprefix("torch.") if cache_dtype == "auto" else cache_dtype

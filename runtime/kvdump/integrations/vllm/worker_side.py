@@ -58,17 +58,7 @@ class WorkerSide:
         self._stats = stats
         self._layers: dict[str, LayerCache] = {}
         self.writer = AsyncWriter(store, key_space=key_space, **writer_kwargs) if saves else None
-        self.loader = (
-            KVLoader(
-                store,
-                key_space=key_space,
-                num_threads=writer_kwargs.get("num_threads"),
-                staging_bytes=writer_kwargs["staging_bytes"],
-                worker_nice=writer_kwargs["worker_nice"],
-            )
-            if loads
-            else None
-        )
+        self.loader = KVLoader(store, key_space=key_space, **writer_kwargs) if loads else None
         self._meta: KvdumpConnectorMetadata | None = None
         self._unknown_layers: set[str] = set()
         self._loading = False
