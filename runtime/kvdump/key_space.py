@@ -15,6 +15,24 @@ from kvdump.errors import KvdumpTypeError
 KeySpace = _C.KeySpace
 
 
+class InKeySpace:
+    """The parts of an object's ``key_space`` as its own read-only attributes (writers and loaders)."""
+
+    key_space: KeySpace
+
+    @property
+    def namespace(self) -> str:
+        return self.key_space.namespace
+
+    @property
+    def tp_rank(self) -> int:
+        return self.key_space.tp_rank
+
+    @property
+    def tp_size(self) -> int:
+        return self.key_space.tp_size
+
+
 def resolve_key_space(
     key_space: KeySpace | None,
     namespace: str | None,

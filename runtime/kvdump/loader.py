@@ -13,7 +13,7 @@ from kvdump import _C, _arguments
 from kvdump._torch_errors import call_op
 from kvdump.block_lists import IntsLike, layer_index, layer_op_arguments
 from kvdump.closed_at_exit import close_at_exit
-from kvdump.key_space import KeySpace, resolve_key_space
+from kvdump.key_space import InKeySpace, KeySpace, resolve_key_space
 from kvdump.writer import CycleReport
 from kvdump.writer_options import writer_options
 
@@ -21,7 +21,7 @@ _LOAD = torch.ops.kvdump.load_cache_store.default
 _LOAD_ASYNC = torch.ops.kvdump.load_cache_store_async.default
 
 
-class KVLoader:
+class KVLoader(InKeySpace):
     """Decode-side loader: reads blocks of a layer from the store, checks each record's header and
     checksum, and scatters them into the caller's own block ids. The destination takes the forms
     ``write_cache_store`` accepts; a latent record never loads into a K/V cache, nor the reverse
@@ -76,18 +76,6 @@ class KVLoader:
     def key_space(self) -> KeySpace:
         """Where this loader reads blocks."""
         return self._key_space
-
-    @property
-    def namespace(self) -> str:
-        return self._key_space.namespace
-
-    @property
-    def tp_rank(self) -> int:
-        return self._key_space.tp_rank
-
-    @property
-    def tp_size(self) -> int:
-        return self._key_space.tp_size
 
     @property
     def state(self) -> str:

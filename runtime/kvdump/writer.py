@@ -13,7 +13,7 @@ import torch
 from kvdump import _C, _arguments
 from kvdump.closed_at_exit import close_at_exit
 from kvdump.errors import KvdumpTypeError, WriteTimeout
-from kvdump.key_space import KeySpace, resolve_key_space
+from kvdump.key_space import InKeySpace, KeySpace, resolve_key_space
 from kvdump.writer_options import writer_options
 
 
@@ -32,7 +32,7 @@ def default_num_threads() -> int:
     return _C.default_num_threads()
 
 
-class AsyncWriter:
+class AsyncWriter(InKeySpace):
     """A C++ thread pool with a per-forward lifecycle.
 
     ``init()`` opens a cycle, ``submit()`` queues work (blocking up to ``submit_timeout`` seconds
@@ -115,18 +115,6 @@ class AsyncWriter:
     def key_space(self) -> KeySpace:
         """Where this writer's blocks and commit records go."""
         return self._key_space
-
-    @property
-    def namespace(self) -> str:
-        return self._key_space.namespace
-
-    @property
-    def tp_rank(self) -> int:
-        return self._key_space.tp_rank
-
-    @property
-    def tp_size(self) -> int:
-        return self._key_space.tp_size
 
     @property
     def store(self) -> _C.CacheStore:
