@@ -92,53 +92,151 @@ PyObject* raisingAsTorchOps(Fn&& fn) {
   return nullptr;
 }
 
-}  // namespace
+// What the fast path did with a call.
+enum class Outcome { kQueued, kDeclined, kFailed };
 
-// [[gnu::hot]]: on the calling thread's path of a layer write (see layer_write_call.cc).
-[[gnu::hot]] PyObject* writeCacheStoreDirect(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
-  if (nargs != 7) {
-    PyErr_Format(PyExc_TypeError, "write_cache_store_direct takes 7 arguments, got %zd", nargs);
-    return nullptr;
-  }
-  PyObject* writer = args[0];
-  PyObject* layer = args[1];
-  PyObject* kv = args[2];
-  PyObject* v = args[3];
-  PyObject* ids = args[4];
-  PyObject* hashes = args[5];
-  PyObject* request = args[6];
+// Python callables kvdump installs once, at import (see installWriteFallbacks); leaked with the module.
+struct Fallbacks {
+  PyObject* write = nullptr;      // the Python path of write_cache_store, for what the fast path declines
+  PyObject* translate = nullptr;  // exception -> the typed kvdump exception it describes, or None
+};
+Fallbacks fallbacks;
+
+// [[gnu::hot]]: on the calling thread's path of a layer write (see layer_write_call.cc). Queues the
+// write, declines (nothing done, no error set) what the registered op must handle, or fails with the
+// error set as torch.ops would raise it.
+[[gnu::hot]] Outcome writeIfPlain(PyObject* writer, PyObject* layer, PyObject* kv, PyObject* v, PyObject* ids,
+                                  PyObject* hashes, PyObject* request) {
   // Anything unusual goes through the registered op, where the dispatcher (modes, subclasses) and
   // the Python checks (conversions, typed errors naming the argument) take care of it.
   if (!PyLong_CheckExact(layer) || !isPlainTensor(kv) || (v != Py_None && !isPlainTensor(v)) || !isPlainTensor(ids) ||
       !isPlainTensor(hashes) || !PyUnicode_CheckExact(request) || c10::impl::TorchDispatchModeTLS::any_modes_set() ||
       at::impl::torch_function_mode_enabled()) {
-    return declined();
+    return Outcome::kDeclined;
   }
   int overflow = 0;
   const long long layer_index = PyLong_AsLongLongAndOverflow(layer, &overflow);
-  if (overflow != 0) return declined();
+  if (overflow != 0) return Outcome::kDeclined;
   Py_ssize_t request_size = 0;
   const char* request_text = PyUnicode_AsUTF8AndSize(request, &request_size);
   if (request_text == nullptr) {
     PyErr_Clear();
-    return declined();
+    return Outcome::kDeclined;
   }
   Handle* handle = handleOf(writer);
-  if (handle == nullptr) return declined();
+  if (handle == nullptr) return Outcome::kDeclined;
   std::optional<at::Tensor> kv_cache = tensorOf(kv);
   std::optional<at::Tensor> block_ids = tensorOf(ids);
   std::optional<at::Tensor> block_hashes = tensorOf(hashes);
   std::optional<at::Tensor> v_cache;
   if (v != Py_None) {
     v_cache = tensorOf(v);
-    if (!v_cache) return declined();
+    if (!v_cache) return Outcome::kDeclined;
   }
-  if (!kv_cache || !block_ids || !block_hashes) return declined();
-  return raisingAsTorchOps([&]() -> PyObject* {
+  if (!kv_cache || !block_ids || !block_hashes) return Outcome::kDeclined;
+  PyObject* done = raisingAsTorchOps([&]() -> PyObject* {
     queueLayerWrite(*holdContext(*handle), layer_index, *kv_cache, v_cache, *block_ids, *block_hashes,
                     std::string_view(request_text, static_cast<size_t>(request_size)));
     Py_RETURN_NONE;
   });
+  if (done == nullptr) return Outcome::kFailed;
+  Py_DECREF(done);
+  return Outcome::kQueued;
+}
+
+// Replaces the error set by a failed fast path with the typed kvdump exception it describes.
+[[gnu::cold]] PyObject* raiseTyped() {
+  PyObject *type = nullptr, *value = nullptr, *traceback = nullptr;
+  PyErr_Fetch(&type, &value, &traceback);
+  PyErr_NormalizeException(&type, &value, &traceback);
+  PyObject* typed = PyObject_CallOneArg(fallbacks.translate, value);
+  if (typed == nullptr || typed == Py_None) {
+    Py_XDECREF(typed);
+    PyErr_Restore(type, value, traceback);  // not ours (or the translation failed): as it was
+    return nullptr;
+  }
+  Py_XDECREF(type);
+  Py_XDECREF(value);
+  Py_XDECREF(traceback);
+  PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(typed)), typed);
+  Py_DECREF(typed);
+  return nullptr;
+}
+
+// The value of keyword `name` among a vectorcall's keywords, `fallback` when absent; nullptr when a
+// keyword is neither v_cache nor request (the Python path then raises the TypeError Python would).
+PyObject* keyword(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, const char* name, PyObject* fallback,
+                  bool* unknown) {
+  if (kwnames == nullptr) return fallback;
+  PyObject* found = fallback;
+  const Py_ssize_t count = PyTuple_GET_SIZE(kwnames);
+  for (Py_ssize_t i = 0; i < count; ++i) {
+    PyObject* key = PyTuple_GET_ITEM(kwnames, i);
+    if (PyUnicode_CompareWithASCIIString(key, name) == 0) {
+      found = args[nargs + i];
+    } else if (PyUnicode_CompareWithASCIIString(key, "v_cache") != 0 &&
+               PyUnicode_CompareWithASCIIString(key, "request") != 0) {
+      *unknown = true;
+    }
+  }
+  return found;
+}
+
+PyObject* emptyRequest() {
+  static PyObject* empty = PyUnicode_InternFromString("");  // interned once, never freed
+  return empty;
+}
+
+}  // namespace
+
+PyObject* writeCacheStoreDirect(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 7) {
+    PyErr_Format(PyExc_TypeError, "write_cache_store_direct takes 7 arguments, got %zd", nargs);
+    return nullptr;
+  }
+  switch (writeIfPlain(args[0], args[1], args[2], args[3], args[4], args[5], args[6])) {
+    case Outcome::kQueued:
+      Py_RETURN_NONE;
+    case Outcome::kDeclined:
+      Py_RETURN_NOTIMPLEMENTED;
+    case Outcome::kFailed:
+      break;
+  }
+  return nullptr;
+}
+
+[[gnu::hot]] PyObject* writeCacheStore(PyObject* /*module*/, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
+  const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+  if (fallbacks.write == nullptr) {
+    PyErr_SetString(PyExc_RuntimeError, "kvdump._C.write_cache_store is used before kvdump installed it");
+    return nullptr;
+  }
+  bool unknown = false;
+  PyObject* v = keyword(args, nargs, kwnames, "v_cache", Py_None, &unknown);
+  PyObject* request = keyword(args, nargs, kwnames, "request", emptyRequest(), &unknown);
+  if (nargs == 5 && !unknown) {
+    switch (writeIfPlain(args[0], args[1], args[2], v, args[3], args[4], request)) {
+      case Outcome::kQueued:
+        Py_RETURN_NONE;
+      case Outcome::kFailed:
+        return raiseTyped();
+      case Outcome::kDeclined:
+        break;
+    }
+  }
+  return PyObject_Vectorcall(fallbacks.write, args, nargsf, kwnames);
+}
+
+PyObject* installWriteFallbacks(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 2 || !PyCallable_Check(args[0]) || !PyCallable_Check(args[1])) {
+    PyErr_SetString(PyExc_TypeError, "install_write_fallbacks(write, translate) takes two callables");
+    return nullptr;
+  }
+  Py_INCREF(args[0]);
+  Py_INCREF(args[1]);
+  Py_XSETREF(fallbacks.write, args[0]);
+  Py_XSETREF(fallbacks.translate, args[1]);
+  Py_RETURN_NONE;
 }
 
 PyObject* claimDirectWriterHandle(PyObject* /*module*/, PyObject* ticket) {
@@ -163,6 +261,22 @@ int addDirectWriteFunctions(PyObject* module) {
        "write_cache_store_direct(writer: object, layer: int, kv_cache: torch.Tensor, v_cache: torch.Tensor | None, "
        "block_ids: torch.Tensor, block_hashes: torch.Tensor, request: str) -> object\n\n"
        "The calling thread's share of kvdump.write_cache_store: None once queued, NotImplemented when declined."},
+      {"write_cache_store", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&writeCacheStore)),
+       METH_FASTCALL | METH_KEYWORDS,
+       "write_cache_store(writer, layer, kv_cache, block_ids, block_hashes, *, v_cache=None, request='')\n--\n\n"
+       "Queue one layer's blocks for the store and return at once.\n\n"
+       "kv_cache is [2, num_blocks, block_size, num_kv_heads, head_dim] (K then V), K with v_cache given\n"
+       "separately, or an MLA latent cache [num_blocks, block_size, head_size] (no V: v_cache must be None;\n"
+       "each block is stored as its latent bytes alone). Blocks block_ids are stored under keys made from\n"
+       "block_hashes. The tensors are captured by reference (no copy, no device sync): do not modify those\n"
+       "blocks until wait_all_done returns. Bad input raises kvdump.KvdumpValueError (KvdumpTypeError for a\n"
+       "wrong type), naming the argument, before anything is queued.\n\n"
+       "Plain tensors and a kvdump.AsyncWriter are handled here, in C++; anything else (tensor subclasses,\n"
+       "dispatch modes, lists of ids) goes through torch.ops.kvdump.write_cache_store."},
+      {"install_write_fallbacks", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&installWriteFallbacks)),
+       METH_FASTCALL,
+       "install_write_fallbacks(write: Callable, translate: Callable) -> None\n\n"
+       "What write_cache_store calls for what it declines, and to type its errors; kvdump installs them."},
       {"direct_writer_handle", &claimDirectWriterHandle, METH_O,
        "direct_writer_handle(ticket: int) -> object\n\n"
        "Claims a writer offered by Writer.offer_to_torch() for write_cache_store_direct."},

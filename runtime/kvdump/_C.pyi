@@ -106,6 +106,22 @@ def write_cache_store_direct(
     """Queues one layer write (None), or declines (NotImplemented, nothing done) what the
     registered op must handle; errors carry a "[kvdump:CODE]" message."""
 
+def write_cache_store(
+    writer: object,
+    layer: int,
+    kv_cache: torch.Tensor,
+    block_ids: object,
+    block_hashes: object,
+    *,
+    v_cache: torch.Tensor | None = None,
+    request: str = "",
+) -> None:
+    """kvdump.write_cache_store itself: queues plain arguments in C++, types its errors, and hands
+    anything else to the Python path installed by install_write_fallbacks."""
+
+def install_write_fallbacks(write: Callable[..., None], translate: Callable[[BaseException], object]) -> None:
+    """What write_cache_store calls for what it declines, and to type its errors; kvdump installs them."""
+
 def direct_writer_handle(ticket: int) -> object:
     """The capsule through which write_cache_store_direct reaches the writer offered under ticket."""
 

@@ -99,7 +99,7 @@ class AsyncWriter(InKeySpace):
         self._store = store
         self._impl = _C.Writer(store, options, self._key_space, layer_range)
         # What the torch ops take: the same writer as a torch custom class, claimed once here; and
-        # the handle by which write_cache_store's direct entry reaches it without torch.ops.
+        # the handle by which write_cache_store's C++ entry reaches it without torch.ops.
         self._torch = torch.classes.kvdump.Writer(self._impl.offer_to_torch())
         self._direct = _C.direct_writer_handle(self._impl.offer_to_torch())
         self.layers = layer_range

@@ -18,12 +18,25 @@ namespace kvdump {
 /// METH_FASTCALL; call with the GIL held; thread-safe as the writer is.
 PyObject* writeCacheStoreDirect(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 
+/// kvdump._C.write_cache_store(writer, layer, kv_cache, block_ids, block_hashes, *, v_cache=None,
+/// request=''): the public write_cache_store itself, so that a call pays for no Python frame. Queues
+/// plain arguments exactly as writeCacheStoreDirect does, raises its errors as the typed kvdump
+/// exceptions (through the installed translator), and hands anything else to the installed Python
+/// path with the call's own arguments. METH_FASTCALL | METH_KEYWORDS; call with the GIL held;
+/// thread-safe as the writer is.
+PyObject* writeCacheStore(PyObject* module, PyObject* const* args, size_t nargsf, PyObject* kwnames);
+
+/// kvdump._C.install_write_fallbacks(write, translate): what writeCacheStore calls for a call it
+/// declines, and to turn its errors into typed ones. kvdump calls it once, at import; thread-safe
+/// under the GIL.
+PyObject* installWriteFallbacks(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
+
 /// kvdump._C.direct_writer_handle(ticket): claims the writer offered under `ticket` (see
 /// TicketOffers) as a capsule holding a weak reference, which the writer keeps as its
 /// `_direct` attribute. ValueError when the ticket names no writer. METH_O; thread-safe.
 PyObject* claimDirectWriterHandle(PyObject* module, PyObject* ticket);
 
-/// Adds both functions to `module` (kvdump._C) and looks up the tensor types they accept; imports
+/// Adds these functions to `module` (kvdump._C) and looks up the tensor types they accept; imports
 /// torch if needed. Call once, while the module loads. 0, or -1 with a Python error set.
 int addDirectWriteFunctions(PyObject* module);
 
