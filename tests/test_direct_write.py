@@ -143,3 +143,32 @@ def test_distinct_hashes_that_collide_in_the_bitmap_are_still_accepted(make_writ
     with pytest.raises(kvdump.KvdumpValueError, match="block_hashes\\[150\\] repeats block_hashes\\[3\\]"):
         kvdump.write_cache_store(writer, 0, kv, torch.arange(n), dup)
     writer.wait_all_done()
+
+
+def test_the_public_function_is_the_cpp_entry_and_keeps_python_calling_conventions(make_writer) -> None:
+    assert kvdump.write_cache_store is _C.write_cache_store
+    writer = make_writer()
+    k, v = torch.randn(SHAPE[1:]), torch.randn(SHAPE[1:])
+    writer.init()
+    # Keywords, in any order, on the fast path; a list of ids (declined) keeps them too.
+    kvdump.write_cache_store(writer, 0, k, torch.tensor([1]), torch.tensor([21]), request="r", v_cache=v)
+    kvdump.write_cache_store(writer, 1, k, [2], [22], v_cache=v, request="r")
+    with pytest.raises(TypeError, match="v_cahce"):
+        kvdump.write_cache_store(writer, 0, k, [0], [20], v_cahce=v)
+    with pytest.raises(TypeError):
+        kvdump.write_cache_store(writer, 0, k, [0])  # no block_hashes
+    assert writer.wait_all_done().completed == 2
+    assert torch.equal(loaded(writer.store, 0, [21])[0], k[[1]]) and torch.equal(
+        loaded(writer.store, 1, [22])[1], v[[2]]
+    )
+
+
+def test_the_cpp_entry_raises_typed_errors_and_leaves_others_alone(make_writer) -> None:
+    writer = make_writer()
+    writer.init()
+    with pytest.raises(kvdump.KvdumpValueError, match="out of range") as caught:
+        kvdump.write_cache_store(writer, 0, torch.randn(SHAPE), torch.tensor([6]), torch.tensor([5]))
+    assert caught.value.code == kvdump.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(kvdump.KvdumpTypeError, match="writer"):
+        kvdump.write_cache_store(object(), 0, torch.randn(SHAPE), torch.tensor([0]), torch.tensor([5]))
+    writer.abort()
