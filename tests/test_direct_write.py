@@ -172,3 +172,10 @@ def test_the_cpp_entry_raises_typed_errors_and_leaves_others_alone(make_writer) 
     with pytest.raises(kvdump.KvdumpTypeError, match="writer"):
         kvdump.write_cache_store(object(), 0, torch.randn(SHAPE), torch.tensor([0]), torch.tensor([5]))
     writer.abort()
+
+
+def test_the_pinned_torch_lays_out_tensors_as_the_fast_path_reads_them() -> None:
+    """The C++ entry reads a plain tensor's at::Tensor straight from its Python object once a check
+    at load time confirmed the layout on real tensors; on the torch kvdump pins that check passes,
+    so the tests above exercise that path (another torch falls back to reading ``_cdata``)."""
+    assert _C.direct_tensor_layout_checked()

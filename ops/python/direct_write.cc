@@ -28,17 +28,24 @@ void destroyHandle(PyObject* capsule) {
   delete static_cast<Handle*>(PyCapsule_GetPointer(capsule, kCapsuleName));
 }
 
-// Null when the writer has no direct handle (not a kvdump writer): the caller explains that.
+// Null when the writer has no direct handle (not a kvdump writer): the caller explains that. The
+// handle lives in the writer's instance dict, and is read from there directly: a generic attribute
+// lookup first walks the class's MRO, which after a layer's matmuls is a row of cache misses. The
+// capsule is ours when its name is our very name pointer; its context is the handle, read without
+// the name comparison PyCapsule_GetPointer makes.
 Handle* handleOf(PyObject* writer) {
-  PyObject* capsule = PyObject_GetAttr(writer, directAttributeName());
+  PyObject** dict = _PyObject_GetDictPtr(writer);
+  if (dict == nullptr || *dict == nullptr) return nullptr;
+  PyObject* capsule = PyDict_GetItemWithError(*dict, directAttributeName());  // borrowed
   if (capsule == nullptr) {
     PyErr_Clear();
     return nullptr;
   }
-  auto* handle = static_cast<Handle*>(PyCapsule_GetPointer(capsule, kCapsuleName));
-  Py_DECREF(capsule);  // the writer keeps the capsule alive for this call
-  if (handle == nullptr) PyErr_Clear();
-  return handle;
+  if (!PyCapsule_CheckExact(capsule) || PyCapsule_GetName(capsule) != kCapsuleName) {
+    PyErr_Clear();
+    return nullptr;
+  }
+  return static_cast<Handle*>(PyCapsule_GetContext(capsule));
 }
 
 // torch.Tensor and torch.nn.Parameter, looked up once when the module is loaded. Other subclasses
@@ -47,6 +54,9 @@ struct PlainTensorTypes {
   PyObject* tensor = nullptr;
   PyObject* parameter = nullptr;
   PyObject* cdata = nullptr;  // the attribute holding a tensor's TensorImpl address
+  // Whether a plain tensor's at::Tensor sits right after its object header (PythonTensorLayout), as
+  // checked on real tensors when the module loads; otherwise every call reads `_cdata`.
+  bool layout_checked = false;
 };
 
 const PlainTensorTypes* plain_tensor_types = nullptr;  // set once by addDirectWriteFunctions
@@ -56,22 +66,77 @@ bool isPlainTensor(PyObject* o) {
   return type == plain_tensor_types->tensor || type == plain_tensor_types->parameter;
 }
 
-// A new reference to the tensor of a plain Python tensor (checked by isPlainTensor), read through
-// torch's own `_cdata` attribute: this file needs none of torch's Python headers.
-std::optional<at::Tensor> tensorOf(PyObject* o) {
+// How torch lays out a Python tensor: its at::Tensor right after the object header. Declared here,
+// not included, so that this file needs none of torch's Python headers; relied on only after
+// tensorLayoutHolds() confirmed it on this torch.
+struct PythonTensorLayout {
+  PyObject_HEAD
+  at::Tensor cdata;
+};
+
+// The TensorImpl address a tensor's `_cdata` attribute gives; nullptr with no error set when it
+// gives none.
+void* cdataAddress(PyObject* o) {
   PyObject* address = PyObject_GetAttr(o, plain_tensor_types->cdata);
   if (address == nullptr) {
     PyErr_Clear();
-    return std::nullopt;
+    return nullptr;
   }
   void* impl = PyLong_AsVoidPtr(address);
   Py_DECREF(address);
-  if (impl == nullptr) {
-    PyErr_Clear();
-    return std::nullopt;
+  if (impl == nullptr) PyErr_Clear();
+  return impl;
+}
+
+// The tensor of a plain Python tensor (checked by isPlainTensor), for the length of a call: a
+// reference into the Python object where its layout was confirmed (no reference count touched),
+// else a new reference read through torch's own `_cdata` attribute. Not thread-safe; one per call.
+class PlainTensor {
+ public:
+  bool take(PyObject* o) {
+    if (plain_tensor_types->layout_checked) {
+      ref_ = &reinterpret_cast<PythonTensorLayout*>(o)->cdata;
+      return ref_->defined();
+    }
+    void* impl = cdataAddress(o);
+    if (impl == nullptr) return false;
+    owned_ = at::Tensor(c10::intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>::reclaim_copy(
+        static_cast<c10::TensorImpl*>(impl)));
+    ref_ = &*owned_;
+    return true;
   }
-  return at::Tensor(c10::intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>::reclaim_copy(
-      static_cast<c10::TensorImpl*>(impl)));
+  const at::Tensor& get() const { return *ref_; }
+
+ private:
+  std::optional<at::Tensor> owned_;
+  const at::Tensor* ref_ = nullptr;
+};
+
+// Whether PythonTensorLayout holds for tensors of each plain type, a view and one that requires
+// grad: the at::Tensor read from the layout must be the one `_cdata` names. Needs the GIL.
+bool tensorLayoutHolds(PyObject* torch) {
+  PyObject* made = PyRun_String(
+      "lambda t: [t.empty(3), t.empty(4)[1:], t.ones(2, requires_grad=True), t.nn.Parameter(t.empty(2))]",
+      Py_eval_input, PyModule_GetDict(torch), PyModule_GetDict(torch));
+  if (made == nullptr) {
+    PyErr_Clear();
+    return false;
+  }
+  PyObject* samples = PyObject_CallOneArg(made, torch);
+  Py_DECREF(made);
+  if (samples == nullptr) {
+    PyErr_Clear();
+    return false;
+  }
+  bool holds = PyList_Check(samples);
+  for (Py_ssize_t i = 0; holds && i < PyList_GET_SIZE(samples); ++i) {
+    PyObject* sample = PyList_GET_ITEM(samples, i);
+    void* named = cdataAddress(sample);
+    const at::Tensor& laid = reinterpret_cast<PythonTensorLayout*>(sample)->cdata;
+    holds = isPlainTensor(sample) && named != nullptr && laid.unsafeGetTensorImpl() == named;
+  }
+  Py_DECREF(samples);
+  return holds;
 }
 
 PyObject* declined() { Py_RETURN_NOTIMPLEMENTED; }
@@ -117,26 +182,31 @@ Fallbacks fallbacks;
   int overflow = 0;
   const long long layer_index = PyLong_AsLongLongAndOverflow(layer, &overflow);
   if (overflow != 0) return Outcome::kDeclined;
-  Py_ssize_t request_size = 0;
-  const char* request_text = PyUnicode_AsUTF8AndSize(request, &request_size);
-  if (request_text == nullptr) {
-    PyErr_Clear();
-    return Outcome::kDeclined;
+  std::string_view request_text;
+  if (PyUnicode_IS_COMPACT_ASCII(request)) {  // the usual request id: its bytes are its UTF-8
+    request_text = std::string_view(static_cast<const char*>(PyUnicode_DATA(request)),
+                                    static_cast<size_t>(PyUnicode_GET_LENGTH(request)));
+  } else {
+    Py_ssize_t size = 0;
+    const char* utf8 = PyUnicode_AsUTF8AndSize(request, &size);
+    if (utf8 == nullptr) {
+      PyErr_Clear();
+      return Outcome::kDeclined;
+    }
+    request_text = std::string_view(utf8, static_cast<size_t>(size));
   }
   Handle* handle = handleOf(writer);
   if (handle == nullptr) return Outcome::kDeclined;
-  std::optional<at::Tensor> kv_cache = tensorOf(kv);
-  std::optional<at::Tensor> block_ids = tensorOf(ids);
-  std::optional<at::Tensor> block_hashes = tensorOf(hashes);
+  PlainTensor kv_cache, block_ids, block_hashes, v_part;
+  if (!kv_cache.take(kv) || !block_ids.take(ids) || !block_hashes.take(hashes)) return Outcome::kDeclined;
   std::optional<at::Tensor> v_cache;
   if (v != Py_None) {
-    v_cache = tensorOf(v);
-    if (!v_cache) return Outcome::kDeclined;
+    if (!v_part.take(v)) return Outcome::kDeclined;
+    v_cache = v_part.get();
   }
-  if (!kv_cache || !block_ids || !block_hashes) return Outcome::kDeclined;
   PyObject* done = raisingAsTorchOps([&]() -> PyObject* {
-    queueLayerWrite(*holdContext(*handle), layer_index, *kv_cache, v_cache, *block_ids, *block_hashes,
-                    std::string_view(request_text, static_cast<size_t>(request_size)));
+    queueLayerWrite(*holdContext(*handle), layer_index, kv_cache.get(), v_cache, block_ids.get(), block_hashes.get(),
+                    request_text);
     Py_RETURN_NONE;
   });
   if (done == nullptr) return Outcome::kFailed;
@@ -239,6 +309,10 @@ PyObject* installWriteFallbacks(PyObject* /*module*/, PyObject* const* args, Py_
   Py_RETURN_NONE;
 }
 
+PyObject* directTensorLayoutChecked(PyObject* /*module*/, PyObject* /*unused*/) {
+  return PyBool_FromLong(plain_tensor_types != nullptr && plain_tensor_types->layout_checked);
+}
+
 PyObject* claimDirectWriterHandle(PyObject* /*module*/, PyObject* ticket) {
   if (!PyLong_Check(ticket)) {
     PyErr_SetString(PyExc_TypeError, "direct_writer_handle takes the int ticket of Writer.offer_to_torch()");
@@ -249,7 +323,14 @@ PyObject* claimDirectWriterHandle(PyObject* /*module*/, PyObject* ticket) {
   return raisingAsTorchOps([&] {
     auto* handle = new Handle(claimOffered<WriterContext>(number));
     PyObject* capsule = PyCapsule_New(handle, kCapsuleName, &destroyHandle);
-    if (capsule == nullptr) delete handle;
+    if (capsule == nullptr) {
+      delete handle;
+      return capsule;
+    }
+    if (PyCapsule_SetContext(capsule, handle) != 0) {  // what handleOf reads
+      Py_DECREF(capsule);  // destroyHandle frees the handle
+      return static_cast<PyObject*>(nullptr);
+    }
     return capsule;
   });
 }
@@ -277,6 +358,10 @@ int addDirectWriteFunctions(PyObject* module) {
        METH_FASTCALL,
        "install_write_fallbacks(write: Callable, translate: Callable) -> None\n\n"
        "What write_cache_store calls for what it declines, and to type its errors; kvdump installs them."},
+      {"direct_tensor_layout_checked", &directTensorLayoutChecked, METH_NOARGS,
+       "direct_tensor_layout_checked() -> bool\n\n"
+       "Whether write_cache_store reads plain tensors through their confirmed object layout (else "
+       "through their _cdata attribute)."},
       {"direct_writer_handle", &claimDirectWriterHandle, METH_O,
        "direct_writer_handle(ticket: int) -> object\n\n"
        "Claims a writer offered by Writer.offer_to_torch() for write_cache_store_direct."},
@@ -292,6 +377,10 @@ int addDirectWriteFunctions(PyObject* module) {
   Py_XDECREF(nn);
   if (types->tensor == nullptr || types->parameter == nullptr || types->cdata == nullptr) return -1;
   plain_tensor_types = types;
+  PyObject* torch_module = PyImport_ImportModule("torch");
+  if (torch_module == nullptr) return -1;
+  types->layout_checked = tensorLayoutHolds(torch_module);
+  Py_DECREF(torch_module);
   return PyModule_AddFunctions(module, functions);
 }
 

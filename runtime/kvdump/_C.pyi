@@ -122,6 +122,10 @@ def write_cache_store(
 def install_write_fallbacks(write: Callable[..., None], translate: Callable[[BaseException], object]) -> None:
     """What write_cache_store calls for what it declines, and to type its errors; kvdump installs them."""
 
+def direct_tensor_layout_checked() -> bool:
+    """Whether write_cache_store reads plain tensors through their object layout, confirmed on this
+    torch when the module loaded (else through their _cdata attribute)."""
+
 def direct_writer_handle(ticket: int) -> object:
     """The capsule through which write_cache_store_direct reaches the writer offered under ticket."""
 

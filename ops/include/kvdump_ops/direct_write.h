@@ -31,6 +31,10 @@ PyObject* writeCacheStore(PyObject* module, PyObject* const* args, size_t nargsf
 /// under the GIL.
 PyObject* installWriteFallbacks(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 
+/// kvdump._C.direct_tensor_layout_checked(): whether plain tensors are read through their object
+/// layout, confirmed on this torch when the module loaded. METH_NOARGS; thread-safe.
+PyObject* directTensorLayoutChecked(PyObject* module, PyObject* unused);
+
 /// kvdump._C.direct_writer_handle(ticket): claims the writer offered under `ticket` (see
 /// TicketOffers) as a capsule holding a weak reference, which the writer keeps as its
 /// `_direct` attribute. ValueError when the ticket names no writer. METH_O; thread-safe.
