@@ -52,7 +52,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
     p.add_argument("--layers", type=int, default=16, help="decoder layers (default 16)")
     p.add_argument("--put-delay", type=float, default=0.002, help="seconds each store put call sleeps (0.002)")
-    p.add_argument("--threads", type=int, default=2, help="kvdump writer threads (default 2)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="kvdump writer threads (default: the library's, the cores torch's intra-op threads leave free)",
+    )
     p.add_argument(
         "--idle-poll",
         type=float,
@@ -68,7 +73,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("bench/results/hidden_store_latency.json"))
     args = p.parse_args(argv)
-    if min(args.repeats, args.layers, args.threads, args.batch, args.prompt_len, args.block_size) < 1:
+    if min(args.repeats, args.layers, args.threads or 1, args.batch, args.prompt_len, args.block_size) < 1:
         p.error("--repeats, --layers, --threads, --batch, --prompt-len and --block-size must be >= 1")
     if args.put_delay < 0 or args.warmup < 0:
         p.error("--put-delay and --warmup must be >= 0")
@@ -192,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             "bytes_per_layer": layer_bytes,
             "put_delay_s": args.put_delay,
             "store_latency_per_forward_ms": store_ms_per_forward,
-            "writer_threads": args.threads,
+            "writer_threads": stats["num_threads"],
             "torch_threads": torch.get_num_threads(),
             "repeats": args.repeats,
             "warmup": args.warmup,
@@ -223,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"hidden store latency: {args.layers} layers, hidden {args.hidden}, {args.batch} x {args.prompt_len} "
         f"tokens, {blocks} blocks/layer ({layer_bytes / 2**10:.0f} KiB), store put {args.put_delay * 1e3:g} ms "
-        f"per call ({store_ms_per_forward:g} ms per forward), {args.threads} writer threads, "
+        f"per call ({store_ms_per_forward:g} ms per forward), {c['writer_threads']} writer threads, "
         f"{c['torch_threads']} torch threads, {os.cpu_count()} CPUs; {args.repeats} rounds, interleaved"
     )
     print(f"{'prefill forward':28} {'median ms':>10} {'p90 ms':>9} {'vs none':>8} {'extra ms':>9}")

@@ -14,10 +14,10 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         parser.add_argument(
             *flags,
             dest=f.name,
-            type=type(f.default),
+            type=f.metadata.get("type", type(f.default)),
             default=f.default,
             choices=f.metadata.get("choices"),
-            help=f"{f.metadata.get('help', '')} (default {f.default})".strip(),
+            help=f"{f.metadata.get('help', '')} (default {f.metadata.get('default_text', f.default)})".strip(),
         )
 
 

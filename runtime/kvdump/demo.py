@@ -42,7 +42,14 @@ class DemoConfig:
     prompt_max: int = field(default=192, metadata={"help": "longest prompt, in tokens"})
     block_size: int = field(default=16, metadata={"help": "tokens per KV block"})
     new_tokens: int = field(default=16, metadata={"help": "tokens generated per prompt on the decode side"})
-    threads: int = field(default=2, metadata={"help": "writer and loader worker threads"})
+    threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "writer and loader worker threads",
+            "type": int,
+            "default_text": "the library's: the cores torch's intra-op threads leave free, 1 to 8",
+        },
+    )
     repeats: int = field(
         default=7,
         metadata={"help": "timed prefills per variant, interleaved after one untimed round (the median is reported)"},
