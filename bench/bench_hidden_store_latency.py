@@ -61,8 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--idle-poll",
         type=float,
-        default=0.0005,
-        help="AsyncWriter idle_poll in seconds (default 0.0005; 0: each call wakes a worker)",
+        default=None,
+        help="AsyncWriter idle_poll in seconds (default: the library's, 0: each call wakes a worker)",
     )
     p.add_argument("--worker-nice", type=int, default=10, help="AsyncWriter worker_nice (default 10)")
     p.add_argument("--hidden", type=int, default=512, help="hidden size (default 512; head_dim = hidden/8)")

@@ -56,9 +56,10 @@ class AsyncWriter(InKeySpace):
     nice value raised by ``worker_nice`` (1..19, default 10), so the kernel runs them where the
     forward leaves a core idle; ``worker_nice=0`` keeps the caller's priority (for a GPU server
     whose CPUs are mostly idle, where the workers should never wait). ``num_threads`` defaults to
-    :func:`default_num_threads`. While a cycle is open, one idle worker looks at the queue every
-    ``idle_poll`` seconds (default 0.5 ms), so ``write_cache_store`` never pays for waking a thread;
-    ``idle_poll=0`` makes each call wake a worker when none is running instead.
+    :func:`default_num_threads`. Each call wakes a worker when none is running (``idle_poll=0``, the
+    default); with ``idle_poll`` seconds (e.g. 0.0005) one idle worker looks at the queue that often
+    instead, so ``write_cache_store`` never pays for a wake-up: worth it on a GPU server, whose CPUs
+    are mostly idle, but not where the forward keeps every core busy (each poll preempts it).
     """
 
     def __init__(

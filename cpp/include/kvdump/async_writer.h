@@ -85,12 +85,13 @@ struct WriterOptions {
   /// class and this nice increment, 1..19), so it runs on cores the forward leaves idle; 0 leaves
   /// the workers at the caller's priority.
   int worker_nice = 10;
-  /// While a cycle is open, one idle worker looks at the queue this often instead of being woken by
-  /// submit(), so the forward's thread makes no wake-up call per task (on a VM, a cross-CPU wake-up
-  /// costs it several microseconds); a task then starts within this interval, or at the barrier,
-  /// which wakes every idle worker. The other idle workers sleep until a backlog or the barrier
-  /// wakes them. 0: submit() wakes a worker whenever none is running or a task already waits.
-  std::chrono::microseconds idle_poll{500};
+  /// 0 (the default): submit() wakes a worker whenever none is running or a task already waits.
+  /// Otherwise, while a cycle is open, one idle worker looks at the queue this often instead, so the
+  /// forward's thread makes no wake-up call per task (on a VM, a cross-CPU wake-up costs it several
+  /// microseconds); a task then starts within this interval, or at the barrier, which wakes every
+  /// idle worker. Polling pays off only where the CPUs are mostly idle (a GPU server): on cores the
+  /// forward keeps busy, each poll preempts a forward thread, which costs more than the wake-ups.
+  std::chrono::microseconds idle_poll{0};
   /// Called by the destructor when it had to cancel or wait for work; default logs to stderr.
   std::function<void(const AbortReport&)> on_destroy_report;
   /// Called by waitAllDone once every task of the cycle has finished, without the writer's lock
