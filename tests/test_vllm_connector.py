@@ -574,7 +574,10 @@ def test_extra_config_errors_name_the_key():
         "staging_bytes": 1 << 20,
         "staging_timeout": 30.0,
         "worker_nice": 0,
+        "idle_poll": 0.0005,
     }
+    with pytest.raises(ConfigError, match=r"extra_config\.idle_poll: expected a number of seconds in \[0, 1\]"):
+        parse_settings({"store_url": "memory://", "idle_poll": 2})
 
 
 def test_stats_reach_vllm_and_reduce(tmp_path, store_url, engines):

@@ -46,6 +46,7 @@ class KVLoader(InKeySpace):
         staging_device: str | None = None,
         abort_timeout: float | None = None,
         worker_nice: int | None = None,
+        idle_poll: float | None = None,
         namespace: str | None = None,
         tp_rank: int | None = None,
         tp_size: int | None = None,
@@ -61,6 +62,7 @@ class KVLoader(InKeySpace):
             staging_device=staging_device,
             abort_timeout=abort_timeout,
             worker_nice=worker_nice,
+            idle_poll=idle_poll,
         )
         self._store = store
         self._impl = _C.Loader(store, options, self._key_space)

@@ -34,6 +34,9 @@ SECTION = "kv_connector_extra_config"
 LAYOUTS = ("auto", "flash_attn", "flash_infer", "mla")
 
 Niceness = integer(0, 19)
+PollSeconds = Annotated[
+    float, Field(strict=True, ge=0, le=1, allow_inf_nan=False), Expected("a number of seconds in [0, 1]")
+]
 Layout = one_of(*LAYOUTS)
 NonEmptyText = Annotated[StrictStr, Field(min_length=1), Expected("a non-empty string")]
 
@@ -47,13 +50,17 @@ class ConnectorSettings(WriterConfig):
     what vLLM's parallel state says (for a worker run outside vLLM's distributed runtime).
     ``model_name`` names the checkpoint in the hash salt (:func:`kvdump.hashing.model_salt`); by
     default it is vLLM's model (the repo id or path it loaded), which is what kvdump's transformers
-    integration uses too. Set it when deployments load one checkpoint from different paths."""
+    integration uses too. Set it when deployments load one checkpoint from different paths.
+    ``worker_nice`` (0) and ``idle_poll`` (0.5 ms) default to what a GPU server wants: its CPUs are
+    mostly idle, so the workers keep the caller's priority and one polls the queue, sparing the
+    forward's thread a wake-up per layer."""
 
     store_url: StoreUrl
     store_options: StoreOptions = Field(default_factory=no_options)
     namespace: Namespace | None = None
     model_name: NonEmptyText | None = None
     worker_nice: Niceness = 0
+    idle_poll: PollSeconds = 0.0005
     save_timeout: Seconds = 60.0
     load_timeout: Seconds = 60.0
     lookup_timeout: Seconds = 5.0
@@ -70,7 +77,8 @@ class ConnectorSettings(WriterConfig):
 
     def writer_kwargs(self) -> dict[str, Any]:
         """The :class:`kvdump.AsyncWriter` keyword arguments these settings fix (not the key space)."""
-        return {**self.model_dump(include=set(WriterConfig.model_fields)), "worker_nice": self.worker_nice}
+        own = {"worker_nice": self.worker_nice, "idle_poll": self.idle_poll}
+        return {**self.model_dump(include=set(WriterConfig.model_fields)), **own}
 
 
 def parse_settings(extra: Mapping[str, Any] | None) -> ConnectorSettings:
