@@ -11,6 +11,7 @@
 
 #include "../src/held_context.h"
 #include "../src/layer_write_call.h"
+#include "../src/torch_status.h"
 
 namespace kvdump {
 namespace {
@@ -162,16 +163,17 @@ enum class Outcome { kQueued, kDeclined, kFailed };
 
 // Python callables kvdump installs once, at import (see installWriteFallbacks); leaked with the module.
 struct Fallbacks {
-  PyObject* write = nullptr;      // the Python path of write_cache_store, for what the fast path declines
-  PyObject* translate = nullptr;  // exception -> the typed kvdump exception it describes, or None
+  PyObject* write = nullptr;           // the Python path of write_cache_store, for what the fast path declines
+  PyObject* error_for_code = nullptr;  // (code, message, key) -> the typed kvdump exception
 };
 Fallbacks fallbacks;
 
 // [[gnu::hot]]: on the calling thread's path of a layer write (see layer_write_call.cc). Queues the
-// write, declines (nothing done, no error set) what the registered op must handle, or fails with the
-// error set as torch.ops would raise it.
+// write, declines (nothing done, no error set) what the registered op must handle, or fails: with
+// the Status in `*failure` when the caller takes it (no Python error set), else with the error set
+// as torch.ops would raise it.
 [[gnu::hot]] Outcome writeIfPlain(PyObject* writer, PyObject* layer, PyObject* kv, PyObject* v, PyObject* ids,
-                                  PyObject* hashes, PyObject* request) {
+                                  PyObject* hashes, PyObject* request, Status* failure = nullptr) {
   // Anything unusual goes through the registered op, where the dispatcher (modes, subclasses) and
   // the Python checks (conversions, typed errors naming the argument) take care of it.
   if (!PyLong_CheckExact(layer) || !isPlainTensor(kv) || (v != Py_None && !isPlainTensor(v)) || !isPlainTensor(ids) ||
@@ -204,9 +206,24 @@ Fallbacks fallbacks;
     if (!v_part.take(v)) return Outcome::kDeclined;
     v_cache = v_part.get();
   }
-  PyObject* done = raisingAsTorchOps([&]() -> PyObject* {
+  auto queue = [&] {
     queueLayerWrite(*holdContext(*handle), layer_index, kv_cache.get(), v_cache, block_ids.get(), block_hashes.get(),
                     request_text);
+  };
+  if (failure != nullptr) {
+    try {
+      queue();
+      return Outcome::kQueued;
+    } catch (const StatusCarrier& e) {
+      *failure = e.status();
+      return Outcome::kFailed;
+    } catch (const std::exception& e) {
+      *failure = Status::Internal(e.what());
+      return Outcome::kFailed;
+    }
+  }
+  PyObject* done = raisingAsTorchOps([&]() -> PyObject* {
+    queue();
     Py_RETURN_NONE;
   });
   if (done == nullptr) return Outcome::kFailed;
@@ -214,20 +231,22 @@ Fallbacks fallbacks;
   return Outcome::kQueued;
 }
 
-// Replaces the error set by a failed fast path with the typed kvdump exception it describes.
-[[gnu::cold]] PyObject* raiseTyped() {
-  PyObject *type = nullptr, *value = nullptr, *traceback = nullptr;
-  PyErr_Fetch(&type, &value, &traceback);
-  PyErr_NormalizeException(&type, &value, &traceback);
-  PyObject* typed = PyObject_CallOneArg(fallbacks.translate, value);
-  if (typed == nullptr || typed == Py_None) {
-    Py_XDECREF(typed);
-    PyErr_Restore(type, value, traceback);  // not ours (or the translation failed): as it was
-    return nullptr;
-  }
-  Py_XDECREF(type);
-  Py_XDECREF(value);
-  Py_XDECREF(traceback);
+// Raises the typed kvdump exception of `status`, made by kvdump.errors.error_for_code as the
+// bindings' errors are: from the Status itself, not from a message. Always nullptr.
+[[gnu::cold]] PyObject* raiseTyped(const Status& status) {
+  auto text = [](const std::string& s) {  // a store's key or message need not be valid UTF-8
+    return PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "backslashreplace");
+  };
+  PyObject* code = PyLong_FromLong(static_cast<long>(status.code()));
+  PyObject* message = text(status.message());
+  PyObject* key = text(status.key());
+  PyObject* typed = code != nullptr && message != nullptr && key != nullptr
+                        ? PyObject_CallFunctionObjArgs(fallbacks.error_for_code, code, message, key, nullptr)
+                        : nullptr;
+  Py_XDECREF(code);
+  Py_XDECREF(message);
+  Py_XDECREF(key);
+  if (typed == nullptr) return nullptr;  // making it failed: that error stands
   PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(typed)), typed);
   Py_DECREF(typed);
   return nullptr;
@@ -285,11 +304,12 @@ PyObject* writeCacheStoreDirect(PyObject* /*module*/, PyObject* const* args, Py_
   PyObject* v = keyword(args, nargs, kwnames, "v_cache", Py_None, &unknown);
   PyObject* request = keyword(args, nargs, kwnames, "request", emptyRequest(), &unknown);
   if (nargs == 5 && !unknown) {
-    switch (writeIfPlain(args[0], args[1], args[2], v, args[3], args[4], request)) {
+    Status failure;
+    switch (writeIfPlain(args[0], args[1], args[2], v, args[3], args[4], request, &failure)) {
       case Outcome::kQueued:
         Py_RETURN_NONE;
       case Outcome::kFailed:
-        return raiseTyped();
+        return raiseTyped(failure);
       case Outcome::kDeclined:
         break;
     }
@@ -299,13 +319,13 @@ PyObject* writeCacheStoreDirect(PyObject* /*module*/, PyObject* const* args, Py_
 
 PyObject* installWriteFallbacks(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
   if (nargs != 2 || !PyCallable_Check(args[0]) || !PyCallable_Check(args[1])) {
-    PyErr_SetString(PyExc_TypeError, "install_write_fallbacks(write, translate) takes two callables");
+    PyErr_SetString(PyExc_TypeError, "install_write_fallbacks(write, error_for_code) takes two callables");
     return nullptr;
   }
   Py_INCREF(args[0]);
   Py_INCREF(args[1]);
   Py_XSETREF(fallbacks.write, args[0]);
-  Py_XSETREF(fallbacks.translate, args[1]);
+  Py_XSETREF(fallbacks.error_for_code, args[1]);
   Py_RETURN_NONE;
 }
 
@@ -356,8 +376,8 @@ int addDirectWriteFunctions(PyObject* module) {
        "dispatch modes, lists of ids) goes through torch.ops.kvdump.write_cache_store."},
       {"install_write_fallbacks", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&installWriteFallbacks)),
        METH_FASTCALL,
-       "install_write_fallbacks(write: Callable, translate: Callable) -> None\n\n"
-       "What write_cache_store calls for what it declines, and to type its errors; kvdump installs them."},
+       "install_write_fallbacks(write: Callable, error_for_code: Callable) -> None\n\n"
+       "What write_cache_store calls for what it declines, and to make its typed errors; kvdump installs them."},
       {"direct_tensor_layout_checked", &directTensorLayoutChecked, METH_NOARGS,
        "direct_tensor_layout_checked() -> bool\n\n"
        "Whether write_cache_store reads plain tensors through their confirmed object layout (else "

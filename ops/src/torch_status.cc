@@ -6,6 +6,15 @@ namespace kvdump {
 
 namespace {
 
+// A c10 error of type Base (what torch turns into the Python exception type) carrying its Status.
+template <typename Base>
+class StatusError final : public Base, public StatusCarrier {
+ public:
+  StatusError(const Status& status, const std::string& message)
+      : Base(c10::SourceLocation{__func__, __FILE__, static_cast<uint32_t>(__LINE__)}, message),
+        StatusCarrier(status) {}
+};
+
 // The key travels in a one-line prefix that Python splits at whitespace and ']': percent-encode
 // those (and '%' itself), so any key a store names comes back intact.
 std::string encodeKey(const std::string& key) {
@@ -31,9 +40,9 @@ void throwStatus(const Status& status) {
   if (!status.key().empty()) message += " key=" + encodeKey(status.key());
   message += "] " + status.message();
   if (status.code() == StatusCode::kInvalidArgument || status.code() == StatusCode::kTooLarge) {
-    TORCH_CHECK_VALUE(false, message);
+    throw StatusError<c10::ValueError>(status, message);
   }
-  TORCH_CHECK(false, message);
+  throw StatusError<c10::Error>(status, message);
 }
 
 }  // namespace kvdump

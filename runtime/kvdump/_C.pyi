@@ -119,8 +119,10 @@ def write_cache_store(
     """kvdump.write_cache_store itself: queues plain arguments in C++, types its errors, and hands
     anything else to the Python path installed by install_write_fallbacks."""
 
-def install_write_fallbacks(write: Callable[..., None], translate: Callable[[BaseException], object]) -> None:
-    """What write_cache_store calls for what it declines, and to type its errors; kvdump installs them."""
+def install_write_fallbacks(
+    write: Callable[..., None], error_for_code: Callable[[int, str, str], BaseException]
+) -> None:
+    """What write_cache_store calls for what it declines, and to make its typed errors; kvdump installs them."""
 
 def direct_tensor_layout_checked() -> bool:
     """Whether write_cache_store reads plain tensors through their object layout, confirmed on this

@@ -7,9 +7,9 @@ from __future__ import annotations
 import torch
 
 from kvdump import _C, _arguments
-from kvdump._torch_errors import call_op, translate
+from kvdump._torch_errors import call_op
 from kvdump.block_lists import IntsLike, as_int64, layer_op_arguments
-from kvdump.errors import KvdumpTypeError
+from kvdump.errors import KvdumpTypeError, error_for_code
 from kvdump.loader import KVLoader, load_cache_store
 from kvdump.writer import AsyncWriter
 
@@ -31,9 +31,9 @@ def _write_declined(
 
 
 # The public function is the C++ entry itself, so that the forward's thread runs no Python frame per
-# layer: it queues plain arguments, types its errors with `translate`, and hands anything else to
-# _write_declined (see kvdump._C.write_cache_store's docstring for the contract).
-_C.install_write_fallbacks(_write_declined, translate)
+# layer: it queues plain arguments, raises its errors as error_for_code makes them (from the Status,
+# as the bindings do), and hands anything else to _write_declined.
+_C.install_write_fallbacks(_write_declined, error_for_code)
 write_cache_store = _C.write_cache_store
 
 

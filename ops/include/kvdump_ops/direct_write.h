@@ -21,13 +21,13 @@ PyObject* writeCacheStoreDirect(PyObject* module, PyObject* const* args, Py_ssiz
 /// kvdump._C.write_cache_store(writer, layer, kv_cache, block_ids, block_hashes, *, v_cache=None,
 /// request=''): the public write_cache_store itself, so that a call pays for no Python frame. Queues
 /// plain arguments exactly as writeCacheStoreDirect does, raises its errors as the typed kvdump
-/// exceptions (through the installed translator), and hands anything else to the installed Python
-/// path with the call's own arguments. METH_FASTCALL | METH_KEYWORDS; call with the GIL held;
+/// exceptions made from their Status by the installed kvdump.errors.error_for_code (as the bindings'
+/// are), and hands anything else to the installed Python path with the call's own arguments. METH_FASTCALL | METH_KEYWORDS; call with the GIL held;
 /// thread-safe as the writer is.
 PyObject* writeCacheStore(PyObject* module, PyObject* const* args, size_t nargsf, PyObject* kwnames);
 
-/// kvdump._C.install_write_fallbacks(write, translate): what writeCacheStore calls for a call it
-/// declines, and to turn its errors into typed ones. kvdump calls it once, at import; thread-safe
+/// kvdump._C.install_write_fallbacks(write, error_for_code): what writeCacheStore calls for a call it
+/// declines, and to make its typed errors. kvdump calls it once, at import; thread-safe
 /// under the GIL.
 PyObject* installWriteFallbacks(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
 
