@@ -152,3 +152,10 @@ def test_open_loaders_and_writers_are_closed_at_interpreter_exit() -> None:
     assert {loader, writer} <= set(closed_at_exit._open)  # what the exit hook closes
     loader.close()
     writer.close()
+
+
+def test_a_writer_or_loader_setting_that_does_not_exist_is_named() -> None:
+    store = kvdump.MemoryStore(capacity_bytes=1 << 20)
+    for make in (kvdump.AsyncWriter, kvdump.KVLoader):
+        with pytest.raises(kvdump.KvdumpTypeError, match="'num_thread'.*num_threads"):
+            make(store, num_thread=2)

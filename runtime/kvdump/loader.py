@@ -5,7 +5,7 @@ touches a writer."""
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 
@@ -15,7 +15,7 @@ from kvdump.block_lists import IntsLike, layer_index, layer_op_arguments
 from kvdump.closed_at_exit import close_at_exit
 from kvdump.key_space import InKeySpace, KeySpace, resolve_key_space
 from kvdump.writer import CycleReport
-from kvdump.writer_options import writer_options
+from kvdump.writer_options import EngineSettings, writer_options
 
 _LOAD = torch.ops.kvdump.load_cache_store.default
 _LOAD_ASYNC = torch.ops.kvdump.load_cache_store_async.default
@@ -30,40 +30,23 @@ class KVLoader(InKeySpace):
     ``load`` is synchronous. For overlap, open a session with ``start``, ``load_async`` every layer,
     and ``wait_layer(i)`` right before layer ``i`` runs; worker threads do the reads meanwhile, and
     ``finish`` closes the session. Blocks are read from ``key_space`` (default
-    ``kvdump.KeySpace()``; ``namespace``/``tp_rank``/``tp_size`` are its deprecated spelling). A
-    setting left as None takes the library's default (``kvdump.WriterOptions()``). Thread-safe."""
+    ``kvdump.KeySpace()``; ``namespace``/``tp_rank``/``tp_size`` are its deprecated spelling). Its
+    engine takes the writer's settings (:class:`kvdump.writer_options.EngineSettings`); one left out
+    takes the library's default (``kvdump.WriterOptions()``). Thread-safe."""
 
     def __init__(
         self,
         store: _C.CacheStore,
         *,
         key_space: KeySpace | None = None,
-        num_threads: int | None = None,
-        queue_capacity: int | None = None,
-        submit_timeout: float | None = None,
-        staging_bytes: int | None = None,
-        staging_timeout: float | None = None,
-        staging_device: str | None = None,
-        abort_timeout: float | None = None,
-        worker_nice: int | None = None,
-        idle_poll: float | None = None,
         namespace: str | None = None,
         tp_rank: int | None = None,
         tp_size: int | None = None,
+        **settings: Unpack[EngineSettings],
     ) -> None:
         _arguments.store("store", store)
         self._key_space = resolve_key_space(key_space, namespace, tp_rank, tp_size, caller="KVLoader")
-        options = writer_options(
-            num_threads=num_threads,
-            queue_capacity=queue_capacity,
-            submit_timeout=submit_timeout,
-            staging_bytes=staging_bytes,
-            staging_timeout=staging_timeout,
-            staging_device=staging_device,
-            abort_timeout=abort_timeout,
-            worker_nice=worker_nice,
-            idle_poll=idle_poll,
-        )
+        options = writer_options(**settings)
         self._store = store
         self._impl = _C.Loader(store, options, self._key_space)
         self._torch = torch.classes.kvdump.Loader(self._impl.offer_to_torch())

@@ -6,7 +6,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Unpack
 
 import torch
 
@@ -14,7 +14,7 @@ from kvdump import _C, _arguments
 from kvdump.closed_at_exit import close_at_exit
 from kvdump.errors import KvdumpTypeError, WriteTimeout
 from kvdump.key_space import InKeySpace, KeySpace, resolve_key_space
-from kvdump.writer_options import writer_options
+from kvdump.writer_options import EngineSettings, writer_options
 
 
 class CycleReport(NamedTuple):
@@ -45,9 +45,12 @@ class AsyncWriter(InKeySpace):
     ``max_abandoned_threads`` threads left in abandoned calls.
 
     Blocks go under ``key_space`` (default ``kvdump.KeySpace()``; the loose ``namespace``,
-    ``tp_rank`` and ``tp_size`` arguments are its deprecated spelling). A setting left as None takes
-    the library's default (``kvdump.WriterOptions()`` shows them); a bad one raises
-    :class:`KvdumpTypeError` or :class:`KvdumpValueError` naming it.
+    ``tp_rank`` and ``tp_size`` arguments are its deprecated spelling). The engine's settings are
+    keyword arguments (:class:`kvdump.writer_options.EngineSettings`: ``num_threads``,
+    ``queue_capacity``, ``submit_timeout``, ``staging_bytes``, ``staging_timeout``,
+    ``staging_device``, ``abort_timeout``, ``max_abandoned_threads``, ``worker_nice``,
+    ``idle_poll``); one left out takes the library's default (``kvdump.WriterOptions()`` shows
+    them), and a bad one raises :class:`KvdumpTypeError` or :class:`KvdumpValueError` naming it.
 
     ``layers=(begin, end)`` declares the layers this writer stores (a pipeline stage); by default a
     block is published when every layer from 0 to the highest written in the cycle stored.
@@ -67,35 +70,15 @@ class AsyncWriter(InKeySpace):
         store: _C.CacheStore,
         *,
         key_space: KeySpace | None = None,
-        num_threads: int | None = None,
-        queue_capacity: int | None = None,
-        submit_timeout: float | None = None,
-        staging_bytes: int | None = None,
-        staging_timeout: float | None = None,
-        staging_device: str | None = None,
-        abort_timeout: float | None = None,
-        max_abandoned_threads: int | None = None,
         layers: tuple[int, int] | range | None = None,
-        worker_nice: int | None = None,
-        idle_poll: float | None = None,
         namespace: str | None = None,
         tp_rank: int | None = None,
         tp_size: int | None = None,
+        **settings: Unpack[EngineSettings],
     ) -> None:
         _arguments.store("store", store)
         self._key_space = resolve_key_space(key_space, namespace, tp_rank, tp_size, caller="AsyncWriter")
-        options = writer_options(
-            num_threads=num_threads,
-            queue_capacity=queue_capacity,
-            submit_timeout=submit_timeout,
-            staging_bytes=staging_bytes,
-            staging_timeout=staging_timeout,
-            staging_device=staging_device,
-            abort_timeout=abort_timeout,
-            max_abandoned_threads=max_abandoned_threads,
-            worker_nice=worker_nice,
-            idle_poll=idle_poll,
-        )
+        options = writer_options(**settings)
         layer_range = _arguments.layer_range("layers", layers)
         self._store = store
         self._impl = _C.Writer(store, options, self._key_space, layer_range)
