@@ -37,14 +37,15 @@ size_t defaultEngineThreads();
 /// rules, staging_bytes == 0, a negative staging_timeout, a bad key space). Pure.
 Status validateEngineOptions(const EngineOptions& options);
 
-/// What a task needs from its engine. Shared by the engine and every task, so that a task left in an
-/// abandoned store call can finish safely after its engine closed. Thread-safe as its parts are.
+/// What a task needs from its engine, filled by TransferEngine::create from EngineOptions. Shared by
+/// the engine and every task, so that a task left in an abandoned store call can finish safely after
+/// its engine closed. Thread-safe as its parts are.
 struct TransferTarget {
   std::shared_ptr<CacheStore> store;
   std::shared_ptr<StagingPool> staging;
   KeySpace keys;
   uint64_t key_space_fingerprint = 0;
-  std::chrono::milliseconds staging_timeout{30000};
+  std::chrono::milliseconds staging_timeout{};
 };
 
 /// The pool plus the target its tasks use. The caller makes the target (a writer's carries its
