@@ -169,9 +169,9 @@ struct Fallbacks {
 Fallbacks fallbacks;
 
 // [[gnu::hot]]: on the calling thread's path of a layer write (see layer_write_call.cc). Queues the
-// write, declines (nothing done, no error set) what the registered op must handle, or fails: with
-// the Status in `*failure` when the caller takes it (no Python error set), else with the error set
-// as torch.ops would raise it.
+// write, declines (nothing done, no error set) what the registered op must handle, or fails: with a
+// kvdump Status in `*failure` when the caller takes one (no Python error set), else with the error
+// set as torch.ops would raise it.
 [[gnu::hot]] Outcome writeIfPlain(PyObject* writer, PyObject* layer, PyObject* kv, PyObject* v, PyObject* ids,
                                   PyObject* hashes, PyObject* request, Status* failure = nullptr) {
   // Anything unusual goes through the registered op, where the dispatcher (modes, subclasses) and
@@ -206,24 +206,15 @@ Fallbacks fallbacks;
     if (!v_part.take(v)) return Outcome::kDeclined;
     v_cache = v_part.get();
   }
-  auto queue = [&] {
-    queueLayerWrite(*holdContext(*handle), layer_index, kv_cache.get(), v_cache, block_ids.get(), block_hashes.get(),
-                    request_text);
-  };
-  if (failure != nullptr) {
-    try {
-      queue();
-      return Outcome::kQueued;
-    } catch (const StatusCarrier& e) {
-      *failure = e.status();
-      return Outcome::kFailed;
-    } catch (const std::exception& e) {
-      *failure = Status::Internal(e.what());
-      return Outcome::kFailed;
-    }
-  }
   PyObject* done = raisingAsTorchOps([&]() -> PyObject* {
-    queue();
+    try {
+      queueLayerWrite(*holdContext(*handle), layer_index, kv_cache.get(), v_cache, block_ids.get(),
+                      block_hashes.get(), request_text);
+    } catch (const StatusCarrier& e) {
+      if (failure == nullptr) throw;
+      *failure = e.status();
+      return nullptr;  // no Python error set: the caller raises the Status
+    }
     Py_RETURN_NONE;
   });
   if (done == nullptr) return Outcome::kFailed;
@@ -252,8 +243,9 @@ Fallbacks fallbacks;
   return nullptr;
 }
 
-// The value of keyword `name` among a vectorcall's keywords, `fallback` when absent; nullptr when a
-// keyword is neither v_cache nor request (the Python path then raises the TypeError Python would).
+// The value of keyword `name` among a vectorcall's keywords, `fallback` when absent. Sets `*unknown`
+// when a keyword is neither v_cache nor request (the Python path then raises the TypeError Python
+// would).
 PyObject* keyword(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, const char* name, PyObject* fallback,
                   bool* unknown) {
   if (kwnames == nullptr) return fallback;
@@ -309,7 +301,7 @@ PyObject* writeCacheStoreDirect(PyObject* /*module*/, PyObject* const* args, Py_
       case Outcome::kQueued:
         Py_RETURN_NONE;
       case Outcome::kFailed:
-        return raiseTyped(failure);
+        return failure.ok() ? nullptr : raiseTyped(failure);  // ok: not a kvdump error, already set
       case Outcome::kDeclined:
         break;
     }
