@@ -5,6 +5,8 @@ or treated differently."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -179,3 +181,32 @@ def test_the_pinned_torch_lays_out_tensors_as_the_fast_path_reads_them() -> None
     at load time confirmed the layout on real tensors; on the torch kvdump pins that check passes,
     so the tests above exercise that path (another torch falls back to reading ``_cdata``)."""
     assert _C.direct_tensor_layout_checked()
+
+
+@pytest.mark.parametrize("as_tensors", [True, False], ids=["cpp-entry", "registered-op"])
+def test_a_write_blocked_on_a_full_queue_lets_a_python_store_make_room(as_tensors: bool) -> None:
+    """The call waits for queue space without the GIL, so the worker's Python store (and the thread
+    that releases it) can run meanwhile: the write queues once the store moves, well within the
+    submit deadline, instead of timing out behind its own caller."""
+    from kvdump.testing import StallingStore
+
+    store = StallingStore(limit=60)
+    writer = kvdump.AsyncWriter(store, num_threads=1, queue_capacity=1, submit_timeout=60)
+    kv = torch.randn(SHAPE)
+
+    def ids(values: list[int]) -> torch.Tensor | list[int]:
+        return torch.tensor(values) if as_tensors else values
+
+    try:
+        writer.init()
+        kvdump.write_cache_store(writer, 0, kv, ids([0]), ids([10]))
+        assert store.entered.wait(60)  # the worker is inside the Python store, holding its put
+        kvdump.write_cache_store(writer, 1, kv, ids([1]), ids([11]))  # the queue is now full
+        releaser = threading.Thread(target=lambda: (time.sleep(0.05), store.release.set()))
+        releaser.start()
+        kvdump.write_cache_store(writer, 2, kv, ids([2]), ids([12]))  # waits for room
+        releaser.join()
+        assert writer.wait_all_done().completed == 3
+    finally:
+        store.release.set()
+        writer.close()

@@ -158,6 +158,18 @@ PyObject* raisingAsTorchOps(Fn&& fn) {
   return nullptr;
 }
 
+// The GIL released for a scope, and taken back when it ends, however it ends.
+class GilReleased {
+ public:
+  GilReleased() : state_(PyEval_SaveThread()) {}
+  ~GilReleased() { PyEval_RestoreThread(state_); }
+  GilReleased(const GilReleased&) = delete;
+  GilReleased& operator=(const GilReleased&) = delete;
+
+ private:
+  PyThreadState* state_;
+};
+
 // What the fast path did with a call.
 enum class Outcome { kQueued, kDeclined, kFailed };
 
@@ -208,6 +220,10 @@ Fallbacks fallbacks;
   }
   PyObject* done = raisingAsTorchOps([&]() -> PyObject* {
     try {
+      // Without the GIL: a full queue blocks the submit, and the worker that would make room may be
+      // running a Python store that needs the GIL. Everything used here is alive through the call's
+      // own arguments, and none of it is Python's.
+      GilReleased released;
       queueLayerWrite(*holdContext(*handle), layer_index, kv_cache.get(), v_cache, block_ids.get(),
                       block_hashes.get(), request_text);
     } catch (const StatusCarrier& e) {
