@@ -164,15 +164,14 @@ def main() -> int:
 
     # The scheduler side. A MemoryStore answers inline; a FileStore's lookups run on the thread that
     # bounds them by lookup_timeout, so the second figure includes that hand-over.
-    from kvdump.hashing import model_salt
-    from kvdump.integrations.vllm.request_keys import prompt_chain
+    from kvdump.hashing import full_block_hashes, model_salt
 
     prompt_blocks = args.prompt_tokens // block_size
     prompt = [t % 997 + 1 for t in range(args.prompt_tokens)]
     hashing = []
     for _ in range(args.requests):
         started = time.perf_counter()
-        prompt_chain(prompt, block_size, model_salt("bench-model", "float32"))
+        full_block_hashes(prompt, block_size, model_salt("bench-model", "float32"))
         hashing.append(time.perf_counter() - started)
     lookups = {}
     for kind, lookup_url in (("memory", url), ("file", f"file://{tmp / 'file-store'}")):

@@ -16,9 +16,8 @@ from vllm.v1.request import RequestStatus
 
 import kvdump
 from kvdump.config import ConfigError
-from kvdump.hashing import model_salt
+from kvdump.hashing import full_block_hashes, model_salt
 from kvdump.integrations.vllm import KvdumpConnector, parse_settings
-from kvdump.integrations.vllm.request_keys import prompt_chain
 from kvdump.integrations.vllm.shared_stores import forget_store, provide_store
 from kvdump.testing import FailingStore, StallingStore, every_key, no_key
 from kvdump.testing.vllm_harness import VllmEngine, Worker, stand_in_kv, write_model_dir
@@ -29,7 +28,7 @@ BLOCK = 16
 
 
 def chain(prompt: list[int]) -> list[int]:
-    return prompt_chain(prompt, BLOCK, model_salt(MODEL_NAME, "float32"))
+    return full_block_hashes(prompt, BLOCK, model_salt(MODEL_NAME, "float32"))
 
 
 def committed(store: kvdump.CacheStore, prompt: list[int], layers: int = 2, tp_rank: int = 0, tp_size: int = 1) -> int:

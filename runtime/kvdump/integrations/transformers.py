@@ -28,7 +28,7 @@ from kvdump import _C
 from kvdump.cache_ops import KVLoader, write_cache_store
 from kvdump.commit import lookup
 from kvdump.errors import KvdumpError, KvdumpValueError, UnsupportedError
-from kvdump.hashing import block_hashes, model_salt
+from kvdump.hashing import full_block_hashes, model_salt
 from kvdump.save_policy import run_in_cycle, save_error_policy
 from kvdump.writer import AsyncWriter
 
@@ -135,7 +135,7 @@ class KvdumpCache(DynamicCache):
         self.request = request
         self.block_size = block_size
         self.prompt_length = len(tokens)
-        self.block_hashes: list[int] = block_hashes(tokens[: num_blocks * block_size], block_size, salt)
+        self.block_hashes: list[int] = full_block_hashes(tokens, block_size, salt)
         # Built once per prompt, not per layer: each layer's call only passes references to these.
         self._block_ids = torch.arange(num_blocks, dtype=torch.int64)
         self._hashes = torch.tensor(self.block_hashes, dtype=torch.int64)
@@ -278,8 +278,7 @@ def load_into_cache(
 
     loader = source if isinstance(source, KVLoader) else KVLoader(source, num_threads=min(num_layers, 4))
     try:
-        full_blocks = len(tokens) // block_size
-        hashes = block_hashes(tokens[: full_blocks * block_size], block_size, model_salt_of(model))
+        hashes = full_block_hashes(tokens, block_size, model_salt_of(model))
         committed = lookup(loader.store, hashes, key_space=loader.key_space, num_layers=num_layers)
         num_tokens = min(committed * block_size, len(tokens) - 1)
         num_blocks = -(-num_tokens // block_size)

@@ -8,10 +8,9 @@ share blocks. The salt is the one kvdump's transformers integration gives the sa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from kvdump.hashing import block_hashes, model_salt
+from kvdump.hashing import model_salt
 
 
 def unsupported_reason(request: Any) -> str | None:
@@ -24,12 +23,6 @@ def unsupported_reason(request: Any) -> str | None:
     if not getattr(request, "prompt_token_ids", None):
         return "no prompt token ids"
     return None
-
-
-def prompt_chain(prompt_token_ids: Sequence[int], block_size: int, salt: str) -> list[int]:
-    """The hashes of the prompt's full blocks (a partly filled last block is never stored)."""
-    full = len(prompt_token_ids) // block_size * block_size
-    return block_hashes(list(prompt_token_ids[:full]), block_size, salt)
 
 
 def request_salt(request: Any, model: str, kv_dtype: str) -> str:

@@ -14,9 +14,10 @@ from typing import Any
 
 from kvdump._C import MemoryStore
 from kvdump.commit import lookup
+from kvdump.hashing import full_block_hashes
 from kvdump.integrations.vllm.deadline_call import DeadlineCaller, InlineCaller
 from kvdump.integrations.vllm.metadata import BlockRun, KvdumpConnectorMetadata
-from kvdump.integrations.vllm.request_keys import prompt_chain, request_salt, unsupported_reason
+from kvdump.integrations.vllm.request_keys import request_salt, unsupported_reason
 from kvdump.integrations.vllm.stats import StatsCounter
 from kvdump.key_space import KeySpace
 
@@ -78,7 +79,8 @@ class SchedulerSide:
                 return None
             prompt = request.prompt_token_ids
             salt = request_salt(request, self._model, self._kv_dtype)
-            tracked = _Tracked(len(prompt), prompt_chain(prompt, self._block_size, salt))
+            # Only full blocks are stored; a partly filled last block never is.
+            tracked = _Tracked(len(prompt), full_block_hashes(list(prompt), self._block_size, salt))
             self._requests[request.request_id] = tracked
         return tracked
 
