@@ -53,7 +53,8 @@ def open_store(config: PDConfig) -> Any:
 
 
 def writer_kwargs(config: PDConfig) -> dict[str, Any]:
-    """Keyword arguments of :class:`kvdump.AsyncWriter` for this worker: ``[writer]`` and its key space."""
+    """Keyword arguments of :class:`kvdump.AsyncWriter` or :class:`kvdump.KVLoader` for this worker:
+    ``[writer]`` and its key space."""
     return {**config.writer.model_dump(), "key_space": key_space(config)}
 
 
@@ -70,11 +71,7 @@ def make_writer(config: PDConfig, store: Any | None = None) -> AsyncWriter:
 def make_loader(config: PDConfig, store: Any | None = None) -> KVLoader:
     """A :class:`kvdump.KVLoader` reading this worker's key space from ``store`` (default: a freshly
     opened one), with every ``[writer]`` setting."""
-    return KVLoader(
-        open_store(config) if store is None else store,
-        key_space=key_space(config),
-        **config.writer.model_dump(),
-    )
+    return KVLoader(open_store(config) if store is None else store, **writer_kwargs(config))
 
 
 def llama_config(model: ModelConfig) -> LlamaConfig:

@@ -8,9 +8,12 @@ share blocks. The salt is the one kvdump's transformers integration gives the sa
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kvdump.hashing import model_salt
+
+if TYPE_CHECKING:
+    import torch
 
 
 def unsupported_reason(request: Any) -> str | None:
@@ -25,7 +28,7 @@ def unsupported_reason(request: Any) -> str | None:
     return None
 
 
-def request_salt(request: Any, model: str, kv_dtype: str) -> str:
+def request_salt(request: Any, model: str, kv_dtype: torch.dtype | str) -> str:
     """The chain salt of a vLLM ``Request`` of checkpoint ``model`` with a cache of ``kv_dtype``."""
     lora = getattr(request, "lora_request", None)
     return model_salt(
@@ -33,8 +36,8 @@ def request_salt(request: Any, model: str, kv_dtype: str) -> str:
     )
 
 
-def cache_element_type(model_dtype: Any, cache_dtype: str) -> str:
-    """The name of the type a vLLM KV cache holds: the model's dtype as torch spells it (what the
-    transformers integration salts with), or for an FP8 cache vLLM's own name for it (``fp8``,
-    ``fp8_e4m3``, ...), which only vLLM produces."""
-    return str(model_dtype).removeprefix("torch.") if cache_dtype == "auto" else cache_dtype
+def cache_element_type(model_dtype: torch.dtype, cache_dtype: str) -> torch.dtype | str:
+    """The type a vLLM KV cache holds, as the salt names it: the model's dtype (what the transformers
+    integration salts with), or for an FP8 cache vLLM's own name for it (``fp8``, ``fp8_e4m3``,
+    ...), which only vLLM produces."""
+    return model_dtype if cache_dtype == "auto" else cache_dtype

@@ -12,6 +12,8 @@ import logging
 import time
 from typing import Any
 
+import torch
+
 from kvdump._C import MemoryStore
 from kvdump.commit import lookup
 from kvdump.hashing import full_block_hashes
@@ -43,7 +45,7 @@ class SchedulerSide:
         store: Any,
         namespace: str,
         model: str,
-        kv_dtype: str,
+        kv_dtype: torch.dtype | str,
         block_size: int,
         num_layers: int,
         tp_size: int,
