@@ -259,24 +259,23 @@ Fallbacks fallbacks;
   return nullptr;
 }
 
-// The value of keyword `name` among a vectorcall's keywords, `fallback` when absent. Sets `*unknown`
-// when a keyword is neither v_cache nor request (the Python path then raises the TypeError Python
-// would).
-PyObject* keyword(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, const char* name, PyObject* fallback,
-                  bool* unknown) {
-  if (kwnames == nullptr) return fallback;
-  PyObject* found = fallback;
+// Reads a vectorcall's keywords into `*v_cache` and `*request` (left as they are when absent);
+// false when a keyword is neither (the Python path then raises the TypeError Python would).
+bool writeKeywords(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, PyObject** v_cache,
+                   PyObject** request) {
+  if (kwnames == nullptr) return true;
   const Py_ssize_t count = PyTuple_GET_SIZE(kwnames);
   for (Py_ssize_t i = 0; i < count; ++i) {
     PyObject* key = PyTuple_GET_ITEM(kwnames, i);
-    if (PyUnicode_CompareWithASCIIString(key, name) == 0) {
-      found = args[nargs + i];
-    } else if (PyUnicode_CompareWithASCIIString(key, "v_cache") != 0 &&
-               PyUnicode_CompareWithASCIIString(key, "request") != 0) {
-      *unknown = true;
+    if (PyUnicode_CompareWithASCIIString(key, "v_cache") == 0) {
+      *v_cache = args[nargs + i];
+    } else if (PyUnicode_CompareWithASCIIString(key, "request") == 0) {
+      *request = args[nargs + i];
+    } else {
+      return false;
     }
   }
-  return found;
+  return true;
 }
 
 PyObject* emptyRequest() {
@@ -308,10 +307,9 @@ PyObject* writeCacheStoreDirect(PyObject* /*module*/, PyObject* const* args, Py_
     PyErr_SetString(PyExc_RuntimeError, "kvdump._C.write_cache_store is used before kvdump installed it");
     return nullptr;
   }
-  bool unknown = false;
-  PyObject* v = keyword(args, nargs, kwnames, "v_cache", Py_None, &unknown);
-  PyObject* request = keyword(args, nargs, kwnames, "request", emptyRequest(), &unknown);
-  if (nargs == 5 && !unknown) {
+  PyObject* v = Py_None;
+  PyObject* request = emptyRequest();
+  if (nargs == 5 && writeKeywords(args, nargs, kwnames, &v, &request)) {
     Status failure;
     switch (writeIfPlain(args[0], args[1], args[2], v, args[3], args[4], request, &failure)) {
       case Outcome::kQueued:
