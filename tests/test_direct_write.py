@@ -1,13 +1,14 @@
-"""write_cache_store's direct entry and the registered op are one implementation: whatever the
-direct entry takes it stores exactly as the op does, and whatever it declines (tensor subclasses,
-active torch modes, arguments needing conversion) still goes through the op, so no call is lost
-or treated differently."""
+"""write_cache_store's C++ entry and the registered op are one implementation: whatever the C++
+entry takes it stores exactly as the op does, and whatever it declines (tensor subclasses, active
+torch modes, arguments needing conversion) still goes through the op, so no call is lost or
+treated differently."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -15,7 +16,8 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import kvdump
-from kvdump import _C
+from kvdump import _C, cache_ops
+from kvdump.errors import error_for_code
 
 SHAPE = (2, 6, 4, 2, 8)
 
@@ -57,35 +59,53 @@ def loaded(store: kvdump.CacheStore, layer: int, hashes: list[int]) -> torch.Ten
     return out[:, : len(hashes)]
 
 
-def test_plain_arguments_take_the_direct_entry(make_writer: Callable[..., kvdump.AsyncWriter]) -> None:
+@pytest.fixture
+def declined() -> Iterator[list[tuple[tuple[object, ...], dict[str, object]]]]:
+    """Every call write_cache_store's C entry hands to its Python path, recorded (and still made)."""
+    calls: list[tuple[tuple[object, ...], dict[str, object]]] = []
+
+    def recording(*args: object, **kwargs: object) -> None:
+        calls.append((args, kwargs))
+        cache_ops._write_declined(*args, **kwargs)  # type: ignore[arg-type]
+
+    _C.install_write_fallbacks(recording, error_for_code)
+    try:
+        yield calls
+    finally:
+        _C.install_write_fallbacks(cache_ops._write_declined, error_for_code)
+
+
+def test_plain_arguments_take_the_cpp_entry(make_writer: Callable[..., kvdump.AsyncWriter], declined) -> None:
     writer = make_writer()
     kv = torch.randn(SHAPE)
     writer.init()
     ids, hashes = torch.tensor([4, 1]), torch.tensor([7, 8])
-    assert _C.write_cache_store_direct(writer, 0, kv, None, ids, hashes, "r") is None
+    assert kvdump.write_cache_store(writer, 0, kv, ids, hashes, request="r") is None
+    assert declined == []  # queued in C++, without the Python path
     assert writer.wait_all_done().completed == 1
     assert torch.equal(loaded(writer.store, 0, [7, 8]), kv[:, [4, 1]])
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "kwargs"),
     [
-        pytest.param(
-            lambda w, kv, ids, hs: (w, 0, kv.as_subclass(LoggingTensor), None, ids, hs, ""), id="tensor-subclass"
-        ),
-        pytest.param(lambda w, kv, ids, hs: (w, 0, kv, None, [4, 1], hs, ""), id="ids-as-a-list"),
-        pytest.param(lambda w, kv, ids, hs: (w, True, kv, None, ids, hs, ""), id="bool-layer"),
-        pytest.param(lambda w, kv, ids, hs: (w, 2**70, kv, None, ids, hs, ""), id="huge-layer"),
-        pytest.param(lambda w, kv, ids, hs: (w.torch_writer, 0, kv, None, ids, hs, ""), id="not-an-AsyncWriter"),
-        pytest.param(lambda w, kv, ids, hs: (w, 0, kv, None, ids, hs, b"r"), id="bytes-request"),
+        pytest.param(lambda w, kv, ids, hs: (w, 0, kv.as_subclass(LoggingTensor), ids, hs), {}, id="tensor-subclass"),
+        pytest.param(lambda w, kv, ids, hs: (w, 0, kv, [4, 1], hs), {}, id="ids-as-a-list"),
+        pytest.param(lambda w, kv, ids, hs: (w, True, kv, ids, hs), {}, id="bool-layer"),
+        pytest.param(lambda w, kv, ids, hs: (w, 2**70, kv, ids, hs), {}, id="huge-layer"),
+        pytest.param(lambda w, kv, ids, hs: (w.torch_writer, 0, kv, ids, hs), {}, id="not-an-AsyncWriter"),
+        pytest.param(lambda w, kv, ids, hs: (w, 0, kv, ids, hs), {"request": b"r"}, id="bytes-request"),
     ],
 )
-def test_the_direct_entry_declines_what_needs_the_op(make_writer, args) -> None:
+def test_the_cpp_entry_declines_what_needs_the_op(make_writer, declined, args, kwargs) -> None:
     writer = make_writer()
     writer.init()
     call = args(writer, torch.randn(SHAPE), torch.tensor([4, 1]), torch.tensor([7, 8]))
-    assert _C.write_cache_store_direct(*call) is NotImplemented
-    assert writer.wait_all_done().submitted == 0  # declining queued nothing
+    with contextlib.suppress(kvdump.KvdumpError):  # what the Python path makes of it is tested elsewhere
+        kvdump.write_cache_store(*call, **kwargs)
+    assert len(declined) == 1  # handed over whole: the same arguments, untouched
+    assert all(a is b for a, b in zip(declined[0][0], call, strict=True)) and declined[0][1] == kwargs
+    writer.abort()
 
 
 def test_a_subclass_still_sees_the_call_and_the_write_is_stored(make_writer) -> None:
@@ -125,8 +145,8 @@ def test_direct_errors_are_the_typed_errors_of_the_op(make_writer) -> None:
         kvdump.write_cache_store(writer, 0, kv, torch.tensor([6]), torch.tensor([5]))
     assert writer.wait_all_done().submitted == 0
     writer.close()
-    with pytest.raises(RuntimeError, match=r"^\[kvdump:LIFECYCLE\] the kvdump writer was closed"):
-        _C.write_cache_store_direct(writer, 0, kv, None, torch.tensor([0]), torch.tensor([1]), "")
+    with pytest.raises(kvdump.LifecycleError, match=r"^the kvdump writer was closed"):
+        kvdump.write_cache_store(writer, 0, kv, torch.tensor([0]), torch.tensor([1]))
 
 
 def test_distinct_hashes_that_collide_in_the_bitmap_are_still_accepted(make_writer) -> None:

@@ -182,10 +182,10 @@ Fallbacks fallbacks;
 
 // [[gnu::hot]]: on the calling thread's path of a layer write (see layer_write_call.cc). Queues the
 // write, declines (nothing done, no error set) what the registered op must handle, or fails: with a
-// kvdump Status in `*failure` when the caller takes one (no Python error set), else with the error
-// set as torch.ops would raise it.
+// kvdump Status in `*failure` (no Python error set), or with any other error set as torch.ops would
+// raise it.
 [[gnu::hot]] Outcome writeIfPlain(PyObject* writer, PyObject* layer, PyObject* kv, PyObject* v, PyObject* ids,
-                                  PyObject* hashes, PyObject* request, Status* failure = nullptr) {
+                                  PyObject* hashes, PyObject* request, Status* failure) {
   // Anything unusual goes through the registered op, where the dispatcher (modes, subclasses) and
   // the Python checks (conversions, typed errors naming the argument) take care of it.
   if (!PyLong_CheckExact(layer) || !isPlainTensor(kv) || (v != Py_None && !isPlainTensor(v)) || !isPlainTensor(ids) ||
@@ -227,7 +227,6 @@ Fallbacks fallbacks;
       queueLayerWrite(*holdContext(*handle), layer_index, kv_cache.get(), v_cache, block_ids.get(),
                       block_hashes.get(), request_text);
     } catch (const StatusCarrier& e) {
-      if (failure == nullptr) throw;
       *failure = e.status();
       return nullptr;  // no Python error set: the caller raises the Status
     }
@@ -284,22 +283,6 @@ PyObject* emptyRequest() {
 }
 
 }  // namespace
-
-PyObject* writeCacheStoreDirect(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
-  if (nargs != 7) {
-    PyErr_Format(PyExc_TypeError, "write_cache_store_direct takes 7 arguments, got %zd", nargs);
-    return nullptr;
-  }
-  switch (writeIfPlain(args[0], args[1], args[2], args[3], args[4], args[5], args[6])) {
-    case Outcome::kQueued:
-      Py_RETURN_NONE;
-    case Outcome::kDeclined:
-      Py_RETURN_NOTIMPLEMENTED;
-    case Outcome::kFailed:
-      break;
-  }
-  return nullptr;
-}
 
 [[gnu::hot]] PyObject* writeCacheStore(PyObject* /*module*/, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
   const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
@@ -363,11 +346,6 @@ PyObject* claimDirectWriterHandle(PyObject* /*module*/, PyObject* ticket) {
 
 int addDirectWriteFunctions(PyObject* module) {
   static PyMethodDef functions[] = {
-      {"write_cache_store_direct", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&writeCacheStoreDirect)),
-       METH_FASTCALL,
-       "write_cache_store_direct(writer: object, layer: int, kv_cache: torch.Tensor, v_cache: torch.Tensor | None, "
-       "block_ids: torch.Tensor, block_hashes: torch.Tensor, request: str) -> object\n\n"
-       "The calling thread's share of kvdump.write_cache_store: None once queued, NotImplemented when declined."},
       {"write_cache_store", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&writeCacheStore)),
        METH_FASTCALL | METH_KEYWORDS,
        "write_cache_store(writer, layer, kv_cache, block_ids, block_hashes, *, v_cache=None, request='')\n--\n\n"
@@ -390,7 +368,7 @@ int addDirectWriteFunctions(PyObject* module) {
        "through their _cdata attribute)."},
       {"direct_writer_handle", &claimDirectWriterHandle, METH_O,
        "direct_writer_handle(ticket: int) -> object\n\n"
-       "Claims a writer offered by Writer.offer_to_torch() for write_cache_store_direct."},
+       "Claims a writer offered by Writer.offer_to_torch() for write_cache_store."},
       {nullptr, nullptr, 0, nullptr}};
   PyObject* torch = PyImport_ImportModule("torch");
   if (torch == nullptr) return -1;

@@ -94,18 +94,6 @@ class PythonStore(CacheStore):
 
     def __init__(self, name: str) -> None: ...
 
-def write_cache_store_direct(
-    writer: object,
-    layer: int,
-    kv_cache: torch.Tensor,
-    v_cache: torch.Tensor | None,
-    block_ids: torch.Tensor,
-    block_hashes: torch.Tensor,
-    request: str,
-) -> object:
-    """Queues one layer write (None), or declines (NotImplemented, nothing done) what the
-    registered op must handle; errors carry a "[kvdump:CODE]" message."""
-
 def write_cache_store(
     writer: object,
     layer: int,
@@ -129,7 +117,7 @@ def direct_tensor_layout_checked() -> bool:
     torch when the module loaded (else through their _cdata attribute)."""
 
 def direct_writer_handle(ticket: int) -> object:
-    """The capsule through which write_cache_store_direct reaches the writer offered under ticket."""
+    """The capsule through which write_cache_store reaches the writer offered under ticket."""
 
 def buffer_address(buffer: Buffer) -> int:
     """The address of a buffer's first byte, valid only while the buffer is."""

@@ -52,20 +52,6 @@ def _write_as_traced(
     _WRITE(writer.torch_writer, layer, kv_cache, v_cache, block_ids, block_hashes, request)
 
 
-@torch._dynamo.substitute_in_graph(_C.write_cache_store_direct, skip_signature_check=True)
-def _direct_as_traced(
-    writer: AsyncWriter,
-    layer: int,
-    kv_cache: torch.Tensor,
-    v_cache: torch.Tensor | None,
-    block_ids: torch.Tensor,
-    block_hashes: torch.Tensor,
-    request: str,
-) -> None:
-    """What ``torch.compile`` puts in the graph for the direct entry: the registered op."""
-    _WRITE(writer.torch_writer, layer, kv_cache, v_cache, block_ids, block_hashes, request)
-
-
 def _write_through_op(
     writer: object,
     layer: object,

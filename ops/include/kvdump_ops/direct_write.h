@@ -8,22 +8,15 @@
 
 namespace kvdump {
 
-/// kvdump._C.write_cache_store_direct(writer, layer, kv_cache, v_cache, block_ids, block_hashes,
-/// request): queues the layer write exactly as torch.ops.kvdump.write_cache_store does (one shared
-/// implementation) and returns None, or raises ValueError/RuntimeError carrying the "[kvdump:CODE]"
-/// message. Returns NotImplemented, having done nothing, when an argument is not in the exact form
-/// it takes (a torch.Tensor, not a subclass; an int layer; a str request; a writer with a direct
-/// handle) or a torch function or dispatch mode is active: the caller then goes through the
-/// registered op.
-/// METH_FASTCALL; call with the GIL held; thread-safe as the writer is.
-PyObject* writeCacheStoreDirect(PyObject* module, PyObject* const* args, Py_ssize_t nargs);
-
 /// kvdump._C.write_cache_store(writer, layer, kv_cache, block_ids, block_hashes, *, v_cache=None,
 /// request=''): the public write_cache_store itself, so that a call pays for no Python frame. Queues
-/// plain arguments exactly as writeCacheStoreDirect does, raises its errors as the typed kvdump
-/// exceptions made from their Status by the installed kvdump.errors.error_for_code (as the bindings'
-/// are), and hands anything else to the installed Python path with the call's own arguments. METH_FASTCALL | METH_KEYWORDS; call with the GIL held;
-/// thread-safe as the writer is.
+/// plain arguments exactly as torch.ops.kvdump.write_cache_store does (one shared implementation),
+/// raises its errors as the typed kvdump exceptions made from their Status by the installed
+/// kvdump.errors.error_for_code (as the bindings' are), and hands anything not in the exact form it
+/// takes (a torch.Tensor, not a subclass; an int layer; a str request; a writer with a direct
+/// handle), or any call while a torch function or dispatch mode is active, to the installed Python
+/// path with the call's own arguments, which goes through the registered op.
+/// METH_FASTCALL | METH_KEYWORDS; call with the GIL held; thread-safe as the writer is.
 PyObject* writeCacheStore(PyObject* module, PyObject* const* args, size_t nargsf, PyObject* kwnames);
 
 /// kvdump._C.install_write_fallbacks(write, error_for_code): what writeCacheStore calls for a call it
