@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 
-from kvdump.cache_ops import KVLoader, write_cache_store
+from kvdump.cache_ops import write_cache_store
 from kvdump.hashing import model_salt
+from kvdump.loader import KVLoader
 from kvdump.model_dtypes import MODEL_DTYPES, torch_dtype
 from kvdump.models import BlockAllocator, LlamaConfig, ReferenceLlama, blocks_needed, greedy_continue
 from kvdump.pd.decode_from_store import decode_from_store

@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 
 from kvdump import _C
-from kvdump.cache_ops import KVLoader, write_cache_store
+from kvdump.cache_ops import write_cache_store
 from kvdump.commit import lookup
 from kvdump.errors import KvdumpError, KvdumpValueError, UnsupportedError
 from kvdump.hashing import full_block_hashes, model_salt
+from kvdump.loader import KVLoader
 from kvdump.save_policy import run_in_cycle, save_error_policy
 from kvdump.writer import AsyncWriter
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from kvdump.cache_ops import KVLoader
 from kvdump.config import ConfigError, ModelConfig, PDConfig
 from kvdump.errors import KvdumpValueError, UnsupportedError
 from kvdump.hashing import model_salt
 from kvdump.key_space import KeySpace
+from kvdump.loader import KVLoader
 from kvdump.model_dtypes import torch_dtype
 from kvdump.models import LlamaConfig, ReferenceLlama
 from kvdump.pd.requests import Request, RequestError
