@@ -1,13 +1,13 @@
-"""The tensors that write_cache_store captures are held only until their blocks are gathered: a
-queued task holds them, a task blocked in its store put has already let go, and nothing is held
+"""The KV memory that write_cache_store captures is held only until its blocks are gathered: a
+queued task holds it, a task blocked in its store put has already let go, and nothing is held
 after the cycle's barrier, abort() (queued tasks cancelled), a failed cycle, or close().
 
-Two probes: a weak reference to the Python tensor (dead once nothing holds it), and the use count of
-the tensor's storage. The op holds the tensor it is given, not a view of it, so the storage probe
-passes a fresh view (``captured(kv)``): the storage's count then rises exactly while the op holds
-it. A task is kept alive by blocking its store put on an event (StallingStore), never by a delay: how
-long a delay covers depends on the machine, and only the release itself is guaranteed, by the time
-the barrier, abort() or close() returns."""
+Two probes: a weak reference to the caller's tensor (dead once the caller drops it and nothing
+else holds it), and the use count of the tensor's storage, which the op holds once while its task
+needs the blocks. The op is given fresh views (``captured(kv)``), so the storage count rises by
+exactly the op's hold. A task is kept alive by blocking its store put on an event (StallingStore), never by a
+delay: how long a delay covers depends on the machine, and only the release itself is guaranteed,
+by the time the barrier, abort() or close() returns."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The writer never holds the GIL while it blocks, and runs Python tasks on its own worker threads.
+"""The writer never holds the GIL while it blocks, runs Python tasks on its own worker threads, and
+finishes a layer's write or load without the GIL.
 
 Each test makes the blocking call's return depend on another Python thread finishing a pure-Python
 loop: if the call held the GIL, that thread could not run, and the call would hit its (bounded)
@@ -7,11 +8,14 @@ deadline and fail instead of hanging.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
+import torch
 
 import kvdump
 from support import LIMIT
@@ -209,3 +213,61 @@ def test_failures_recorded_while_the_caller_polls_never_deadlock() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "done"
+
+
+@contextlib.contextmanager
+def gil_kept_by_this_thread() -> Iterator[None]:
+    """CPython hands the GIL to a waiting thread only once the switch interval has passed; with an
+    interval far beyond the test's limits, this thread keeps the GIL for as long as it runs Python."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1000.0)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
+
+def completed_while_holding_the_gil(stats: Callable[[], dict], expected: int) -> int:
+    """Polls ``stats()["completed"]`` (a call that keeps the GIL) until it reaches ``expected`` or
+    LIMIT passes, never letting go of the GIL; returns the last count."""
+    deadline = time.monotonic() + LIMIT
+    while stats()["completed"] < expected and time.monotonic() < deadline:
+        pass
+    return stats()["completed"]
+
+
+def layer_cache(blocks: int = 4) -> torch.Tensor:
+    return torch.randn(2, blocks, 4, 2, 8)
+
+
+@pytest.mark.timeout(120)
+def test_a_layer_write_completes_while_the_caller_keeps_the_gil(make_writer) -> None:
+    """A write task lets go of the caller's KV cache without the GIL. A task that dropped its
+    reference to the caller's tensor object (which Python also holds) would need the GIL to do it,
+    and would stall here until the caller next let go of it: a forward pays for that wait."""
+    w = make_writer(num_threads=1)
+    kv = layer_cache()
+    w.init()
+    with gil_kept_by_this_thread():
+        kvdump.write_cache_store(w, 0, kv, torch.arange(4), torch.arange(100, 104))
+        completed = completed_while_holding_the_gil(w.stats, 1)
+    assert completed == 1
+    assert w.wait_all_done(timeout=LIMIT).completed == 1
+
+
+@pytest.mark.timeout(120)
+def test_a_layer_load_completes_while_the_caller_keeps_the_gil(make_writer, make_loader) -> None:
+    store = kvdump.MemoryStore(capacity_bytes=16 << 20)
+    w = make_writer(store, num_threads=1)
+    kv = layer_cache()
+    with w.cycle():
+        kvdump.write_cache_store(w, 0, kv, torch.arange(4), torch.arange(100, 104))
+    loader = make_loader(store, num_threads=1)
+    into = torch.zeros_like(kv)
+    loader.start()
+    with gil_kept_by_this_thread():
+        loader.load_async(0, into, torch.arange(4), torch.arange(100, 104))
+        completed = completed_while_holding_the_gil(loader.stats, 1)
+    assert completed == 1
+    loader.finish(timeout=LIMIT)
+    assert torch.equal(into, kv)

@@ -112,7 +112,8 @@ Status gatherBlocksToRecords(const LayerKv& kv, const int64_t* ids, size_t count
     // Ordered after the forward's writes to this layer without ever blocking the main thread.
     if (ready != nullptr) ready->block(stream);
     const int64_t record = static_cast<int64_t>(kv.recordBytes());
-    at::Tensor device_records = at::empty({static_cast<int64_t>(count), record}, kv.whole.options().dtype(at::kByte));
+    at::Tensor device_records =
+        at::empty({static_cast<int64_t>(count), record}, at::TensorOptions().dtype(at::kByte).device(device));
     at::Tensor payload = payloadView(device_records, kv);
     at::Tensor index = idsOn(ids, count, device);
     for (size_t p = 0; p < kv.parts(); ++p) {
@@ -149,7 +150,8 @@ Status scatterRecordsToBlocks(const LayerKv& kv, const int64_t* ids, size_t coun
     c10::impl::VirtualGuardImpl impl(device.type());
     c10::DeviceGuard device_guard(device);
     const int64_t record = static_cast<int64_t>(kv.recordBytes());
-    at::Tensor device_records = at::empty({static_cast<int64_t>(count), record}, kv.whole.options().dtype(at::kByte));
+    at::Tensor device_records =
+        at::empty({static_cast<int64_t>(count), record}, at::TensorOptions().dtype(at::kByte).device(device));
     forEachContiguousRun(records, count, kv.recordBytes(), [&](size_t first, size_t n) {
       at::Tensor host = at::from_blob(const_cast<uint8_t*>(records[first]), {static_cast<int64_t>(n), record}, at::kByte);
       device_records.narrow(0, static_cast<int64_t>(first), static_cast<int64_t>(n)).copy_(host, /*non_blocking=*/true);

@@ -33,14 +33,16 @@ size_t LayerKv::partBytes() const {
 }
 
 at::Tensor LayerKv::part(size_t p) const {
-  if (layout == BlockLayout::kLatent) return whole.unsqueeze(2);  // one head: the views K/V paths use
-  if (v_alone.defined()) return p == 0 ? whole : v_alone;
-  return whole.select(0, static_cast<int64_t>(p));
+  const c10::Storage& source = storage[p] ? storage[p] : storage[0];
+  const int64_t sizes[4] = {num_blocks, block_size, num_kv_heads, head_dim};
+  at::Tensor view = at::empty({0}, at::TensorOptions().dtype(scalar_type).device(device_at));
+  view.set_(source, storage_offset[p], sizes, part_strides[p]);
+  return view;
 }
 
 void LayerKv::release() {
-  whole = at::Tensor();
-  v_alone = at::Tensor();
+  storage[0] = c10::Storage();
+  storage[1] = c10::Storage();
   part_data[0] = part_data[1] = nullptr;
 }
 
@@ -127,15 +129,24 @@ BlockHeader LayerKv::headerFor(uint32_t layer, uint64_t hash, const KeySpace& sp
                                          : "kv_cache's head_dim must be the innermost, contiguous dimension");
     }
   }
+  if (!kv_or_k.has_storage() || (separate && !v->has_storage())) {
+    return Status::InvalidArgument("kv_cache has no storage to read blocks from (a tensor subclass without data?)");
+  }
   const int64_t element = static_cast<int64_t>(kv_or_k.element_size());
-  out.whole = kv_or_k;
+  out.scalar_type = kv_or_k.scalar_type();
+  out.device_at = kv_or_k.device();
+  out.storage[0] = kv_or_k.storage();
+  out.storage_offset[0] = kv_or_k.storage_offset();
   out.part_data[0] = static_cast<uint8_t*>(kv_or_k.data_ptr());
   if (separate) {
-    out.v_alone = *v;
+    out.storage[1] = v->storage();
+    out.storage_offset[1] = v->storage_offset();
     out.part_data[1] = static_cast<uint8_t*>(v->data_ptr());
   } else if (parts == 2) {
+    out.storage_offset[1] = out.storage_offset[0] + kv_or_k.stride(0);
     out.part_data[1] = out.part_data[0] + kv_or_k.stride(0) * element;
   }
+  for (size_t p = 0; p < parts; ++p) std::copy(strides[p], strides[p] + 4, out.part_strides[p]);
   bool dense = kv_or_k.device().is_cpu();
   for (size_t p = 0; p < parts; ++p) {
     out.part_block_stride[p] = strides[p][0] * element;

@@ -21,12 +21,18 @@ namespace kvdump {
 
 /// A validated layer cache on one device with one floating dtype: K and V each [num_blocks,
 /// block_size, num_kv_heads, head_dim], or one MLA latent part [num_blocks, block_size, head_dim]
-/// (seen as one head of head_dim, no V). Holds the caller's tensors by reference (refcounts) exactly
-/// as passed: parts are described by base pointers and strides, so validating a call makes no tensor
-/// views; part() builds views for the workers that need them. A plain value; not thread-safe.
+/// (seen as one head of head_dim, no V). Keeps the caller's memory alive through its storages, not
+/// its tensors: a tensor the caller also holds in Python would make the worker that drops it take
+/// the GIL, while a storage reference is a plain atomic count. Parts are described by base pointers
+/// and strides, so validating a call makes no tensor views; part() builds them for the workers that
+/// need them. A plain value; not thread-safe.
 struct LayerKv {
-  at::Tensor whole;    // the kv_cache argument: [2, num_blocks, ...] (K then V), K alone, or the latent
-  at::Tensor v_alone;  // V when passed separately; undefined when `whole` holds every part
+  // Each part's storage; storage[1] is set only when V came as its own tensor.
+  c10::Storage storage[2];
+  int64_t storage_offset[2] = {0, 0};  // elements from the start of the part's storage to its block 0
+  int64_t part_strides[2][4] = {};     // element strides of each part seen as [num_blocks, block_size, heads, head_dim]
+  at::ScalarType scalar_type = at::kFloat;
+  c10::Device device_at{c10::kCPU};
   BlockDtype dtype = BlockDtype::kFloat32;
   BlockLayout layout = BlockLayout::kKeyValue;
   int64_t num_blocks = 0;
@@ -39,11 +45,12 @@ struct LayerKv {
 
   /// Parts per block in the stored record, in payload order: 2 (K, V) or 1 (latent).
   size_t parts() const { return blockLayoutParts(layout); }
-  /// Part `p` (0 = K or the latent, 1 = V) as a [num_blocks, block_size, heads, head_dim] view.
+  /// Part `p` (0 = K or the latent, 1 = V) as a new [num_blocks, block_size, heads, head_dim]
+  /// tensor over the caller's storage; for the worker that gathers or scatters with tensor ops.
   at::Tensor part(size_t p) const;
-  c10::Device device() const { return whole.device(); }
-  at::ScalarType scalarType() const { return whole.scalar_type(); }
-  /// Drops the references to the caller's tensors.
+  c10::Device device() const { return device_at; }
+  at::ScalarType scalarType() const { return scalar_type; }
+  /// Drops the references to the caller's memory.
   void release();
   /// Bytes of one part of one block.
   size_t partBytes() const;

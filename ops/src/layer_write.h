@@ -14,9 +14,9 @@
 
 namespace kvdump {
 
-/// Everything a write task captured on the calling thread: tensor references (no copy), the host
+/// Everything a write task captured on the calling thread: storage references (no copy), the host
 /// copies of ids and hashes (inline for a typical batch), and the event recorded after the layer's
-/// KV was produced. The task owns it by value, so capturing a call is one allocation; the tensors
+/// KV was produced. The task owns it by value, so capturing a call is one allocation; the storages
 /// and the event are dropped as soon as the last block is gathered. Not thread-safe.
 struct LayerWrite {
   std::shared_ptr<WriteTarget> target;

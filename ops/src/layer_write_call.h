@@ -1,5 +1,5 @@
 // The calling thread's whole share of a layer write, shared by the registered op and the direct
-// Python entry: validate, take the tensors by reference, copy the ids and hashes (inline), record
+// Python entry: validate, take the cache's storage by reference, copy the ids and hashes (inline), record
 // the device event, and queue one task. No views, no label text, and on the CPU one allocation (the
 // task, which holds the LayerWrite by value).
 #pragma once
