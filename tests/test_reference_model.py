@@ -198,6 +198,34 @@ def test_layer_hook_runs_once_per_layer_in_order_after_that_layers_kv_is_written
             assert not snapshot[i + 1].any()
 
 
+def test_layer_hook_runs_before_that_layers_mlp(model: ReferenceLlama) -> None:
+    """The hook sees a layer's KV as soon as its attention wrote it, so a dump of the last layer
+    overlaps that layer's MLP and the logits, as it does under vLLM and transformers."""
+    events: list[tuple[str, int]] = []
+    handles = [
+        layer.mlp.register_forward_hook(lambda *_, i=i: events.append(("mlp", i)))
+        for i, layer in enumerate(model.layers)
+    ]
+    try:
+        hook = lambda layer, kv: events.append(("hook", layer))  # noqa: E731
+        cache = model.new_cache(NUM_BLOCKS, BLOCK_SIZE)
+        model.prefill(PROMPTS, cache, allocate_tables(BlockAllocator(NUM_BLOCKS), PROMPTS), layer_hook=hook)
+        prefill_events = list(events)
+        events.clear()
+        cache = model.new_cache(NUM_BLOCKS, BLOCK_SIZE)
+        tables = allocate_tables(BlockAllocator(NUM_BLOCKS), PROMPTS, extra_tokens=1)
+        model.prefill(PROMPTS, cache, tables)
+        model.decode([1] * len(PROMPTS), [len(p) for p in PROMPTS], cache, tables, layer_hook=hook)
+    finally:
+        for handle in handles:
+            handle.remove()
+    sequences = len(PROMPTS)
+    per_layer = [[("hook", i)] + [("mlp", i)] * sequences for i in range(model.config.num_layers)]
+    assert prefill_events == [e for layer in per_layer for e in layer]
+    decode_events = events[sequences * model.config.num_layers :]  # after the plain prefill's MLPs
+    assert decode_events == [e for i in range(model.config.num_layers) for e in (("hook", i), ("mlp", i))]
+
+
 # --- paged cache bookkeeping ----------------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 #include "kvdump/block_key.h"
 
-#include <cstdio>
+#include <charconv>
 #include <cstring>
 
 #define XXH_INLINE_ALL
@@ -9,11 +9,25 @@
 namespace kvdump {
 namespace {
 
+void appendDecimal(std::string& out, int64_t value) {
+  char digits[24];
+  out.append(digits, std::to_chars(digits, digits + sizeof digits, value).ptr);
+}
+
+// "<namespace>/tp<rank>of<size>/<hash as 16 hex digits>/", formatted by hand: a key is built per
+// block and layer on the workers, where snprintf's format parsing was a measurable share.
 std::string prefix(const KeySpace& space, uint64_t block_hash) {
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "/tp%dof%d/%016llx/", space.tp_rank, space.tp_size,
-                static_cast<unsigned long long>(block_hash));
-  return space.namespace_ + buf;
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string key;
+  key.reserve(space.namespace_.size() + 64);
+  key.append(space.namespace_).append("/tp");
+  appendDecimal(key, space.tp_rank);
+  key.append("of");
+  appendDecimal(key, space.tp_size);
+  key += '/';
+  for (int shift = 60; shift >= 0; shift -= 4) key += kHex[(block_hash >> shift) & 0xf];
+  key += '/';
+  return key;
 }
 
 }  // namespace
@@ -48,7 +62,10 @@ uint64_t keySpaceFingerprint(const KeySpace& space) {
 }
 
 std::string blockKey(const KeySpace& space, uint64_t block_hash, int64_t layer) {
-  return prefix(space, block_hash) + "L" + std::to_string(layer);
+  std::string key = prefix(space, block_hash);
+  key += 'L';
+  appendDecimal(key, layer);
+  return key;
 }
 
 std::string commitKey(const KeySpace& space, uint64_t block_hash, LayerRange layers) {

@@ -117,6 +117,23 @@ TEST_P(StoreConformance, BatchPutWithMismatchedLengthsFailsEveryKey) {
   EXPECT_FALSE(store_->exists("x").value());
 }
 
+TEST_P(StoreConformance, BatchPutFailsOnlyTheBadKeysAndTheLastValueOfARepeatedKeyWins) {
+  auto first = pattern(96, 1), second = pattern(80, 2), other = pattern(72, 3);
+  std::vector<std::string> keys{"bp/a", "", "bp/b", "bp/a"};
+  auto put = store_->batchPut(keys, {view(first), view(other), view(other), view(second)});
+  ASSERT_EQ(put.size(), keys.size());
+  EXPECT_TRUE(put[0].ok()) << put[0].toString();
+  EXPECT_EQ(put[1].code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(put[2].ok()) << put[2].toString();
+  EXPECT_TRUE(put[3].ok()) << put[3].toString();
+  auto a = store_->get("bp/a");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a.value(), second);
+  auto b = store_->get("bp/b");
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b.value(), other);
+}
+
 TEST_P(StoreConformance, ConcurrentWritersAndReadersSeeWholeValues) {
   constexpr int kThreads = 4, kKeys = 50;
   std::vector<std::thread> threads;

@@ -248,8 +248,9 @@ void bindStores(py::module_& m) {
 
   py::classh<DelayedStore, CacheStore>(
       m, "DelayedStore",
-      "Wraps a native store and sleeps put_delay seconds per put call (one per batch) and get_delay per "
-      "get call: a stand-in for a remote store's round trip in benchmarks and tests.")
+      "Wraps a native store and sleeps put_delay seconds per put call (one per batch, after the bytes are "
+      "handed over, as a network store waits for its acknowledgment) and get_delay per get call (before "
+      "the copy): a stand-in for a remote store's round trip in benchmarks and tests.")
       .def(py::init([](std::shared_ptr<CacheStore> inner, double put_delay, double get_delay) {
              if (!inner) throwStatus(Status::InvalidArgument("inner store must not be None"));
              return std::make_shared<DelayedStore>(std::move(inner), *secondsArgument(put_delay, "put_delay"),

@@ -150,8 +150,9 @@ class FileStore(CacheStore):
         """Delete temporaries left by dead writers (also done when the store is opened); returns how many."""
 
 class DelayedStore(CacheStore):
-    """Wraps a native store and sleeps put_delay seconds per put call and get_delay per get call: a
-    stand-in for a remote store's round trip in benchmarks and tests."""
+    """Wraps a native store and sleeps put_delay seconds per put call (one per batch, after the bytes
+    are handed over, as a network store waits for its acknowledgment) and get_delay per get call
+    (before the copy): a stand-in for a remote store's round trip in benchmarks and tests."""
 
     def __init__(self, inner: CacheStore, put_delay: float = 0.0, get_delay: float = 0.0) -> None: ...
 

@@ -10,9 +10,12 @@ DelayedStore::DelayedStore(std::shared_ptr<CacheStore> inner, std::chrono::nanos
 
 std::string DelayedStore::name() const { return "delayed(" + inner_->name() + ")"; }
 
+// A put hands its bytes over first and then waits, as a network store sends a value and then waits
+// for the acknowledgment; a get waits for the reply and then copies.
 Status DelayedStore::put(std::string_view key, ByteView value) {
+  Status status = inner_->put(key, value);
   std::this_thread::sleep_for(put_delay_);
-  return inner_->put(key, value);
+  return status;
 }
 
 Result<std::vector<uint8_t>> DelayedStore::get(std::string_view key) {
@@ -30,8 +33,9 @@ Result<bool> DelayedStore::exists(std::string_view key) { return inner_->exists(
 Status DelayedStore::remove(std::string_view key) { return inner_->remove(key); }
 
 std::vector<Status> DelayedStore::batchPut(const std::vector<std::string>& keys, const std::vector<ByteView>& values) {
+  std::vector<Status> statuses = inner_->batchPut(keys, values);
   std::this_thread::sleep_for(put_delay_);
-  return inner_->batchPut(keys, values);
+  return statuses;
 }
 
 std::vector<Result<size_t>> DelayedStore::batchGetInto(const std::vector<std::string>& keys,

@@ -497,6 +497,48 @@ Status MemoryStore::put(std::string_view key, ByteView value) {
   return impl_->publish(slot.value());
 }
 
+std::vector<Status> MemoryStore::batchPut(const std::vector<std::string>& keys, const std::vector<ByteView>& values) {
+  if (keys.size() != values.size()) {
+    return std::vector<Status>(keys.size(), Status::InvalidArgument("batchPut got " + std::to_string(keys.size()) +
+                                                                    " keys and " + std::to_string(values.size()) +
+                                                                    " values"));
+  }
+  std::vector<Status> out(keys.size());
+  std::vector<Result<LentSlot>> slots(keys.size(), Status::Internal("unset"));
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    try {
+      for (size_t i = 0; i < keys.size(); ++i) {
+        if (keys[i].empty()) {
+          slots[i] = Status::InvalidArgument("empty key");
+        } else if (values[i].size > 0 && values[i].data == nullptr) {
+          slots[i] = Status::InvalidArgument("null value pointer").withKey(keys[i]);
+        } else {
+          slots[i] = impl_->lend(keys[i], values[i].size);
+        }
+      }
+    } catch (...) {
+      // Out of memory for an entry: no slot of this batch stays lent.
+      for (const auto& slot : slots) {
+        if (slot.ok()) impl_->abandon(slot.value());
+      }
+      throw;
+    }
+  }
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (!slots[i].ok()) {
+      out[i] = slots[i].status();
+    } else if (values[i].size > 0) {
+      std::memcpy(slots[i].value().data, values[i].data, values[i].size);
+    }
+  }
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (slots[i].ok()) out[i] = impl_->publish(slots[i].value());
+  }
+  return out;
+}
+
 std::vector<Result<LentSlot>> MemoryStore::lendSlots(const std::vector<std::string>& keys, size_t size) {
   std::vector<Result<LentSlot>> out;
   out.reserve(keys.size());

@@ -260,13 +260,21 @@ class ReferenceLlama(nn.Module):
         weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         return F.linear(hidden, weight)
 
-    def _run_layer(
+    def _attention_block(
         self, layer: DecoderLayer, hidden: torch.Tensor, positions: torch.Tensor, attend: AttendFn
     ) -> torch.Tensor:
         q, k, v = layer.attn.qkv(layer.input_norm(hidden), positions, self.rotary)
         attended = attend(q, k, v)
-        hidden = hidden + layer.attn.o_proj(attended.flatten(-2))
+        return hidden + layer.attn.o_proj(attended.flatten(-2))
+
+    @staticmethod
+    def _mlp_block(layer: DecoderLayer, hidden: torch.Tensor) -> torch.Tensor:
         return hidden + layer.mlp(layer.post_attn_norm(hidden))
+
+    def _run_layer(
+        self, layer: DecoderLayer, hidden: torch.Tensor, positions: torch.Tensor, attend: AttendFn
+    ) -> torch.Tensor:
+        return self._mlp_block(layer, self._attention_block(layer, hidden, positions, attend))
 
     def _token_tensor(self, ids: Sequence[int]) -> torch.Tensor:
         tokens = torch.tensor(list(ids), dtype=torch.long, device=self.device)
@@ -313,9 +321,12 @@ class ReferenceLlama(nn.Module):
     ) -> torch.Tensor:
         """Run every prompt from position 0 into ``cache``; returns last-position logits ``[batch, vocab]``.
 
-        The loop is layer-outer, sequence-inner so that after layer ``i`` has written the KV of
-        *all* sequences, ``layer_hook(i, cache.layers[i])`` can dump that layer while later layers
-        are still being computed — the overlap kvdump exists for.
+        The loop is layer-outer, sequence-inner so that once layer ``i``'s attention has written the
+        KV of *all* sequences, ``layer_hook(i, cache.layers[i])`` can dump that layer while its MLP
+        and the later layers are still being computed — the overlap kvdump exists for. The hook
+        runs before the layer's MLP, where vLLM's attention layer calls a KV connector's
+        ``save_kv_layer`` and where transformers updates its cache: a layer's KV is final once its
+        attention has run.
         """
         if len(input_ids) != len(block_tables):
             raise ValueError(f"{len(input_ids)} prompts but {len(block_tables)} block tables")
@@ -330,9 +341,10 @@ class ReferenceLlama(nn.Module):
         for layer_index, layer in enumerate(self.layers):
             for seq in range(len(hidden)):
                 attend = partial(_paged_attention, cache, layer_index, slots[seq], slots[seq].unsqueeze(0), causal[seq])
-                hidden[seq] = self._run_layer(layer, hidden[seq], positions[seq].unsqueeze(0), attend)
+                hidden[seq] = self._attention_block(layer, hidden[seq], positions[seq].unsqueeze(0), attend)
             if layer_hook is not None:
                 layer_hook(layer_index, cache.layers[layer_index])
+            hidden = [self._mlp_block(layer, h) for h in hidden]
 
         last_hidden = torch.cat([h[:, -1] for h in hidden], dim=0)
         return self._logits(last_hidden)
@@ -351,7 +363,8 @@ class ReferenceLlama(nn.Module):
         ``seq_lens[s]`` counts the tokens of sequence ``s`` already in ``cache``; its block table
         must already cover position ``seq_lens[s]``. The new K/V is written before attention, so
         each query attends over ``seq_lens[s] + 1`` cached tokens, gathered through the block table.
-        ``layer_hook`` is called as in :meth:`prefill`, after each layer's new K/V is written.
+        ``layer_hook`` is called as in :meth:`prefill`: after each layer's attention wrote its new
+        K/V, before the layer's MLP.
         """
         batch = len(tokens)
         if not batch == len(seq_lens) == len(block_tables):
@@ -367,9 +380,10 @@ class ReferenceLlama(nn.Module):
         hidden = self.embed_tokens(token_ids).unsqueeze(1)  # [B, 1, hidden]
         for layer_index, layer in enumerate(self.layers):
             attend = partial(_paged_attention, cache, layer_index, write_slots, read_slots, mask)
-            hidden = self._run_layer(layer, hidden, positions.unsqueeze(1), attend)
+            hidden = self._attention_block(layer, hidden, positions.unsqueeze(1), attend)
             if layer_hook is not None:
                 layer_hook(layer_index, cache.layers[layer_index])
+            hidden = self._mlp_block(layer, hidden)
         return self._logits(hidden[:, 0])
 
 

@@ -8,9 +8,10 @@
 
 namespace kvdump {
 
-/// Forwards to `inner` after sleeping `put_delay` per put/batchPut call and `get_delay` per
-/// get/getInto/batchGetInto call (a batch costs one delay, as one round trip would). It never lends
-/// memory, as a remote store would not. Thread-safe as
+/// Forwards to `inner` and sleeps `put_delay` per put/batchPut call (after handing the bytes over, as
+/// a network store sends and then waits for the acknowledgment) and `get_delay` per
+/// get/getInto/batchGetInto call (before the copy, as the reply arrives). A batch costs one delay,
+/// as one round trip would. It never lends memory, as a remote store would not. Thread-safe as
 /// `inner` is; shares ownership of it. Used by benchmarks and tests to stand in for network stores.
 class DelayedStore final : public CacheStore {
  public:
