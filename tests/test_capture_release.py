@@ -175,3 +175,40 @@ def test_tensors_of_a_cycle_aborted_by_a_raising_forward_are_released(make_write
     assert writer.state == "idle"
     del kv
     assert is_dead(ref)
+
+
+def test_a_cache_resized_before_its_gather_fails_its_layer_and_is_never_read(make_writer) -> None:
+    store = gated_store(make_writer)
+    writer = make_writer(store, num_threads=1)
+    first, second = torch.randn(SHAPE), torch.randn(SHAPE)
+    writer.init()
+    kvdump.write_cache_store(writer, 0, first, [0], [10])
+    assert store.entered.wait(LIMIT)  # layer 0 sits in its put, so layer 1 waits in the queue
+    kvdump.write_cache_store(writer, 1, second, [0], [11])
+    second.untyped_storage().resize_(0)  # its memory is freed while the task still points at it
+    store.release.set()
+    with pytest.raises(kvdump.WriteError) as failure:
+        writer.wait_all_done(timeout=LIMIT)
+    assert failure.value.layer == 1
+    assert failure.value.code == kvdump.StatusCode.INVALID_ARGUMENT
+    assert "resized or replaced" in str(failure.value)
+
+
+def test_a_load_destination_resized_before_its_scatter_fails_and_is_never_written(make_writer, make_loader) -> None:
+    inner = kvdump.MemoryStore(capacity_bytes=16 << 20)
+    writer = make_writer(inner, num_threads=1)
+    with writer.cycle():
+        kvdump.write_cache_store(writer, 0, torch.randn(SHAPE), [0, 1], [10, 11])
+    store = StallingStore(inner)
+    loader = make_loader(store, num_threads=1)
+    make_writer.events.append(store.release)
+    into = torch.zeros(SHAPE)
+    loader.start()
+    loader.load_async(0, into, [0, 1], [10, 11])
+    assert store.entered.wait(LIMIT)  # the load waits in its get
+    into.untyped_storage().resize_(0)
+    store.release.set()
+    with pytest.raises(kvdump.KvdumpError) as failure:
+        loader.wait_layer(0, timeout=LIMIT)
+    assert "resized or replaced" in str(failure.value)
+    loader.abort()

@@ -99,6 +99,8 @@ Status guarded(const char* what, Fn&& fn) {
 
 Status gatherBlocksToRecords(const LayerKv& kv, const int64_t* ids, size_t count, uint8_t* const* records,
                              const c10::Event* ready, const RecordFilled& filled) {
+  Status intact = kv.memoryUnchanged();
+  if (!intact.ok()) return intact;
   return guarded("gather of KV blocks", [&] {
     const c10::Device device = kv.device();
     if (device.is_cpu()) {
@@ -141,6 +143,8 @@ Status gatherBlocksToRecords(const LayerKv& kv, const int64_t* ids, size_t count
 }
 
 Status scatterRecordsToBlocks(const LayerKv& kv, const int64_t* ids, size_t count, const uint8_t* const* records) {
+  Status intact = kv.memoryUnchanged();
+  if (!intact.ok()) return intact;
   return guarded("scatter of KV blocks", [&] {
     const c10::Device device = kv.device();
     if (device.is_cpu()) {

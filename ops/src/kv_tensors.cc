@@ -40,6 +40,18 @@ at::Tensor LayerKv::part(size_t p) const {
   return view;
 }
 
+Status LayerKv::memoryUnchanged() const {
+  for (size_t p = 0; p < 2; ++p) {
+    if (!storage[p]) continue;
+    if (storage[p].data() != storage_data[p] || storage[p].nbytes() != storage_bytes[p]) {
+      return Status::InvalidArgument(std::string(p == 0 ? "kv_cache" : "v_cache") +
+                                     "'s memory was resized or replaced after write_cache_store or a load took it; "
+                                     "its blocks were not touched");
+    }
+  }
+  return Status::Ok();
+}
+
 void LayerKv::release() {
   storage[0] = c10::Storage();
   storage[1] = c10::Storage();
@@ -147,6 +159,12 @@ BlockHeader LayerKv::headerFor(uint32_t layer, uint64_t hash, const KeySpace& sp
     out.part_data[1] = out.part_data[0] + kv_or_k.stride(0) * element;
   }
   for (size_t p = 0; p < parts; ++p) std::copy(strides[p], strides[p] + 4, out.part_strides[p]);
+  // After data_ptr(), which gives a copy-on-write storage its own memory.
+  for (size_t p = 0; p < 2; ++p) {
+    if (!out.storage[p]) continue;
+    out.storage_data[p] = out.storage[p].data();
+    out.storage_bytes[p] = out.storage[p].nbytes();
+  }
   bool dense = kv_or_k.device().is_cpu();
   for (size_t p = 0; p < parts; ++p) {
     out.part_block_stride[p] = strides[p][0] * element;

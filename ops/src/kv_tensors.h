@@ -30,6 +30,8 @@ struct LayerKv {
   // Each part's storage; storage[1] is set only when V came as its own tensor.
   c10::Storage storage[2];
   int64_t storage_offset[2] = {0, 0};  // elements from the start of the part's storage to its block 0
+  const void* storage_data[2] = {nullptr, nullptr};  // each storage's memory when captured
+  size_t storage_bytes[2] = {0, 0};                  // and its size then
   int64_t part_strides[2][4] = {};     // element strides of each part seen as [num_blocks, block_size, heads, head_dim]
   at::ScalarType scalar_type = at::kFloat;
   c10::Device device_at{c10::kCPU};
@@ -52,6 +54,9 @@ struct LayerKv {
   at::ScalarType scalarType() const { return scalar_type; }
   /// Drops the references to the caller's memory.
   void release();
+  /// INVALID_ARGUMENT when a storage no longer holds the memory it held when captured (the caller
+  /// resized it, or swapped its memory out): the part pointers would then point at freed memory.
+  Status memoryUnchanged() const;
   /// Bytes of one part of one block.
   size_t partBytes() const;
   /// Bytes of one stored record: header + every part.
