@@ -67,10 +67,10 @@ struct LayerKv {
   BlockHeader headerFor(uint32_t layer, uint64_t hash, const KeySpace& space, uint64_t fingerprint) const;
 };
 
-/// Host block ids (or hashes) of one call, inline up to a typical prefill batch so that capturing
-/// them costs no allocation of its own.
-using BlockIds = c10::SmallVector<int64_t, 32>;
-using BlockHashes = c10::SmallVector<uint64_t, 32>;
+/// Host block ids (or hashes) of one call, inline up to 64 blocks (1 Ki tokens of 16-token blocks)
+/// so that capturing them costs no allocation of its own; a larger call allocates one array each.
+using BlockIds = c10::SmallVector<int64_t, 64>;
+using BlockHashes = c10::SmallVector<uint64_t, 64>;
 
 /// Accepts one [2, num_blocks, block_size, heads, head_dim] tensor (K then V), separate K and V
 /// tensors of [num_blocks, block_size, heads, head_dim], or one MLA latent tensor [num_blocks,
