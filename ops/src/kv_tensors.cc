@@ -185,8 +185,11 @@ BlockHeader LayerKv::headerFor(uint32_t layer, uint64_t hash, const KeySpace& sp
     return Status::InvalidArgument(std::string("block_ids must be integers, got ") + c10::toString(ids.scalar_type()));
   }
   // int64 and contiguous, as the hashing helpers make them, is read in place; anything else converts.
+  // Bound by reference, not copied: this runs without the GIL, and copying a tensor Python holds
+  // takes the GIL (twice: to count the new reference, and to drop it).
   const bool direct = ids.scalar_type() == at::kLong && ids.is_contiguous();
-  const at::Tensor as_long = direct ? ids : ids.to(at::kLong).contiguous();
+  at::Tensor converted;
+  const at::Tensor& as_long = direct ? ids : (converted = ids.to(at::kLong).contiguous());
   const int64_t* p = as_long.data_ptr<int64_t>();
   out.assign(p, p + as_long.numel());
   for (size_t i = 0; i < out.size(); ++i) {
@@ -209,7 +212,8 @@ BlockHeader LayerKv::headerFor(uint32_t layer, uint64_t hash, const KeySpace& sp
     return Status::InvalidArgument("block_ids and block_hashes differ in length: " + std::to_string(expected) +
                                    " ids, " + std::to_string(hashes.numel()) + " hashes");
   }
-  const at::Tensor c = hashes.is_contiguous() ? hashes : hashes.contiguous();
+  at::Tensor contiguous;  // a reference otherwise, as for the ids
+  const at::Tensor& c = hashes.is_contiguous() ? hashes : (contiguous = hashes.contiguous());
   const int64_t* p = c.data_ptr<int64_t>();
   out.resize(static_cast<size_t>(c.numel()));
   for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<uint64_t>(p[i]);
