@@ -11,19 +11,22 @@
 namespace kvdump {
 namespace {
 
+// A stored record's header checked against what this destination expects of block `hash`: a record
+// of another dtype, shape, layer or key space is an error, never data.
+Status recordMatches(const TransferTarget& target, const LayerKv& kv, uint32_t layer, uint64_t hash,
+                     const uint8_t* record, size_t size) {
+  auto header = decodeBlockRecord(record, size);
+  if (!header.ok()) return header.status();
+  return checkBlockMatches(header.value(), kv.headerFor(layer, hash, target.keys, target.key_space_fingerprint));
+}
+
 // A record larger than the destination's is usually another dtype or shape: read its header to say which.
 Status explainTooLarge(const TransferTarget& target, const LayerKv& kv, uint32_t layer, uint64_t hash,
                        const std::string& key, const Status& original) {
   Result<std::vector<uint8_t>> whole = target.store->get(key);
   if (whole.ok()) {
-    auto header = decodeBlockRecord(whole.value().data(), whole.value().size());
-    if (header.ok()) {
-      BlockHeader expected = kv.headerFor(layer, hash, target.keys, target.key_space_fingerprint);
-      Status match = checkBlockMatches(header.value(), expected);
-      if (!match.ok()) return match.withKey(key);
-    } else {
-      return Status(header.status()).withKey(key);
-    }
+    Status match = recordMatches(target, kv, layer, hash, whole.value().data(), whole.value().size());
+    if (!match.ok()) return match.withKey(key);
   }
   return Status::InvalidArgument("stored block is larger than a block of the destination cache (" +
                                  original.message() + ")")
@@ -37,10 +40,7 @@ Status loadInPlace(const TransferTarget& target, const LayerKv& kv, uint32_t lay
     const std::string key = blockKey(target.keys, hashes[i], layer);
     control.setActivity(key);
     Status s = target.store->readLeased(key, [&](ByteView held) -> Status {
-      auto header = decodeBlockRecord(held.data, held.size);
-      if (!header.ok()) return header.status();
-      const BlockHeader expected = kv.headerFor(layer, hashes[i], target.keys, target.key_space_fingerprint);
-      Status match = checkBlockMatches(header.value(), expected);
+      Status match = recordMatches(target, kv, layer, hashes[i], held.data, held.size);
       if (!match.ok()) return match;
       CallerMemoryScope section(control);
       if (!section.entered()) return abandonedBeforeTouching();
@@ -90,10 +90,7 @@ Status runLayerLoad(const TransferTarget& target, const LayerKv& kv, uint32_t la
         if (s.code() == StatusCode::kTooLarge) return explainTooLarge(target, kv, layer, hashes[begin + i], keys[i], s);
         return s;
       }
-      auto header = decodeBlockRecord(records + i * record, got[i].value());
-      if (!header.ok()) return Status(header.status()).withKey(keys[i]);
-      const BlockHeader expected = kv.headerFor(layer, hashes[begin + i], target.keys, target.key_space_fingerprint);
-      Status match = checkBlockMatches(header.value(), expected);
+      Status match = recordMatches(target, kv, layer, hashes[begin + i], records + i * record, got[i].value());
       if (!match.ok()) return match.withKey(keys[i]);
     }
     CallerMemoryScope section(control);

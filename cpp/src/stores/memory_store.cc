@@ -484,17 +484,7 @@ MemoryStore::MemoryStore(MemoryStoreOptions options, std::vector<HostAllocation>
 MemoryStore::~MemoryStore() = default;
 
 Status MemoryStore::put(std::string_view key, ByteView value) {
-  if (key.empty()) return Status::InvalidArgument("empty key");
-  if (value.size > 0 && value.data == nullptr) return Status::InvalidArgument("null value pointer").withKey(std::string(key));
-  Result<LentSlot> slot = Status::Internal("unset");
-  {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    slot = impl_->lend(key, value.size);
-  }
-  if (!slot.ok()) return slot.status();
-  if (value.size > 0) std::memcpy(slot.value().data, value.data, value.size);
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  return impl_->publish(slot.value());
+  return batchPut({std::string(key)}, {value}).front();
 }
 
 std::vector<Status> MemoryStore::batchPut(const std::vector<std::string>& keys, const std::vector<ByteView>& values) {
