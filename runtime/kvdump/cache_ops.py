@@ -17,17 +17,22 @@ _WRITE = torch.ops.kvdump.write_cache_store.default
 
 
 def _write_declined(
-    writer: AsyncWriter,
-    layer: int,
-    kv_cache: torch.Tensor,
-    block_ids: IntsLike,
-    block_hashes: IntsLike,
+    writer: object,
+    layer: object,
+    kv_cache: object,
+    block_ids: object,
+    block_hashes: object,
     *,
-    v_cache: torch.Tensor | None = None,
-    request: str = "",
+    v_cache: object = None,
+    request: object = "",
 ) -> None:
-    """``write_cache_store`` for what its C++ entry declines: through the registered op."""
-    _write_through_op(writer, layer, kv_cache, block_ids, block_hashes, v_cache, request)
+    """``write_cache_store`` for what its C++ entry declines: check the arguments one by one
+    (naming the bad one), convert what needs it (block ids as a list), and call the registered op,
+    which goes through the dispatcher (tensor subclasses, dispatch modes)."""
+    if not isinstance(writer, AsyncWriter):
+        raise KvdumpTypeError(f"writer must be a kvdump.AsyncWriter, got {type(writer).__name__} {writer!r}") from None
+    checked = layer_op_arguments(layer, kv_cache, v_cache, block_ids, block_hashes)
+    call_op(_WRITE, writer.torch_writer, *checked, _arguments.text("request", request))
 
 
 # The public function is the C++ entry itself, so that the forward's thread runs no Python frame per
@@ -50,24 +55,6 @@ def _write_as_traced(
 ) -> None:
     """What ``torch.compile`` puts in the graph for ``write_cache_store``: the registered op."""
     _WRITE(writer.torch_writer, layer, kv_cache, v_cache, block_ids, block_hashes, request)
-
-
-def _write_through_op(
-    writer: object,
-    layer: object,
-    kv_cache: object,
-    block_ids: object,
-    block_hashes: object,
-    v_cache: object,
-    request: object,
-) -> None:
-    """``write_cache_store`` for what its C++ entry declines: check the arguments one by one
-    (naming the bad one), convert what needs it (block ids as a list), and call the registered op,
-    which goes through the dispatcher (tensor subclasses, dispatch modes)."""
-    if not isinstance(writer, AsyncWriter):
-        raise KvdumpTypeError(f"writer must be a kvdump.AsyncWriter, got {type(writer).__name__} {writer!r}") from None
-    checked = layer_op_arguments(layer, kv_cache, v_cache, block_ids, block_hashes)
-    call_op(_WRITE, writer.torch_writer, *checked, _arguments.text("request", request))
 
 
 __all__ = ["IntsLike", "KVLoader", "as_int64", "load_cache_store", "write_cache_store"]
