@@ -174,6 +174,17 @@ BlockHeader LayerKv::headerFor(uint32_t layer, uint64_t hash, const KeySpace& sp
   return out;
 }
 
+[[gnu::hot]] Status describeLayerCall(const at::Tensor& kv_cache, const std::optional<at::Tensor>& v_cache,
+                                      const at::Tensor& block_ids, const at::Tensor& block_hashes, LayerKv& kv,
+                                      BlockIds& ids, BlockHashes& hashes) {
+  Result<LayerKv> described = describeLayerKv(kv_cache, v_cache);
+  if (!described.ok()) return described.status();
+  kv = std::move(described).value();
+  Status s = hostBlockIds(block_ids, kv.num_blocks, ids);
+  if (!s.ok()) return s;
+  return hostBlockHashes(block_hashes, ids.size(), hashes);
+}
+
 [[gnu::hot]] Status hostBlockIds(const at::Tensor& ids, int64_t num_blocks, BlockIds& out) {
   if (!ids.defined()) return Status::InvalidArgument("block_ids is undefined");
   if (!ids.device().is_cpu()) {

@@ -83,6 +83,12 @@ Status hostBlockIds(const at::Tensor& ids, int64_t num_blocks, BlockIds& out);
 /// Block hashes as host uint64s into `out`: a 1-D CPU int64 tensor of `expected` entries.
 Status hostBlockHashes(const at::Tensor& hashes, size_t expected, BlockHashes& out);
 
+/// A layer op's cache and block arguments, validated into `kv`, `ids` and `hashes` (the checks of
+/// describeLayerKv, hostBlockIds and hostBlockHashes, in that order); the first failure otherwise.
+Status describeLayerCall(const at::Tensor& kv_cache, const std::optional<at::Tensor>& v_cache,
+                         const at::Tensor& block_ids, const at::Tensor& block_hashes, LayerKv& kv, BlockIds& ids,
+                         BlockHashes& hashes);
+
 /// INVALID_ARGUMENT naming `what` and both positions when two entries of `values` are equal. Pure.
 /// Hashes every entry into a bitmap on the stack first: distinct entries, the common case, cost one
 /// pass and no allocation; only a bitmap collision pays for the exact check (a sort).

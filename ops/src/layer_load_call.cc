@@ -21,11 +21,7 @@ LoadArguments loadArguments(int64_t layer, const at::Tensor& kv_cache, const std
                             const at::Tensor& block_ids, const at::Tensor& block_hashes) {
   LoadArguments a;
   a.layer = requireLayer(layer);
-  Result<LayerKv> kv = describeLayerKv(kv_cache, v_cache);
-  throwIfError(kv.status());
-  a.kv = std::move(kv).value();
-  throwIfError(hostBlockIds(block_ids, a.kv.num_blocks, a.ids));
-  throwIfError(hostBlockHashes(block_hashes, a.ids.size(), a.hashes));
+  throwIfError(describeLayerCall(kv_cache, v_cache, block_ids, block_hashes, a.kv, a.ids, a.hashes));
   // Two records scattered into one block would leave whichever came last.
   throwIfError(checkDistinct(a.ids, "block_ids"));
   return a;

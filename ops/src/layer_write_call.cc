@@ -9,15 +9,6 @@
 #include "torch_status.h"
 
 namespace kvdump {
-namespace {
-
-template <typename T>
-T unwrap(Result<T> r) {
-  throwIfError(r.status());
-  return std::move(r).value();
-}
-
-}  // namespace
 
 uint32_t requireLayer(int64_t layer) {
   if (layer < 0 || layer > std::numeric_limits<int32_t>::max()) {
@@ -38,9 +29,7 @@ uint32_t requireLayer(int64_t layer) {
     throwIfError(Status::InvalidArgument("layer " + std::to_string(write.layer) + " is outside this writer's layers " +
                                          stage.toString()));
   }
-  write.kv = unwrap(describeLayerKv(kv_cache, v_cache));
-  throwIfError(hostBlockIds(block_ids, write.kv.num_blocks, write.ids));
-  throwIfError(hostBlockHashes(block_hashes, write.ids.size(), write.hashes));
+  throwIfError(describeLayerCall(kv_cache, v_cache, block_ids, block_hashes, write.kv, write.ids, write.hashes));
   // Two blocks under one key would leave whichever was put last: refuse rather than guess.
   throwIfError(checkDistinct(write.hashes, "block_hashes"));
   if (write.ids.empty()) {
