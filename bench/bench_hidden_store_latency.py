@@ -65,7 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--idle-poll",
         type=float,
         default=None,
-        help="AsyncWriter idle_poll in seconds (default: the library's, 0: each call wakes a worker)",
+        help="AsyncWriter idle_poll in seconds (default: the library's, kvdump.writer.default_idle_poll(): "
+        "polls where torch leaves a core free; 0: each call wakes a worker)",
     )
     p.add_argument("--worker-nice", type=int, default=10, help="AsyncWriter worker_nice (default 10)")
     p.add_argument("--hidden", type=int, default=512, help="hidden size (default 512; head_dim = hidden/8)")
@@ -216,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             "put_delay_s": args.put_delay,
             "store_latency_per_forward_ms": store_ms_per_forward,
             "writer_threads": stats["num_threads"],
+            "writer_idle_poll_s": stats["idle_poll"],
             "torch_threads": torch.get_num_threads(),
             "repeats": args.repeats,
             "warmup": args.warmup,
@@ -251,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"hidden store latency: {args.layers} layers, hidden {args.hidden}, {args.batch} x {args.prompt_len} "
         f"tokens, {blocks} blocks/layer ({layer_bytes / 2**10:.0f} KiB), store put {args.put_delay * 1e3:g} ms "
-        f"per call ({store_ms_per_forward:g} ms per forward), {c['writer_threads']} writer threads, "
+        f"per call ({store_ms_per_forward:g} ms per forward), {c['writer_threads']} writer threads "
+        f"(idle poll {c['writer_idle_poll_s'] * 1e3:g} ms), "
         f"{c['torch_threads']} torch threads, {os.cpu_count()} CPUs; {args.repeats} rounds, interleaved"
     )
     print(f"{'prefill forward':28} {'median ms':>10} {'p90 ms':>9} {'vs none':>8} {'extra ms':>9}")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import kvdump
-from kvdump.writer import default_num_threads
+from kvdump.writer import default_idle_poll, default_num_threads
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="per-thread priorities are Linux-only")
 
@@ -50,3 +50,33 @@ def test_default_threads_leave_torch_its_cores() -> None:
     assert default_num_threads() == max(1, min(8, cores - torch.get_num_threads()))
     with kvdump.AsyncWriter(kvdump.MemoryStore(1 << 20)) as writer:
         assert writer.stats()["num_threads"] == default_num_threads()
+
+
+@pytest.fixture
+def torch_threads():
+    """Sets torch's intra-op thread count for one test, and puts it back after."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+def test_workers_poll_by_default_only_where_torch_leaves_a_core_free(torch_threads) -> None:
+    cores = len(os.sched_getaffinity(0))
+    for forward in sorted({1, cores}):
+        torch_threads(forward)
+        expected = 0.0005 if cores > forward else 0.0
+        assert default_idle_poll() == pytest.approx(expected)
+        with kvdump.AsyncWriter(kvdump.MemoryStore(1 << 20)) as writer:
+            assert writer.stats()["idle_poll"] == pytest.approx(expected)
+        with kvdump.KVLoader(kvdump.MemoryStore(1 << 20)) as loader:
+            assert loader.stats()["idle_poll"] == pytest.approx(expected)
+
+
+def test_a_given_idle_poll_is_kept_whatever_the_cores(torch_threads) -> None:
+    torch_threads(len(os.sched_getaffinity(0)))
+    with kvdump.AsyncWriter(kvdump.MemoryStore(1 << 20), idle_poll=0.002) as writer:
+        assert writer.stats()["idle_poll"] == pytest.approx(0.002)
+    torch_threads(1)
+    with kvdump.AsyncWriter(kvdump.MemoryStore(1 << 20), idle_poll=0) as writer:
+        assert writer.stats()["idle_poll"] == 0.0
+    assert kvdump.WriterOptions().idle_poll is None  # left to the writer or loader being built

@@ -96,6 +96,7 @@ struct AsyncWriter::Core : std::enable_shared_from_this<AsyncWriter::Core> {
   size_t abandoned_threads = 0;    // threads still inside an abandoned task
   size_t idle_workers = 0;         // threads waiting on work_cv (the poller included)
   bool polling = false;            // one idle worker looks at the queue every idle_poll
+  std::chrono::microseconds idle_poll{0};  // options.idle_poll, unset read as 0
 
   CycleReport cycle;
 
@@ -159,9 +160,9 @@ Status validateWriterOptions(const WriterOptions& options) {
   }
   if (options.submit_timeout.count() < 0) return Status::InvalidArgument("submit_timeout must not be negative");
   if (options.abort_timeout.count() < 0) return Status::InvalidArgument("abort_timeout must not be negative");
-  if (options.idle_poll.count() < 0 || options.idle_poll > std::chrono::seconds(1)) {
+  if (options.idle_poll && (options.idle_poll->count() < 0 || *options.idle_poll > std::chrono::seconds(1))) {
     return Status::InvalidArgument("idle_poll must be in [0, 1 s] (0: submit wakes a worker), got " +
-                                   std::to_string(options.idle_poll.count()) + " us");
+                                   std::to_string(options.idle_poll->count()) + " us");
   }
   if (options.worker_nice < 0 || options.worker_nice > 19) {
     return Status::InvalidArgument("worker_nice must be in [0, 19] (0 keeps the caller's priority), got " +
@@ -199,9 +200,9 @@ void AsyncWriter::Core::workerMain(std::shared_ptr<Core> core) {
   for (;;) {
     auto has_work = [&] { return core->shutting_down || !core->queue.empty(); };
     ++core->idle_workers;
-    if (core->options.idle_poll.count() > 0 && core->state == WriterState::kAccepting && !core->polling) {
+    if (core->idle_poll.count() > 0 && core->state == WriterState::kAccepting && !core->polling) {
       core->polling = true;
-      core->work_cv.wait_for(lock, core->options.idle_poll, has_work);
+      core->work_cv.wait_for(lock, core->idle_poll, has_work);
       core->polling = false;
     } else {
       core->work_cv.wait(lock, has_work);
@@ -303,6 +304,7 @@ AsyncWriter::AsyncWriter(WriterOptions options) {
   const WriterOptions& o = core_->options;
   core_->target_threads = o.num_threads == 0 ? defaultNumThreads() : o.num_threads;
   core_->max_abandoned_threads = o.max_abandoned_threads == 0 ? core_->target_threads : o.max_abandoned_threads;
+  core_->idle_poll = o.idle_poll.value_or(std::chrono::microseconds(0));
   // Threads start with the first cycle: a writer used only for synchronous work never starts any.
 }
 
@@ -608,6 +610,7 @@ WriterStats AsyncWriter::stats() const {
   }
   s.num_threads = c.target_threads;
   s.queue_capacity = c.options.queue_capacity;
+  s.idle_poll = c.idle_poll;
   s.submit_latency = c.submit_latency.summary();
   s.queue_wait = c.queue_wait.summary();
   s.task_latency = c.task_latency.summary();

@@ -79,12 +79,19 @@ void bindEngineOptions(py::module_& m) {
       "the caller's).");
   c.def_property(
       "idle_poll",
-      [](const EngineOptions& o) { return std::chrono::duration<double>(o.pool.idle_poll).count(); },
+      [](const EngineOptions& o) -> py::object {
+        if (!o.pool.idle_poll) return py::none();
+        return py::float_(std::chrono::duration<double>(*o.pool.idle_poll).count());
+      },
       [](EngineOptions& o, py::handle v) {
+        if (v.is_none()) {
+          o.pool.idle_poll.reset();
+          return;
+        }
         o.pool.idle_poll = std::chrono::duration_cast<std::chrono::microseconds>(durationArgument(v, "idle_poll"));
       },
       "Seconds between an idle worker's looks at the queue while a cycle is open (at most 1; 0: each "
-      "submit wakes a worker).");
+      "submit wakes a worker); None: default_idle_poll() when the writer or loader is built.");
   c.def_property(
       "staging_bytes", [](const EngineOptions& o) { return o.staging_bytes; },
       [](EngineOptions& o, py::handle v) {
@@ -103,6 +110,10 @@ void bindEngineOptions(py::module_& m) {
         "Raises KvdumpValueError naming the setting at fault when no engine can run with these.");
   m.def("default_num_threads", &defaultEngineThreads,
         "Workers when num_threads is not given: the cores torch's intra-op threads leave free, 1 to 8.");
+  m.def(
+      "default_idle_poll", [] { return std::chrono::duration<double>(defaultEngineIdlePoll()).count(); },
+      "Seconds between an idle worker's polls when idle_poll is not given: 0.0005 where torch's intra-op "
+      "threads leave a core free, else 0 (each submit wakes a worker).");
 }
 
 }  // namespace kvdump::python

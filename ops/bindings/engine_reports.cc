@@ -46,6 +46,7 @@ py::dict engineStats(AsyncWriter& pool, StagingPool& staging_pool) {
   d["threads_started"] = s.threads_started;
   d["num_threads"] = s.num_threads;
   d["queue_capacity"] = s.queue_capacity;
+  d["idle_poll"] = std::chrono::duration<double>(s.idle_poll).count();
   d["submit_latency"] = latencyDict(s.submit_latency);
   d["queue_wait"] = latencyDict(s.queue_wait);
   d["task_latency"] = latencyDict(s.task_latency);

@@ -59,6 +59,11 @@ size_t defaultEngineThreads() {
   return std::clamp<size_t>(cores > forward ? cores - forward : 1, 1, 8);
 }
 
+std::chrono::microseconds defaultEngineIdlePoll() {
+  const size_t forward = static_cast<size_t>(std::max(1, at::get_num_threads()));
+  return usableCores() > forward ? std::chrono::microseconds(500) : std::chrono::microseconds(0);
+}
+
 Status validateEngineOptions(const EngineOptions& options) {
   Status pool = validateWriterOptions(options.pool);
   if (!pool.ok()) return pool;
@@ -83,6 +88,7 @@ Result<std::unique_ptr<TransferEngine>> TransferEngine::create(
   target->staging_timeout = options.staging_timeout;
   WriterOptions pool = options.pool;
   if (pool.num_threads == 0) pool.num_threads = defaultEngineThreads();
+  if (!pool.idle_poll) pool.idle_poll = defaultEngineIdlePoll();
   pool.cycle_finisher = std::move(cycle_finisher);
   return std::unique_ptr<TransferEngine>(new TransferEngine(std::move(target), std::make_unique<AsyncWriter>(pool)));
 }

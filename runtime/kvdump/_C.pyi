@@ -13,6 +13,10 @@ from typing_extensions import Buffer
 def default_num_threads() -> int:
     """Workers when num_threads is not given: the cores torch's intra-op threads leave free, 1 to 8."""
 
+def default_idle_poll() -> float:
+    """Seconds between an idle worker's polls when idle_poll is not given: 0.0005 where torch's intra-op
+    threads leave a core free, else 0 (each submit wakes a worker)."""
+
 MAX_TP_SIZE: int
 """The largest TP size a record's header can name."""
 
@@ -55,7 +59,7 @@ class WriterOptions:
     abort_timeout: float
     max_abandoned_threads: int | None
     worker_nice: int
-    idle_poll: float
+    idle_poll: float | None
     staging_bytes: int
     staging_timeout: float
     staging_device: str

@@ -32,6 +32,14 @@ def default_num_threads() -> int:
     return _C.default_num_threads()
 
 
+def default_idle_poll() -> float:
+    """Seconds between an idle worker's looks at the queue when ``idle_poll`` is not given: 0.0005
+    where torch's intra-op threads leave one of this process's cores free (the workers have a core of
+    their own, so polling it preempts no forward thread, while waking a worker there costs the
+    forward's thread a cross-CPU call), else 0 (each call wakes a worker)."""
+    return _C.default_idle_poll()
+
+
 class AsyncWriter(InKeySpace):
     """A C++ thread pool with a per-forward lifecycle.
 
@@ -59,10 +67,12 @@ class AsyncWriter(InKeySpace):
     nice value raised by ``worker_nice`` (1..19, default 10), so the kernel runs them where the
     forward leaves a core idle; ``worker_nice=0`` keeps the caller's priority (for a GPU server
     whose CPUs are mostly idle, where the workers should never wait). ``num_threads`` defaults to
-    :func:`default_num_threads`. Each call wakes a worker when none is running (``idle_poll=0``, the
-    default); with ``idle_poll`` seconds (e.g. 0.0005) one idle worker looks at the queue that often
-    instead, so ``write_cache_store`` never pays for a wake-up: worth it on a GPU server, whose CPUs
-    are mostly idle, but not where the forward keeps every core busy (each poll preempts it).
+    :func:`default_num_threads`. With ``idle_poll=0`` each call wakes a worker when none is running;
+    with ``idle_poll`` seconds (e.g. 0.0005) one idle worker looks at the queue that often instead,
+    so ``write_cache_store`` never pays for a wake-up: worth it where the CPUs are mostly idle (a GPU
+    server), not where the forward keeps every core busy (each poll preempts it). Left out, it is
+    :func:`default_idle_poll`: polls where torch's intra-op threads leave a core free, wake-ups
+    where they take every core.
     """
 
     def __init__(

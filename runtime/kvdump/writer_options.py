@@ -27,7 +27,7 @@ class EngineSettings(TypedDict, total=False):
     abort_timeout: float | None  # how long abort() and close() let running tasks finish
     max_abandoned_threads: int | None  # threads that may be left in abandoned store calls
     worker_nice: int | None  # how far workers lower their priority (0..19; 0 keeps the caller's)
-    idle_poll: float | None  # 0: each call wakes a worker; else one idle worker polls that often
+    idle_poll: float | None  # 0: each call wakes a worker; else one idle worker polls that often (default: auto)
 
 
 def writer_options(**settings: Any) -> WriterOptions:

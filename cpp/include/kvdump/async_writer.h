@@ -64,6 +64,7 @@ struct WriterStats {
   uint64_t threads_started = 0;             // including replacements of threads left in abandoned calls
   size_t num_threads = 0;
   size_t queue_capacity = 0;
+  std::chrono::microseconds idle_poll{0};  // how often an idle worker polls (0: submit wakes one)
   LatencySummary submit_latency;   // calling-thread cost of submit()
   LatencySummary queue_wait;       // enqueue to start of run
   LatencySummary task_latency;     // run time of a task on its worker
@@ -85,13 +86,14 @@ struct WriterOptions {
   /// class and this nice increment, 1..19), so it runs on cores the forward leaves idle; 0 leaves
   /// the workers at the caller's priority.
   int worker_nice = 10;
-  /// 0 (the default): submit() wakes a worker whenever none is running or a task already waits.
+  /// 0: submit() wakes a worker whenever none is running or a task already waits. Unset (the
+  /// default): the same as 0 here; kvdump's engines pick for the machine (defaultEngineIdlePoll).
   /// Otherwise, while a cycle is open, one idle worker looks at the queue this often instead, so the
   /// forward's thread makes no wake-up call per task (on a VM, a cross-CPU wake-up costs it several
   /// microseconds); a task then starts within this interval, or at the barrier, which wakes every
   /// idle worker. Polling pays off only where the CPUs are mostly idle (a GPU server): on cores the
   /// forward keeps busy, each poll preempts a forward thread, which costs more than the wake-ups.
-  std::chrono::microseconds idle_poll{0};
+  std::optional<std::chrono::microseconds> idle_poll;
   /// Called by the destructor when it had to cancel or wait for work; default logs to stderr.
   std::function<void(const AbortReport&)> on_destroy_report;
   /// Called by waitAllDone once every task of the cycle has finished, without the writer's lock

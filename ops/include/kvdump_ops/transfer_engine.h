@@ -33,6 +33,12 @@ struct EngineOptions {
 /// cores. Thread-safe.
 size_t defaultEngineThreads();
 
+/// How often an idle worker polls when EngineOptions::pool.idle_poll is unset: every 500 µs where
+/// torch's intra-op threads leave one of this process's cores free (the workers then have a core of
+/// their own, and a poll preempts no forward thread, while a wake-up would cost the forward's
+/// thread a cross-CPU call), else 0 (each submit wakes a worker). Thread-safe.
+std::chrono::microseconds defaultEngineIdlePoll();
+
 /// INVALID_ARGUMENT naming the field at fault, for options no engine can run with (the pool's
 /// rules, staging_bytes == 0, a negative staging_timeout, a bad key space). Pure.
 Status validateEngineOptions(const EngineOptions& options);
