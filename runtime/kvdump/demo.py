@@ -337,10 +337,11 @@ def _what_is_hidden(report: DemoReport) -> list[str]:
     return [
         f"  what this shows: the store here is {store}.",
         "  kvdump hides the store's latency behind the layers still computing; synchronous writes pay",
-        "  it in every layer. What it cannot hide on a CPU-only machine is the copying itself: the",
-        "  workers' gathers and checksums share the cores with the forward (at a lower priority, so",
-        "  they take what the forward leaves idle), and the forward ends with one barrier for the",
-        "  last layers' writes.",
+        "  it in every layer. What it cannot hide on a CPU-only machine is the workers' own time: their",
+        "  gathers and checksums, and each wake-up to run a store call, share the cores with the forward",
+        "  (at a lower priority, so they take what the forward leaves idle, but a core that torch's",
+        "  threads all use is never idle for long), and the forward ends with one barrier for the last",
+        "  layers' writes and the commit records.",
     ]
 
 
