@@ -220,6 +220,7 @@ void AsyncWriter::Core::workerMain(std::shared_ptr<Core> core) {
     run->started = Clock::now();
     run->finisher = item.finisher;
     run->control.setCycle(core->generation);
+    run->control.setRequest(&run->label.request);
     core->running.push_back(run);
     lock.unlock();
     core->space_cv.notify_one();

@@ -2,6 +2,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <mutex>
+#include <set>
+#include <string>
 
 #include "kvdump/async_writer.h"
 #include "test_support.h"
@@ -143,6 +146,27 @@ TEST(WriterLifecycle, StatsCountSubmitsCompletionsAndBarriers) {
   EXPECT_EQ(s.barrier_wait.count, 2u);
   EXPECT_GE(s.queue_high_water, 1u);
   EXPECT_LE(s.queue_high_water, 5u);
+}
+
+TEST(WriterLifecycle, ARunningTaskReadsItsRequestFromItsLabel) {
+  WriterOptions o;
+  o.num_threads = 2;
+  AsyncWriter w(o);
+  std::mutex mu;
+  std::multiset<std::string> seen;
+  auto record = [&](TaskControl& control) {
+    std::lock_guard<std::mutex> lock(mu);
+    seen.insert(control.request());
+    return Status::Ok();
+  };
+  ASSERT_TRUE(w.init().ok());
+  const std::string long_id(64, 'r');  // beyond a std::string's inline capacity
+  ASSERT_TRUE(w.submit(ControlledTask(record), TaskLabel{"", 0, long_id, "write"}).ok());
+  ASSERT_TRUE(w.submit(ControlledTask(record), TaskLabel{"", 1, "req-2", "write"}).ok());
+  ASSERT_TRUE(w.submit(ControlledTask(record), TaskLabel{"no request", 2, "", nullptr}).ok());
+  ASSERT_TRUE(w.waitAllDone(testing::kLong).ok());
+  EXPECT_EQ(seen, (std::multiset<std::string>{long_id, "req-2", ""}));
+  EXPECT_EQ(TaskControl().request(), "");  // a control no writer ran reads as no request
 }
 
 }  // namespace

@@ -100,7 +100,7 @@ std::vector<Status> storeRecords(const WriteTarget& target, LayerWrite& write, s
   }
   std::vector<Status> result = d.status;
   auto recordInLedger = [&] {
-    target.ledger.record(control.cycle(), write.request, write.layer, write.hashes.data() + begin, result.data(), count);
+    target.ledger.record(control.cycle(), control.request(), write.layer, write.hashes.data() + begin, result.data(), count);
   };
   if (d.lent) {
     std::vector<LentSlot> slots;

@@ -23,8 +23,7 @@ struct LayerWrite {
   LayerKv kv;
   BlockIds ids;
   BlockHashes hashes;
-  uint32_t layer = 0;
-  std::string request;
+  uint32_t layer = 0;  // the request is the task's own (TaskControl::request), not copied here
   std::shared_ptr<c10::Event> ready;  // null for CPU tensors
 };
 

@@ -47,9 +47,8 @@ uint32_t requireLayer(int64_t layer) {
     write.ready = std::make_shared<c10::Event>(device.type());
     write.ready->record(impl.getStream(device));
   }
-  write.request.assign(request.data(), request.size());
   write.target = ctx.target();
-  TaskLabel label{std::string(), static_cast<int64_t>(write.layer), write.request, "write"};
+  TaskLabel label{std::string(), static_cast<int64_t>(write.layer), std::string(request), "write"};
   Status submitted = ctx.pool().submit(
       [w = std::move(write)](TaskControl& control) mutable { return runLayerWrite(*w.target, w, control); },
       std::move(label));

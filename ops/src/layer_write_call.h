@@ -1,7 +1,9 @@
 // The calling thread's whole share of a layer write, shared by the registered op and the direct
 // Python entry: validate, take the cache's storage by reference, copy the ids and hashes (inline up
 // to 64 blocks), record the device event, and queue one task. No views, no label text, and on the
-// CPU one allocation up to 64 blocks (the task, which holds the LayerWrite by value).
+// CPU one allocation up to 64 blocks (the task, which holds the LayerWrite by value), plus one for
+// the label's copy of a request id too long to sit inline in a std::string (over 15 bytes); the
+// task reads its request from its label.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -55,6 +55,15 @@ class TaskControl {
   uint64_t cycle() const { return cycle_; }
   void setCycle(uint64_t cycle) { cycle_ = cycle; }
 
+  /// The request the task was queued for (its label's; empty for none), so that a task need not
+  /// carry a copy of its own. The writer points it at the running task's label before the task
+  /// starts; the label outlives the run.
+  const std::string& request() const {
+    static const std::string none;
+    return request_ != nullptr ? *request_ : none;
+  }
+  void setRequest(const std::string* request) { request_ = request; }
+
  private:
   mutable std::mutex mu_;
   std::condition_variable left_cv_;
@@ -65,6 +74,7 @@ class TaskControl {
   std::function<void()> wake_;
   std::string activity_;
   uint64_t cycle_ = 0;
+  const std::string* request_ = nullptr;
 };
 
 /// Brackets a caller-memory section; `entered()` is false when the task was abandoned. Not copyable.
