@@ -77,8 +77,8 @@ void everyTaskRunsInEveryCycle(const WriterOptions& options, int cycles, int tas
     for (int i = 0; i < tasks; ++i) ASSERT_TRUE(w.submit([&] { ++ran; return Status::Ok(); }, {"t", i, ""}).ok());
     Status done = w.waitAllDone(seconds(30));
     ASSERT_TRUE(done.ok()) << done.toString();
-    ASSERT_EQ(ran.load(), tasks) << options.num_threads << " threads, " << options.idle_poll.value_or(std::chrono::microseconds(0)).count()
-                                 << " us poll, cycle " << cycle;
+    const auto poll = options.idle_poll.value_or(std::chrono::microseconds(0));
+    ASSERT_EQ(ran.load(), tasks) << options.num_threads << " threads, " << poll.count() << " us poll, cycle " << cycle;
   }
 }
 
