@@ -94,6 +94,13 @@ TEST(WriterWake, WithPollingOrWakingEveryTaskRunsBeforeTheBarrierReturns) {
   }
 }
 
+TEST(WriterWake, AnUnsetIdlePollMeansWakeUpsAndAGivenOneIsKept) {
+  EXPECT_EQ(AsyncWriter(WriterOptions{}).stats().idle_poll.count(), 0);
+  WriterOptions o;
+  o.idle_poll = std::chrono::microseconds(200);
+  EXPECT_EQ(AsyncWriter(o).stats().idle_poll.count(), 200);
+}
+
 TEST(WriterWake, IdlePollIsValidated) {
   WriterOptions o;
   o.idle_poll = std::chrono::microseconds(-1);
