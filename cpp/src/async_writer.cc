@@ -96,7 +96,6 @@ struct AsyncWriter::Core : std::enable_shared_from_this<AsyncWriter::Core> {
   size_t abandoned_threads = 0;    // threads still inside an abandoned task
   size_t idle_workers = 0;         // threads waiting on work_cv (the poller included)
   bool polling = false;            // one idle worker looks at the queue every idle_poll
-  std::chrono::microseconds idle_poll{0};  // options.idle_poll, unset read as 0
 
   CycleReport cycle;
 
@@ -200,9 +199,10 @@ void AsyncWriter::Core::workerMain(std::shared_ptr<Core> core) {
   for (;;) {
     auto has_work = [&] { return core->shutting_down || !core->queue.empty(); };
     ++core->idle_workers;
-    if (core->idle_poll.count() > 0 && core->state == WriterState::kAccepting && !core->polling) {
+    const std::chrono::microseconds poll = *core->options.idle_poll;  // set by the constructor
+    if (poll.count() > 0 && core->state == WriterState::kAccepting && !core->polling) {
       core->polling = true;
-      core->work_cv.wait_for(lock, core->idle_poll, has_work);
+      core->work_cv.wait_for(lock, poll, has_work);
       core->polling = false;
     } else {
       core->work_cv.wait(lock, has_work);
@@ -301,11 +301,11 @@ Status AsyncWriter::Core::timeoutStatusLocked() const {
 
 AsyncWriter::AsyncWriter(WriterOptions options) {
   options.queue_capacity = std::max<size_t>(options.queue_capacity, 1);
+  options.idle_poll = options.idle_poll.value_or(std::chrono::microseconds(0));  // unset: wake-ups
   core_ = std::make_shared<Core>(std::move(options));
   const WriterOptions& o = core_->options;
   core_->target_threads = o.num_threads == 0 ? defaultNumThreads() : o.num_threads;
   core_->max_abandoned_threads = o.max_abandoned_threads == 0 ? core_->target_threads : o.max_abandoned_threads;
-  core_->idle_poll = o.idle_poll.value_or(std::chrono::microseconds(0));
   // Threads start with the first cycle: a writer used only for synchronous work never starts any.
 }
 
@@ -611,7 +611,7 @@ WriterStats AsyncWriter::stats() const {
   }
   s.num_threads = c.target_threads;
   s.queue_capacity = c.options.queue_capacity;
-  s.idle_poll = c.idle_poll;
+  s.idle_poll = *c.options.idle_poll;
   s.submit_latency = c.submit_latency.summary();
   s.queue_wait = c.queue_wait.summary();
   s.task_latency = c.task_latency.summary();

@@ -51,17 +51,19 @@ size_t usableCores() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
-}  // namespace
-
-size_t defaultEngineThreads() {
+// The cores this process may run on that torch's intra-op threads leave free (0 when they take every one).
+size_t coresTorchLeavesFree() {
   const size_t cores = usableCores();
   const size_t forward = static_cast<size_t>(std::max(1, at::get_num_threads()));
-  return std::clamp<size_t>(cores > forward ? cores - forward : 1, 1, 8);
+  return cores > forward ? cores - forward : 0;
 }
 
+}  // namespace
+
+size_t defaultEngineThreads() { return std::clamp<size_t>(coresTorchLeavesFree(), 1, 8); }
+
 std::chrono::microseconds defaultEngineIdlePoll() {
-  const size_t forward = static_cast<size_t>(std::max(1, at::get_num_threads()));
-  return usableCores() > forward ? std::chrono::microseconds(500) : std::chrono::microseconds(0);
+  return coresTorchLeavesFree() > 0 ? std::chrono::microseconds(500) : std::chrono::microseconds(0);
 }
 
 Status validateEngineOptions(const EngineOptions& options) {
