@@ -4,12 +4,14 @@ either policy. Without that, a store that refuses to evict would fill with dead 
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import pytest
 import torch
 
 import kvdump
+from kvdump.testing import ForwardingStore
 
 LAYERS = 2
 BLOCKS = 4
@@ -35,10 +37,16 @@ def refusing_store(requests: float) -> kvdump.MemoryStore:
     )
 
 
+def through(store: kvdump.MemoryStore, wrapped: bool) -> kvdump.CacheStore:
+    # A Python store over the MemoryStore passes the writer's discard on, as it passes puts.
+    return ForwardingStore("forwarding", store) if wrapped else store
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["native", "through_python_store"])
 @pytest.mark.parametrize("end", ["abort", "close"])
-def test_an_aborted_or_closed_cycle_gives_its_blocks_back(end: str) -> None:
+def test_an_aborted_or_closed_cycle_gives_its_blocks_back(end: str, wrapped: bool) -> None:
     store = refusing_store(1.5)
-    writer = kvdump.AsyncWriter(store, num_threads=1)
+    writer = kvdump.AsyncWriter(through(store, wrapped), num_threads=1)
     writer.init()
     write(writer, kv(1), [1, 2, 3, 4], "dead")
     # One worker runs tasks in order: once this one starts, every layer above has stored.
@@ -52,7 +60,7 @@ def test_an_aborted_or_closed_cycle_gives_its_blocks_back(end: str) -> None:
         writer.close(timeout=0)
     release.set()
     if end == "close":
-        writer = kvdump.AsyncWriter(store, num_threads=1)
+        writer = kvdump.AsyncWriter(through(store, wrapped), num_threads=1)
     assert kvdump.lookup(store, [1, 2, 3, 4], num_layers=LAYERS) == 0
     try:
         # A refusing store full of the dead cycle's blocks still takes a new request: it reclaims them.
@@ -65,9 +73,10 @@ def test_an_aborted_or_closed_cycle_gives_its_blocks_back(end: str) -> None:
     assert kvdump.lookup(store, [5, 6, 7, 8], num_layers=LAYERS) == 4
 
 
-def test_a_failed_requests_partial_blocks_are_reclaimed_and_committed_ones_kept() -> None:
+@pytest.mark.parametrize("wrapped", [False, True], ids=["native", "through_python_store"])
+def test_a_failed_requests_partial_blocks_are_reclaimed_and_committed_ones_kept(wrapped: bool) -> None:
     store = refusing_store(1.5)
-    with kvdump.AsyncWriter(store, num_threads=1) as writer:
+    with kvdump.AsyncWriter(through(store, wrapped), num_threads=1) as writer:
         with writer.cycle(timeout=30):
             write(writer, kv(1), [1, 2, 3, 4], "first")
         # Half a request's room is left: the second fails part-way, with STORE_FULL.
@@ -85,3 +94,60 @@ def test_a_failed_requests_partial_blocks_are_reclaimed_and_committed_ones_kept(
     assert kvdump.lookup(store, [1, 2, 3, 4], num_layers=LAYERS) == 4  # committed: never reclaimed
     assert kvdump.lookup(store, [11, 12, 13, 14], num_layers=LAYERS) == 0
     assert kvdump.lookup(store, [21, 22], num_layers=LAYERS) == 2
+
+
+class DiscardRecorder(kvdump.PythonStore):
+    """Keeps values in a dict and records every discard it is told, raising on the first if asked."""
+
+    def __init__(self, raise_on_discard: bool = False) -> None:
+        super().__init__("recorder")
+        self.values: dict[str, bytes] = {}
+        self.discarded: list[str] = []
+        self.raise_on_discard = raise_on_discard
+
+    def put(self, key: str, value: memoryview) -> None:
+        self.values[key] = bytes(value)
+
+    def get(self, key: str) -> bytes | None:
+        return self.values.get(key)
+
+    def exists(self, key: str) -> bool:
+        return key in self.values
+
+    def remove(self, key: str) -> bool:
+        return self.values.pop(key, None) is not None
+
+    def discard(self, keys: list[str]) -> None:
+        self.discarded.extend(keys)
+        if self.raise_on_discard:
+            raise RuntimeError("discard refused")
+
+
+@pytest.mark.parametrize("raise_on_discard", [False, True])
+def test_a_python_store_is_told_which_blocks_of_an_aborted_cycle_will_never_be_committed(
+    raise_on_discard: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unraisable: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: unraisable.append(f"{u.object}: {u.exc_value}"))
+    store = DiscardRecorder(raise_on_discard)
+    with kvdump.AsyncWriter(store, num_threads=1) as writer:
+        writer.init()
+        write(writer, kv(1), [1, 2], "dead")
+        started, release = threading.Event(), threading.Event()
+        writer.submit(lambda: (started.set(), release.wait(30)), label="hold the cycle open")
+        assert started.wait(30)
+        # A discard that raises is advice lost, never the abort's failure.
+        writer.abort(timeout=0)
+        release.set()
+        stored = sorted(k for k in store.values if not k.endswith("commit"))
+        assert len(stored) == 2 * LAYERS
+        assert sorted(store.discarded) == stored
+        assert unraisable == (
+            ["kvdump: discard() of Python store 'recorder': discard refused"] if raise_on_discard else []
+        )
+        # The writer goes on: the next cycle commits, and nothing of it is discarded.
+        store.discarded.clear()
+        with writer.cycle(timeout=30):
+            write(writer, kv(2), [3, 4], "live")
+        assert store.discarded == []
+        assert kvdump.lookup(store, [3, 4], num_layers=LAYERS) == 2

@@ -474,6 +474,19 @@ Status PythonStoreTrampoline::unregisterBuffer(uint8_t* data) {
   }
 }
 
+void PythonStoreTrampoline::discard(const std::vector<std::string>& keys) {
+  py::gil_scoped_acquire gil;
+  py::function fn = override("discard");
+  if (!fn) return;
+  try {
+    fn(keyList(keys));
+  } catch (py::error_already_set& err) {
+    // Advice, as on every store: a failed discard leaves space unreclaimed, never data wrong. The
+    // writer has no caller to give it to, so it is written where a Python failure normally goes.
+    err.discard_as_unraisable(py::str("kvdump: discard() of Python store '" + name() + "'"));
+  }
+}
+
 void bindPythonStore(py::module_& m) {
   auto cls = py::classh<PythonStore, CacheStore, PythonStoreTrampoline>(m, "PythonStore", R"doc(
 Base class of a cache store written in Python; the writer's worker threads call it, taking the GIL
@@ -493,7 +506,11 @@ Optional, for fewer round trips or zero-copy transports:
   ``batch_get_into(keys, buffers) -> list[int | None | Exception]`` (bytes written, None when absent),
 - ``batch_exists(keys) -> list[bool | Exception]``,
 - ``register_buffer(address: int, size: int)`` / ``unregister_buffer(address: int)``: the writer's
-  staging buffers, announced before any value is lent from them.
+  staging buffers, announced before any value is lent from them,
+- ``discard(keys: list[str]) -> None``: advice that the blocks under ``keys`` will never be committed
+  (their request failed or their cycle was aborted); a store that evicts may reclaim them first, and
+  a store that wraps another should pass it on. It must return promptly: ``abort()`` and ``close()``
+  call it on their own thread. An exception it raises is reported as unraisable.
 
 Any other result (True or 1 in a batch, a number from put, a batch result that is not one item per
 key) is a bug in the store: every key concerned fails with an INTERNAL error naming the store and

@@ -23,7 +23,7 @@ class PythonStore : public CacheStore {
 
 /// The pybind11 trampoline behind PythonStore: forwards each CacheStore call to the Python method of
 /// the same meaning (put, get, exists, remove, and the optional get_into, batch_put, batch_get_into,
-/// batch_exists, register_buffer, unregister_buffer). Values are lent as memoryviews that are
+/// batch_exists, register_buffer, unregister_buffer, discard). Values are lent as memoryviews that are
 /// released when the method returns. Python exceptions become Statuses, never C++ exceptions.
 /// Owned by its Python object, which stays alive while C++ holds a shared_ptr to it.
 class PythonStoreTrampoline : public PythonStore, public pybind11::trampoline_self_life_support {
@@ -41,6 +41,7 @@ class PythonStoreTrampoline : public PythonStore, public pybind11::trampoline_se
   std::vector<Result<bool>> batchExists(const std::vector<std::string>& keys) override;
   Status registerBuffer(uint8_t* data, size_t size) override;
   Status unregisterBuffer(uint8_t* data) override;
+  void discard(const std::vector<std::string>& keys) override;
 
  private:
   pybind11::function override(const char* method) const;

@@ -128,6 +128,11 @@ bool exists(CacheStore& store, const std::string& key) {
   return found.value();
 }
 
+void discard(CacheStore& store, const std::vector<std::string>& keys) {
+  py::gil_scoped_release release;
+  store.discard(keys);
+}
+
 bool remove(CacheStore& store, const std::string& key) {
   Status status;
   {
@@ -158,7 +163,11 @@ void bindStores(py::module_& m) {
            "KvdumpValueError (TOO_LARGE) when the buffer is too small.")
       .def("exists", &exists, py::arg("key"))
       .def("batch_exists", &batchExists, py::arg("keys"), "exists() for many keys in one call.")
-      .def("remove", &remove, py::arg("key"), "Remove key; False when it was absent.");
+      .def("remove", &remove, py::arg("key"), "Remove key; False when it was absent.")
+      .def("discard", &discard, py::arg("keys"),
+           "Advice from a writer: the blocks under keys will never be committed (their request failed or "
+           "their cycle was aborted), so an evicting store may reclaim them first. Missing keys are ignored; "
+           "stores that do not evict ignore the call.");
 
   py::classh<MemoryStore, CacheStore>(
       m, "MemoryStore",

@@ -86,6 +86,9 @@ class CacheStore:
     def batch_exists(self, keys: list[str]) -> list[bool]: ...
     def remove(self, key: str) -> bool:
         """Remove key; False when it was absent."""
+    def discard(self, keys: list[str]) -> None:
+        """Advice from a writer: the blocks under keys will never be committed; an evicting store
+        may reclaim them first."""
 
 class PythonStore(CacheStore):
     """Base class of a cache store written in Python. Implement put(key, value: memoryview) ->

@@ -9,7 +9,7 @@ C = _C.CacheStore
 
 
 class ForwardingStore(_C.PythonStore):
-    """Forwards put, get, exists and remove to ``inner``; subclasses override what they intercept
+    """Forwards put, get, exists, remove and discard to ``inner``; subclasses override what they intercept
     and call ``super()`` to pass the call on. Thread-safe as ``inner`` is."""
 
     def __init__(self, name: str, inner: _C.CacheStore) -> None:
@@ -27,3 +27,6 @@ class ForwardingStore(_C.PythonStore):
 
     def remove(self, key: str) -> bool:
         return C.remove(self.inner, key)
+
+    def discard(self, keys: list[str]) -> None:
+        C.discard(self.inner, keys)
