@@ -203,6 +203,31 @@ def test_a_write_timeout_followed_by_a_good_wait_publishes(make_writer, stalling
     assert kvdump.lookup(store, [88], num_layers=1) == 1
 
 
+def test_a_stalled_commit_is_named_by_the_record_the_store_waits_on(make_writer, stalling) -> None:
+    store = stalling(holds_put=lambda key: key.endswith("/commit"))
+    seen: list[str] = []
+    holds = store.holds_put
+    store.holds_put = lambda key: seen.append(key) is None and holds(key)
+    writer = make_writer(store, num_threads=2)
+    writer.init()
+    write_layers(writer, torch.randn(SHAPE), range(1), [0, 1, 2], [11, 12, 13], "r")
+
+    def barrier_reached_the_commit() -> bool:
+        # The records are put once every layer stored, by the barrier; each short wait leaves the
+        # cycle open, to be waited on again.
+        with pytest.raises(kvdump.WriteTimeout):
+            writer.wait_all_done(timeout=0.01)
+        return store.entered.is_set()
+
+    assert wait_until(barrier_reached_the_commit)
+    with pytest.raises(kvdump.WriteTimeout) as err:
+        writer.wait_all_done(timeout=0)
+    commits = [key for key in seen if key.endswith("/commit")]
+    assert len(commits) == 1  # the one put the store holds: records go last block first
+    assert err.value.key == commits[0]
+    assert f"[key={commits[0]}]" in writer.abort(timeout=0)["first_abandoned"]
+
+
 def test_a_forged_commit_record_is_refused(make_writer) -> None:
     store = kvdump.MemoryStore(capacity_bytes=16 << 20)
     writer = make_writer(store)

@@ -46,7 +46,8 @@ ControlledTask commitFinisher(const std::shared_ptr<WriteTarget>& target, const 
       discardStored(*target, snapshot);
       return control.seal() ? Status::Ok() : Status::Cancelled("the cycle was aborted before its commit");
     }
-    control.setActivity(commitKey(target->keys, hashes.front(), expected));
+    // publishCommits puts the last block's record first: that is the key a stalled call waits on.
+    control.setActivity(commitKey(target->keys, hashes.back(), expected));
     Status published = publishCommits(*target->store, target->keys, hashes, expected);
     if (control.seal()) {
       // After a failed publish some records may be missing: discard everything, and let the store
