@@ -653,7 +653,10 @@ def test_lookup_of_a_corrupt_commit_record_names_its_key(stored) -> None:
 
 def test_lookup_of_a_commit_record_from_another_namespace_names_its_key(stored) -> None:
     writer, _ = stored
-    foreign = kvdump.KeySpace("other").commit_key(11, 0, 1)
+    other = kvdump.KeySpace("other")
+    foreign = other.commit_key(11, 0, 1)
+    # The block's layer copied too: a MemoryStore publishes no record over a layer it lacks.
+    writer.store.put(other.block_key(11, 0), writer.store.get(kvdump.KeySpace().block_key(11, 0)))
     writer.store.put(foreign, writer.store.get(kvdump.KeySpace().commit_key(11, 0, 1)))
     with pytest.raises(kvdump.KeySpaceMismatchError) as info:
         kvdump.lookup(writer.store, HASHES, key_space=kvdump.KeySpace("other"), num_layers=1)

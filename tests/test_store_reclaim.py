@@ -151,3 +151,26 @@ def test_a_python_store_is_told_which_blocks_of_an_aborted_cycle_will_never_be_c
             write(writer, kv(2), [3, 4], "live")
         assert store.discarded == []
         assert kvdump.lookup(store, [3, 4], num_layers=LAYERS) == 2
+
+
+def test_a_block_reclaimed_before_its_commit_fails_its_request_instead_of_publishing() -> None:
+    store = refusing_store(1.5)
+    with kvdump.AsyncWriter(store, num_threads=1) as writer:
+        writer.init()
+        write(writer, kv(1), [1, 2, 3, 4], "r")
+        started, release = threading.Event(), threading.Event()
+        writer.submit(lambda: (started.set(), release.wait(30)), label="hold the cycle open")
+        assert started.wait(30)
+        # Another writer's discard under the same keys (or a stale one) makes the stored blocks
+        # reclaimable before this cycle commits them, and a put that needs the room takes them.
+        keys = [kvdump.KeySpace().block_key(h, layer) for h in (1, 2, 3, 4) for layer in range(LAYERS)]
+        store.discard(keys)
+        for i in range(6):  # the room holds 12 records; 8 are the cycle's
+            store.put(f"other/{i}", bytes(RECORD))
+        assert store.stats()["reclaimed"] > 0
+        release.set()
+        with pytest.raises(kvdump.WriteError) as failed:
+            writer.wait_all_done(timeout=30)
+    assert failed.value.code is kvdump.StatusCode.NOT_FOUND
+    assert failed.value.key.endswith("/commit")
+    assert kvdump.lookup(store, [1, 2, 3, 4], num_layers=LAYERS) == 0

@@ -51,8 +51,11 @@ StoredKeyKind parseStoredKey(std::string_view key) {
   }
   if (count < 4 || parts[0].empty() || !isTpComponent(parts[1]) || !isHash(parts[2])) return opaque;
   const std::string_view block = key.substr(0, parts[2].data() + parts[2].size() - key.data());
-  if (count == 4 && parts[3].size() > 1 && parts[3][0] == 'L' && allDigits(parts[3].substr(1))) {
-    return {StoredKeyKind::Kind::kBlockLayer, block};
+  if (count == 4 && parts[3].size() > 1 && parts[3].size() <= 11 && parts[3][0] == 'L' &&
+      allDigits(parts[3].substr(1))) {
+    uint64_t layer = 0;
+    for (char c : parts[3].substr(1)) layer = layer * 10 + static_cast<uint64_t>(c - '0');
+    if (layer <= UINT32_MAX) return {StoredKeyKind::Kind::kBlockLayer, block, static_cast<uint32_t>(layer)};
   }
   if (parts[3] == "commit" && (count == 4 || (count == 5 && isLayerRange(parts[4])))) {
     return {StoredKeyKind::Kind::kCommitRecord, block};

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kvdump/block_key.h"
+#include "kvdump/commit_record.h"
 
 namespace kvdump {
 namespace {
@@ -145,6 +146,48 @@ TEST(MemoryStore, DiscardNeverDropsACommittedBlock) {
   EXPECT_EQ(store->put("k6", view(v)).code(), StatusCode::kStoreFull);
   EXPECT_TRUE(present(*store, blockKey(space(), 1, 0)));
   EXPECT_TRUE(present(*store, commitKey(space(), 1)));
+}
+
+// A real record (what publishCommits puts) for layers `layers` of block `hash`.
+std::vector<uint8_t> commitRecord(uint64_t hash, LayerRange layers) {
+  std::vector<uint8_t> record(CommitRecord::kBytes);
+  encodeCommitRecord(CommitRecord{layers, keySpaceFingerprint(space()), hash}, record.data());
+  return record;
+}
+
+TEST(MemoryStore, ACommitRecordOverALayerItDoesNotHoldIsRefusedAndTheOldOneKept) {
+  auto store = make(kEightSlots, EvictionPolicy::kEvict, kEightSlots, 1.0, 1.0);
+  storeBlock(*store, 1, 2, 1000, 1, false);
+  const std::string whole = commitKey(space(), 1);
+  Status s = store->put(whole, view(commitRecord(1, {0, 3})));  // layer 2 was never stored
+  EXPECT_EQ(s.code(), StatusCode::kNotFound) << s.toString();
+  EXPECT_EQ(s.key(), whole);
+  EXPECT_NE(s.message().find("layer 2"), std::string::npos) << s.message();
+  EXPECT_FALSE(present(*store, whole));
+  const std::string stage = commitKey(space(), 1, {1, 2});
+  ASSERT_TRUE(store->put(stage, view(commitRecord(1, {1, 2}))).ok());  // a stage's range it holds
+  ASSERT_TRUE(store->put(whole, view(commitRecord(1, {0, 2}))).ok());
+  // A refused replacement leaves the published record as it was.
+  EXPECT_EQ(store->put(whole, view(commitRecord(1, {0, 3}))).code(), StatusCode::kNotFound);
+  Result<std::vector<uint8_t>> kept = store->get(whole);
+  ASSERT_TRUE(kept.ok());
+  EXPECT_EQ(kept.value(), commitRecord(1, {0, 2}));
+  EXPECT_EQ(lookupCommitted(*store, space(), {1}, {0, 2}).value(), 1u);
+}
+
+TEST(MemoryStore, ACommitRecordOverLayersReclaimedMeanwhileIsRefused) {
+  auto store = make(kEightSlots, EvictionPolicy::kEvict, kEightSlots, 1.0, 1.0);
+  storeBlock(*store, 7, 4, 1000, 1, false);
+  // A discard that reaches the block before its record (another writer's, or a stale one under the
+  // same keys) makes it reclaimable; a put that needs room then takes it.
+  std::vector<std::string> keys;
+  for (int l = 0; l < 4; ++l) keys.push_back(blockKey(space(), 7, l));
+  store->discard(keys);
+  std::vector<uint8_t> v(1000, 3);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(store->put("other" + std::to_string(i), view(v)).ok());
+  ASSERT_EQ(store->stats().reclaimed, 4u);
+  EXPECT_EQ(store->put(commitKey(space(), 7), view(commitRecord(7, {0, 4}))).code(), StatusCode::kNotFound);
+  EXPECT_EQ(lookupCommitted(*store, space(), {7}, {0, 4}).value(), 0u);
 }
 
 TEST(MemoryStore, ALeasedBlockSurvivesAnEvictionWaveIntact) {

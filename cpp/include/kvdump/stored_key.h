@@ -2,6 +2,7 @@
 // layer of the block or its commit record. Lets a store evict a block's layers and commit together.
 #pragma once
 
+#include <cstdint>
 #include <string_view>
 
 namespace kvdump {
@@ -13,6 +14,8 @@ struct StoredKeyKind {
   /// "<namespace>/tp<r>of<n>/<hash>" for the two kvdump kinds (a view into the parsed key); the whole
   /// key for an opaque one.
   std::string_view block;
+  /// The layer of a block-layer key; 0 for the other kinds.
+  uint32_t layer = 0;
 };
 
 /// Parses `key`: "<ns>/tp<r>of<n>/<16 hex>/L<layer>" is a block layer, ".../<16 hex>/commit" and

@@ -9,6 +9,7 @@
 #include <new>
 #include <utility>
 
+#include "kvdump/commit_record.h"
 #include "kvdump/stored_key.h"
 
 namespace kvdump {
@@ -73,6 +74,7 @@ struct MemoryStore::Entry {
   bool inline_value = false;
   uint32_t generation = 0;
   uint32_t group = kNone;
+  uint32_t layer = 0;  // of a block layer
   uint32_t leases = 0;
   size_t size = 0;  // also what the entry counts in `used`: capacity counts value bytes
   SlabArena::Slot slot;
@@ -346,20 +348,60 @@ struct MemoryStore::Impl {
     return &e;
   }
 
+  // Whether every layer the commit record `e` holds covers is held in `kind`'s block group. A value
+  // that is not a commit record is left to the reader, which refuses it.
+  Status coveredLayersHeld(const StoredKeyKind& kind, Entry& e) {
+    Result<CommitRecord> record = decodeCommitRecord(bytesOf(e), e.size);
+    if (!record.ok()) return Status::Ok();
+    const LayerRange layers = record.value().layers;
+    // The group's layers in the range, sorted: the first gap is the first layer missing. A put
+    // replaces a key, so each layer appears at most once.
+    std::vector<uint32_t> held;
+    auto found = block_groups.find(kind.block);
+    if (found != block_groups.end()) {
+      for (uint32_t m : groups[found->second].members) {
+        const Entry& member = entries[m];
+        if (!member.is_commit && member.layer >= layers.begin && member.layer < layers.end) held.push_back(member.layer);
+      }
+    }
+    std::sort(held.begin(), held.end());
+    uint32_t missing = layers.begin;
+    for (uint32_t layer : held) {
+      if (layer != missing) break;
+      ++missing;
+    }
+    if (missing == layers.end) return Status::Ok();
+    return Status::NotFound("not published: this commit record covers layers " + layers.toString() +
+                            " of its block, and the store does not hold layer " +
+                            std::to_string(missing) + " (evicted, reclaimed or never stored)");
+  }
+
   Status publish(const LentSlot& slot) {
     Entry* e = lentEntry(slot.token);
     if (e == nullptr) return Status::InvalidArgument("publishSlots: the slot was not lent by this store, or is no longer lent");
     const auto id = static_cast<uint32_t>(slot.token & 0xffffffffu);
+    const StoredKeyKind kind = parseStoredKey(e->key);
+    if (kind.kind == StoredKeyKind::Kind::kCommitRecord) {
+      // A record published over missing layers would tell lookup a block loads when it does not.
+      // Another put of the same block (a writer's stale discard, a second writer) can make a block
+      // reclaimable before its record lands; checked here, under the lock that eviction takes.
+      Status held = coveredLayersHeld(kind, *e);
+      if (!held.ok()) {
+        std::string key = e->key;
+        abandon(slot);
+        return held.withKey(std::move(key));
+      }
+    }
     --lent;
     auto old = index.find(e->key);
     if (old != index.end()) place(detach(old->second), false);
-    const StoredKeyKind kind = parseStoredKey(e->key);
     const uint32_t g = groupFor(kind);
     Group& group = groups[g];
     e->state = Entry::State::kVisible;
     e->group = g;
     e->is_commit = kind.kind == StoredKeyKind::Kind::kCommitRecord;
     e->unsettled = kind.kind == StoredKeyKind::Kind::kBlockLayer;
+    e->layer = kind.layer;
     indexInsert(index, e->key, id);
     ++visible;
     group.members.push_back(id);
