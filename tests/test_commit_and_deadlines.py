@@ -228,6 +228,33 @@ def test_a_stalled_commit_is_named_by_the_record_the_store_waits_on(make_writer,
     assert f"[key={commits[0]}]" in writer.abort(timeout=0)["first_abandoned"]
 
 
+def test_an_abandoned_commit_never_retracts_a_retrys_records(make_writer) -> None:
+    # The first commit put is held until released: the cycle is aborted while it is in flight.
+    store = StallingStore(holds_put=lambda key: key.endswith("/commit"), limit=STALL, fails_at_limit=False)
+    make_writer.events.append(store.release)  # type: ignore[attr-defined]
+    writer = make_writer(store, num_threads=2)
+    kv = torch.randn(SHAPE)
+    writer.init()
+    write_layers(writer, kv, range(2), [0, 1], [11, 12], "r")
+
+    def barrier_reached_the_commit() -> bool:
+        with pytest.raises(kvdump.WriteTimeout):
+            writer.wait_all_done(timeout=0.01)
+        return store.entered.is_set()
+
+    assert wait_until(barrier_reached_the_commit)
+    writer.abort(timeout=0)
+    # The retry writes the same blocks, so the same record keys, and publishes them.
+    store.stalling = False
+    with writer.cycle(timeout=LIMIT):
+        write_layers(writer, kv, range(2), [0, 1], [11, 12], "r")
+    assert kvdump.lookup(store, [11, 12], num_layers=2) == 2
+    # The abandoned put lands now; its cycle takes back only what the retry has not published.
+    store.release.set()
+    settle(writer)
+    assert kvdump.lookup(store, [11, 12], num_layers=2) == 2
+
+
 def test_a_forged_commit_record_is_refused(make_writer) -> None:
     store = kvdump.MemoryStore(capacity_bytes=16 << 20)
     writer = make_writer(store)

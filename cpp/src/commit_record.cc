@@ -138,14 +138,4 @@ Status publishCommits(CacheStore& store, const KeySpace& space, const std::vecto
   return out;
 }
 
-Status retractCommits(CacheStore& store, const KeySpace& space, const std::vector<uint64_t>& hashes,
-                      LayerRange layers) {
-  Status first;
-  for (uint64_t h : hashes) {
-    Status removed = store.remove(commitKey(space, h, layers));
-    if (!removed.ok() && removed.code() != StatusCode::kNotFound && first.ok()) first = removed;
-  }
-  return first;
-}
-
 }  // namespace kvdump

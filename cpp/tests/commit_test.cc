@@ -3,6 +3,7 @@
 
 #include <memory>
 
+#include "kvdump/commit_claims.h"
 #include "kvdump/commit_ledger.h"
 #include "kvdump/commit_record.h"
 #include "kvdump/stores/memory_store.h"
@@ -138,6 +139,43 @@ TEST_F(LookupTest, AForgedOrMisplacedRecordIsAnErrorNamingItsKey) {
   auto found = lookupCommitted(*store, space, {1}, {0, 5});
   EXPECT_EQ(found.status().code(), StatusCode::kChecksumMismatch);
   EXPECT_EQ(found.status().key(), commitKey(space, 1));
+}
+
+std::shared_ptr<MemoryStore> smallStore() {
+  MemoryStoreOptions o;
+  o.capacity_bytes = 1 << 16;
+  return MemoryStore::create(o).value();
+}
+
+TEST(CommitClaims, AnAbandonedCommitTakesBackWhatItStillOwns) {
+  auto store = smallStore();
+  CommitClaims claims;
+  const std::vector<std::string> keys = {"a/commit", "b/commit"};
+  const uint8_t value[1] = {1};
+  claims.claim(kCycle, keys);
+  for (const auto& k : keys) ASSERT_TRUE(store->put(k, {value, 1}).ok());
+  ASSERT_TRUE(claims.retract(*store, kCycle, {"a/commit", "b/commit", "never/put"}).ok());
+  EXPECT_FALSE(store->exists("a/commit").value());
+  EXPECT_FALSE(store->exists("b/commit").value());
+  claims.release();
+  EXPECT_EQ(claims.size(), 0u);
+}
+
+TEST(CommitClaims, ALaterCyclesRecordUnderTheSameKeyIsKept) {
+  auto store = smallStore();
+  CommitClaims claims;
+  const uint8_t value[1] = {1};
+  claims.claim(kCycle, {"a/commit", "b/commit"});  // its put stalls; abort() abandons it
+  claims.claim(kCycle + 1, {"b/commit"});           // the retry publishes b's record, and ends
+  ASSERT_TRUE(store->put("b/commit", {value, 1}).ok());
+  claims.release();
+  EXPECT_EQ(claims.size(), 2u);  // remembered while the abandoned commit is open
+  ASSERT_TRUE(store->put("a/commit", {value, 1}).ok());  // the stalled put lands after all
+  ASSERT_TRUE(claims.retract(*store, kCycle, {"a/commit", "b/commit"}).ok());
+  EXPECT_FALSE(store->exists("a/commit").value());
+  EXPECT_TRUE(store->exists("b/commit").value());
+  claims.release();
+  EXPECT_EQ(claims.size(), 0u);
 }
 
 TEST(KeySpace, ValidationNamesTheBadField) {

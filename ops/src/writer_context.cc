@@ -48,6 +48,14 @@ ControlledTask commitFinisher(const std::shared_ptr<WriteTarget>& target, const 
     }
     // publishCommits puts the last block's record first: that is the key a stalled call waits on.
     control.setActivity(commitKey(target->keys, hashes.back(), expected));
+    std::vector<std::string> record_keys;
+    record_keys.reserve(hashes.size());
+    for (uint64_t h : hashes) record_keys.push_back(commitKey(target->keys, h, expected));
+    target->claims.claim(outcome.cycle, record_keys);
+    struct Released {
+      CommitClaims& claims;
+      ~Released() { claims.release(); }
+    } released{target->claims};
     Status published = publishCommits(*target->store, target->keys, hashes, expected);
     if (control.seal()) {
       // After a failed publish some records may be missing: discard everything, and let the store
@@ -58,8 +66,9 @@ ControlledTask commitFinisher(const std::shared_ptr<WriteTarget>& target, const 
       return published;
     }
     // The cycle was aborted while the records were in flight: an aborted cycle publishes nothing,
-    // so take back whatever landed.
-    (void)retractCommits(*target->store, target->keys, hashes, expected);
+    // so take back whatever landed, except records a later cycle (a retry of the same request) has
+    // set out to publish meanwhile under the same keys.
+    (void)target->claims.retract(*target->store, outcome.cycle, record_keys);
     discardStored(*target, snapshot);
     return Status::Cancelled("the commit was abandoned by abort(); its records were retracted");
   };

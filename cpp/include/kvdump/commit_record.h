@@ -51,9 +51,4 @@ Result<size_t> lookupCommitted(CacheStore& store, const KeySpace& space, const s
 Status publishCommits(CacheStore& store, const KeySpace& space, const std::vector<uint64_t>& hashes,
                       LayerRange layers);
 
-/// Removes the commit records of `hashes` for `layers` (absent ones are fine): undoes a publish whose
-/// cycle was aborted while it was in flight. Returns the first other failure.
-Status retractCommits(CacheStore& store, const KeySpace& space, const std::vector<uint64_t>& hashes,
-                      LayerRange layers);
-
 }  // namespace kvdump

@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "kvdump/block_key.h"
+#include "kvdump/commit_claims.h"
 #include "kvdump/commit_ledger.h"
 #include "kvdump_ops/transfer_engine.h"
 
@@ -20,6 +21,7 @@ struct WriteTarget : TransferTarget {
   /// The layers this writer stores (a pipeline stage); empty: every layer written in a cycle, from 0.
   LayerRange layers;
   mutable CommitLedger ledger;  // what the open cycle stored, per request and block (thread-safe)
+  CommitClaims claims;          // which cycle is publishing each commit record (thread-safe)
 };
 
 /// Owns a TransferEngine whose tasks share a WriteTarget. After a successful barrier it publishes,
