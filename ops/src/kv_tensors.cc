@@ -5,6 +5,16 @@
 namespace kvdump {
 namespace {
 
+Status requireStrided(const at::Tensor& t, const char* name) {
+  if (t.is_nested()) return Status::InvalidArgument(std::string(name) + " must be a dense (strided) tensor, got a nested one");
+  if (t.layout() != at::kStrided) {
+    std::ostringstream layout;
+    layout << t.layout();
+    return Status::InvalidArgument(std::string(name) + " must be a dense (strided) tensor, got layout " + layout.str());
+  }
+  return Status::Ok();
+}
+
 Result<BlockDtype> blockDtypeOf(at::ScalarType t) {
   switch (t) {
     case at::kFloat: return BlockDtype::kFloat32;
@@ -80,6 +90,10 @@ BlockHeader LayerKv::headerFor(uint32_t layer, uint64_t hash, const KeySpace& sp
   if (!kv_or_k.defined()) return Status::InvalidArgument("kv_cache is undefined");
   LayerKv out;
   const bool separate = v.has_value() && v->defined();
+  // Before any size or stride is read: a sparse or nested tensor has none to give.
+  Status strided = requireStrided(kv_or_k, separate ? "k_cache" : "kv_cache");
+  if (strided.ok() && separate) strided = requireStrided(*v, "v_cache");
+  if (!strided.ok()) return strided;
   // Each part as [num_blocks, block_size, heads, head_dim] sizes and element strides; a latent
   // part is given a head dimension of 1 whose stride makes its blocks read as dense when they are.
   int64_t sizes[4];
@@ -187,6 +201,7 @@ BlockHeader LayerKv::headerFor(uint32_t layer, uint64_t hash, const KeySpace& sp
 
 [[gnu::hot]] Status hostBlockIds(const at::Tensor& ids, int64_t num_blocks, BlockIds& out) {
   if (!ids.defined()) return Status::InvalidArgument("block_ids is undefined");
+  if (Status strided = requireStrided(ids, "block_ids"); !strided.ok()) return strided;
   if (!ids.device().is_cpu()) {
     return Status::InvalidArgument("block_ids must be on the CPU (reading device ids would sync the stream), got " +
                                    ids.device().str());
@@ -214,6 +229,7 @@ BlockHeader LayerKv::headerFor(uint32_t layer, uint64_t hash, const KeySpace& sp
 
 [[gnu::hot]] Status hostBlockHashes(const at::Tensor& hashes, size_t expected, BlockHashes& out) {
   if (!hashes.defined()) return Status::InvalidArgument("block_hashes is undefined");
+  if (Status strided = requireStrided(hashes, "block_hashes"); !strided.ok()) return strided;
   if (!hashes.device().is_cpu()) return Status::InvalidArgument("block_hashes must be on the CPU");
   if (hashes.dim() != 1 || hashes.scalar_type() != at::kLong) {
     return Status::InvalidArgument("block_hashes must be a 1-D int64 tensor, got " +

@@ -5,6 +5,7 @@
 #include "kv_tensors.h"
 #include "layer_load.h"
 #include "layer_write_call.h"
+#include "load_destination.h"
 #include "torch_status.h"
 
 namespace kvdump {
@@ -22,8 +23,14 @@ LoadArguments loadArguments(int64_t layer, const at::Tensor& kv_cache, const std
   LoadArguments a;
   a.layer = requireLayer(layer);
   throwIfError(describeLayerCall(kv_cache, v_cache, block_ids, block_hashes, a.kv, a.ids, a.hashes));
+  throwIfError(checkLoadDestination(kv_cache, v_cache));
   // Two records scattered into one block would leave whichever came last.
   throwIfError(checkDistinct(a.ids, "block_ids"));
+  // The cache changes in place: tensors autograd saved from it must read as modified. An inference
+  // tensor has no version to bump, and autograd never saved it.
+  for (const at::Tensor* t : {&kv_cache, v_cache.has_value() ? &*v_cache : nullptr}) {
+    if (t != nullptr && t->defined() && !t->is_inference()) t->unsafeGetTensorImpl()->bump_version();
+  }
   return a;
 }
 

@@ -60,13 +60,18 @@ def store(name: str, value: Any) -> Any:
 
 
 def tensor(name: str, value: Any, *, optional: bool = False) -> Any:
-    """``value`` if it is a torch.Tensor (or None when ``optional``)."""
+    """``value`` if it is a dense (strided) torch.Tensor (or None when ``optional``)."""
     import torch
 
     if value is None and optional:
         return None
     if not isinstance(value, torch.Tensor):
         raise KvdumpTypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    # Refused here, before the dispatcher, which has no kernel for a nested tensor to say why.
+    if value.is_nested:
+        raise KvdumpValueError(f"{name} must be a dense (strided) tensor, got a nested one")
+    if value.layout != torch.strided:
+        raise KvdumpValueError(f"{name} must be a dense (strided) tensor, got layout {value.layout}")
     return value
 
 
