@@ -11,11 +11,13 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy
 import pytest
 import torch
 
 import kvdump
 from kvdump import StatusCode
+from kvdump.hashing import block_hash, block_hashes, full_block_hashes, model_salt
 from kvdump.testing import DictStore
 from support import LIMIT
 
@@ -390,11 +392,13 @@ WRITE_CASES = [
     pytest.param({"block_ids": [0, 1.5]}, TE, "block_ids", id="ids-fractional"),
     pytest.param({"block_ids": lambda: torch.tensor([0.0, 1.0])}, VE, "block_ids", id="ids-float-tensor"),
     pytest.param({"block_ids": lambda: torch.tensor([True, False])}, VE, "block_ids", id="ids-bool-tensor"),
+    pytest.param({"block_ids": [True, False]}, TE, r"block_ids\[0\] must be an integer, got bool", id="ids-bools"),
     pytest.param({"block_ids": lambda: torch.tensor([[0, 1]])}, VE, "block_ids", id="ids-2d-tensor"),
     pytest.param({"block_ids": lambda: torch.tensor([0, 1], device="meta")}, VE, "block_ids", id="ids-meta"),
     pytest.param({"block_ids": None}, TE, "block_ids", id="ids-none"),
     pytest.param({"block_hashes": [11, 12.5]}, TE, "block_hashes", id="hashes-float"),
     pytest.param({"block_hashes": [11, 2**64]}, VE, "block_hashes", id="hashes-too-big"),
+    pytest.param({"block_hashes": [True, False]}, TE, r"block_hashes\[0\] must be an integer, got bool", id="hashes-bools"),
     pytest.param({"block_hashes": lambda: torch.tensor([11.0, 12.0])}, VE, "block_hashes", id="hashes-float-tensor"),
     pytest.param({"block_hashes": "ab"}, TE, "block_hashes", id="hashes-str"),
     pytest.param({"block_hashes": [11]}, VE, "block_hashes", id="hashes-fewer"),
@@ -449,6 +453,57 @@ def test_write_refuses_a_non_writer(make_writer, not_a_writer: Callable[[kvdump.
     try:
         with pytest.raises(kvdump.KvdumpTypeError, match="writer"):
             kvdump.write_cache_store(not_a_writer(writer), 0, kv(), SRC_IDS, HASHES)  # type: ignore[arg-type]
+    finally:
+        writer.abort()
+
+
+BEYOND_INT64 = [
+    pytest.param(2**63, id="2**63"),
+    pytest.param(numpy.uint64(2**63), id="numpy-uint64-2**63"),
+    pytest.param(-(2**63) - 1, id="below-int64"),
+]
+
+
+@pytest.mark.parametrize("value", BEYOND_INT64)
+@pytest.mark.parametrize(("argument", "kind"), [("block_ids", "id"), ("block_hashes", "hash")])
+def test_write_refuses_an_id_or_hash_beyond_int64_as_a_bad_value(
+    make_writer, value: object, argument: str, kind: str
+) -> None:
+    writer = make_writer()
+    lists = {"block_ids": list(SRC_IDS), "block_hashes": list(HASHES)}
+    lists[argument][1] = value
+    writer.init()
+    try:
+        with pytest.raises(VE, match=rf"^{argument}\[1\] = {int(value)} does not fit a signed 64-bit {kind}$") as info:
+            kvdump.write_cache_store(writer, 0, kv(), lists["block_ids"], lists["block_hashes"])
+        assert not isinstance(info.value, TypeError)
+        assert writer.stats()["submitted"] == 0
+    finally:
+        writer.abort()
+
+
+def test_load_refuses_a_hash_beyond_int64_as_a_bad_value(stored) -> None:
+    writer, _ = stored
+    with pytest.raises(VE, match=r"block_hashes\[1\] = 9223372036854775808 does not fit a signed 64-bit hash") as info:
+        kvdump.load_cache_store(writer.store, 0, torch.zeros(SHAPE), [0, 2], [11, 2**63])
+    assert not isinstance(info.value, TypeError)
+
+
+@pytest.mark.parametrize(
+    "block_ids", [pytest.param(list(SRC_IDS), id="list-ids"), pytest.param(torch.tensor(SRC_IDS), id="tensor-ids")]
+)
+def test_write_refuses_an_unknown_keyword_in_its_own_name(make_writer, block_ids: Any) -> None:
+    writer = make_writer()
+    writer.init()
+    try:
+        with pytest.raises(TE, match=r"^write_cache_store\(\) got an unexpected keyword argument 'foo'$"):
+            kvdump.write_cache_store(writer, 0, kv(), block_ids, torch.tensor(HASHES), foo=1)  # type: ignore[call-arg]
+        # A positional argument missing or too many is Python's own TypeError, in the same name.
+        with pytest.raises(TypeError, match=r"^write_cache_store\(\) missing 1 required positional argument"):
+            kvdump.write_cache_store(writer, 0, kv(), block_ids)  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match=r"^write_cache_store\(\) takes 5 positional arguments but 6"):
+            kvdump.write_cache_store(writer, 0, kv(), block_ids, HASHES, None)  # type: ignore[call-arg]
+        assert writer.stats()["submitted"] == 0
     finally:
         writer.abort()
 
@@ -691,6 +746,13 @@ OPEN_STORE_CASES = [
     pytest.param("mooncake://h:1?overwrite=perhaps", VE, "overwrite", id="mooncake-overwrite-word"),
     pytest.param("mooncake://h:1?read_retry_seconds=fast", VE, "read_retry_seconds", id="mooncake-retry-word"),
     pytest.param("mooncake://h:1?zzz=1", VE, "zzz", id="mooncake-unknown-option"),
+    # Refused at once: Mooncake's client would retry an address it cannot use for about 90 s.
+    pytest.param("mooncake://127.0.0.1:99999", VE, r"master port .* got '99999'", id="mooncake-port-too-big"),
+    pytest.param("mooncake://127.0.0.1:0", VE, r"master port .* got '0'", id="mooncake-port-zero"),
+    pytest.param("mooncake://127.0.0.1:abc", VE, r"master port .* got 'abc'", id="mooncake-port-word"),
+    pytest.param("mooncake://127.0.0.1:", VE, r"master port .* got ''", id="mooncake-port-blank"),
+    pytest.param("mooncake://[::1]:70000?protocol=tcp", VE, r"master port .* got '70000'", id="mooncake-ipv6-port"),
+    pytest.param("mooncake://:50051", VE, "mooncake://master-host:port", id="mooncake-without-host"),
 ]
 
 
@@ -796,3 +858,41 @@ def test_python_get_returning_a_non_buffer_fails_the_load(make_writer) -> None:
     assert info.value.code is StatusCode.INTERNAL
     assert info.value.key == key(11, 0)
     assert not bits(dst).any()
+
+
+# --- hash chains -----------------------------------------------------------------------------------
+
+TOKENS = list(range(10))
+
+HASHING_CASES = [
+    pytest.param(lambda: block_hashes(TOKENS, 0), VE, "block_size must be >= 1, got 0", id="block_size-zero"),
+    pytest.param(lambda: block_hashes(TOKENS, -4), VE, "block_size must be >= 1", id="block_size-negative"),
+    pytest.param(
+        lambda: block_hashes(TOKENS, True), TE, "block_size must be an integer, got bool", id="block_size-bool"
+    ),
+    pytest.param(lambda: block_hashes(TOKENS, 4.0), TE, "block_size must be an integer", id="block_size-float"),
+    pytest.param(lambda: block_hashes(TOKENS, "4"), TE, "block_size must be an integer", id="block_size-str"),
+    pytest.param(lambda: block_hashes(TOKENS, 4, None), TE, "salt must be a str, got NoneType", id="salt-none"),
+    pytest.param(lambda: block_hashes(TOKENS, 4, 7), TE, "salt must be a str, got int", id="salt-int"),
+    pytest.param(lambda: block_hashes(TOKENS, 4, b"m"), TE, "salt must be a str, got bytes", id="salt-bytes"),
+    pytest.param(lambda: block_hashes([], 4, None), TE, "salt must be a str", id="salt-none-no-tokens"),
+    pytest.param(lambda: full_block_hashes(TOKENS, 0), VE, "block_size must be >= 1", id="full-block_size-zero"),
+    pytest.param(
+        lambda: full_block_hashes(TOKENS, True), TE, "block_size must be an integer", id="full-block_size-bool"
+    ),
+    pytest.param(lambda: full_block_hashes(TOKENS, "4"), TE, "block_size must be an integer", id="full-block_size-str"),
+    pytest.param(lambda: full_block_hashes(TOKENS, 4, None), TE, "salt must be a str", id="full-salt-none"),
+    pytest.param(lambda: block_hash(TOKENS, None, None), TE, "salt must be a str", id="block_hash-salt-none"),
+    pytest.param(lambda: block_hash(TOKENS, "x"), TE, "parent must be an integer", id="block_hash-parent-str"),
+    pytest.param(lambda: block_hash(TOKENS, 2**63), VE, "parent hash .* does not fit", id="block_hash-parent-too-big"),
+    pytest.param(lambda: model_salt("m", "float16", cache_salt=5), TE, "cache_salt must be a str", id="cache_salt-int"),
+    pytest.param(lambda: model_salt("m", "float16", adapter=5), TE, "adapter must be a str", id="adapter-int"),
+    pytest.param(lambda: model_salt(None, "float16"), TE, "model must be a str", id="model-none"),
+    pytest.param(lambda: model_salt("m", 16), TE, "kv_dtype must be a str", id="kv_dtype-int"),
+]
+
+
+@pytest.mark.parametrize(("call", "exc", "match"), HASHING_CASES)
+def test_hashing_refuses_a_bad_argument_by_name(call: Callable[[], object], exc: type[Exception], match: str) -> None:
+    with pytest.raises(exc, match=match):
+        call()

@@ -100,11 +100,14 @@ def test_defaults_and_values_come_through(tmp_path: Path) -> None:
 
 
 BAD_VALUES = [
-    ("writer", "num_threads", "0", "expected an integer >= 1, got 0"),
-    ("writer", "num_threads", "true", "expected an integer >= 1, got true"),
-    ("writer", "num_threads", "2.0", "expected an integer >= 1, got 2.0"),
-    ("writer", "queue_capacity", '"8"', "expected an integer >= 1, got '8'"),
-    ("writer", "queue_capacity", "false", "expected an integer >= 1, got false"),
+    ("writer", "num_threads", "0", "expected an integer in [1, 1024], got 0"),
+    ("writer", "num_threads", "true", "expected an integer in [1, 1024], got true"),
+    ("writer", "num_threads", "2.0", "expected an integer in [1, 1024], got 2.0"),
+    # The writer's own limits: refused here, naming the key, rather than by the writer later.
+    ("writer", "num_threads", "1025", "expected an integer in [1, 1024], got 1025"),
+    ("writer", "queue_capacity", '"8"', "expected an integer in [1, 4294967296], got '8'"),
+    ("writer", "queue_capacity", "false", "expected an integer in [1, 4294967296], got false"),
+    ("writer", "queue_capacity", "4294967297", "expected an integer in [1, 4294967296], got 4294967297"),
     ("writer", "submit_timeout", "true", "expected a number of seconds > 0, got true"),
     ("writer", "submit_timeout", "0", "expected a number of seconds > 0, got 0"),
     ("writer", "staging_timeout", '"soon"', "expected a number of seconds > 0, got 'soon'"),
@@ -113,12 +116,20 @@ BAD_VALUES = [
     ("writer", "staging_bytes", "true", "(an integer or a string such as '256MiB'), got true"),
     ("writer", "staging_bytes", "2.5", "got 2.5"),
     ("writer", "staging_bytes", '"0KiB"', "got '0KiB'"),
+    ("writer", "staging_bytes", "9223372036854775808", "<= 9223372036854775807 (an integer or a string"),
+    (
+        "writer",
+        "staging_bytes",
+        '"8EiB"',
+        "<= 9223372036854775807 (an integer or a string such as '256MiB'), got '8EiB'",
+    ),
     ("model", "seed", "-1", "expected an integer >= 0, got -1"),
     ("model", "seed", "true", "expected an integer >= 0, got true"),
     ("model", "dtype", '"float64"', "expected one of 'float32', 'bfloat16', 'float16', got 'float64'"),
     ("store", "options", "{ x = [1] }", "expected a table of strings, integers, numbers or booleans"),
-    ("cache", "block_size", "0", "expected an integer >= 1, got 0"),
-    ("cache", "block_size", "true", "expected an integer >= 1, got true"),
+    ("cache", "block_size", "0", "expected an integer in [1, 1048576], got 0"),
+    ("cache", "block_size", "true", "expected an integer in [1, 1048576], got true"),
+    ("cache", "block_size", "1048577", "expected an integer in [1, 1048576], got 1048577"),
     ("parallel", "tp_size", "0", "expected an integer in [1, 65535], got 0"),
     ("parallel", "tp_size", "65536", "expected an integer in [1, 65535], got 65536"),
     ("parallel", "tp_size", "true", "expected an integer in [1, 65535], got true"),
@@ -282,7 +293,9 @@ def test_overrides_replace_file_values_and_are_checked(tmp_path: Path) -> None:
     assert (config.parallel.tp_rank, config.parallel.tp_size) == (1, 2)
     assert parse_override("store.url=file:///srv/kv") == ("store.url", "file:///srv/kv")
     assert parse_override('model.namespace="x"') == ("model.namespace", "x")
-    with pytest.raises(ConfigError, match=r"writer.num_threads \(from the command line\): expected an integer >= 1"):
+    with pytest.raises(
+        ConfigError, match=r"writer.num_threads \(from the command line\): expected an integer in \[1, 1024\]"
+    ):
         load_config(path, {"writer.num_threads": 0})
     with pytest.raises(
         ConfigError, match=r"parallel.tp_rank \(from the command line\): expected an integer in \[0, 1\)"
@@ -308,9 +321,50 @@ def test_store_the_url_cannot_open_is_a_config_error(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, MINIMAL.replace('"memory://"', '"nosuch://x"')))
     with pytest.raises(ConfigError, match="store.url: no store for scheme 'nosuch'"):
         open_store(config)
-    config = load_config(write(tmp_path, MINIMAL + "options = { capacity = 5 }\n"))
+    config = load_config(write(tmp_path, MINIMAL.replace('"memory://"', '"memory://?capacity=5"')))
     with pytest.raises(ConfigError, match="store.url: unknown store option 'capacity'"):
         open_store(config)
+
+
+@pytest.mark.parametrize(
+    ("options", "key", "message"),
+    [
+        ('{ fsync = "maybe" }', "store.options.fsync", "store option 'fsync' must be true or false, got 'maybe'"),
+        ("{ capacity = 5 }", "store.options.capacity", "unknown store option 'capacity'"),
+    ],
+)
+def test_a_store_option_the_store_refuses_is_named_as_the_option(
+    tmp_path: Path, options: str, key: str, message: str
+) -> None:
+    path = write(tmp_path, cli_config(tmp_path) + f"options = {options}\n")
+    with pytest.raises(ConfigError) as caught:
+        open_store(load_config(path))
+    assert caught.value.config_key == key
+    assert str(caught.value).startswith(f"{path}: {key}: ")
+    assert message in str(caught.value)
+
+
+def test_a_refused_url_that_quotes_the_options_is_still_named_as_the_url(tmp_path: Path) -> None:
+    # The file store quotes the whole URL, options and all, when its host is wrong: the URL is at fault.
+    text = MINIMAL.replace('"memory://"', '"file://elsewhere/kv"') + "options = { fsync = true }\n"
+    with pytest.raises(ConfigError, match="store.url: file store URL must be file:///absolute/path") as caught:
+        open_store(load_config(write(tmp_path, text)))
+    assert caught.value.config_key == "store.url"
+
+
+def test_the_writer_limits_themselves_are_accepted(tmp_path: Path) -> None:
+    text = MINIMAL + textwrap.dedent("""
+        [writer]
+        num_threads = 1024
+        queue_capacity = 4294967296
+        staging_bytes = 9223372036854775807
+
+        [cache]
+        block_size = 1048576
+    """)
+    config = load_config(write(tmp_path, text))
+    assert (config.writer.num_threads, config.writer.queue_capacity) == (1024, 2**32)
+    assert (config.writer.staging_bytes, config.cache.block_size) == (2**63 - 1, 2**20)
 
 
 def test_make_writer_takes_every_writer_setting(tmp_path: Path) -> None:
@@ -339,7 +393,7 @@ def test_cli_bad_config_prints_one_line_and_exits_2(tmp_path: Path, capsys: pyte
         assert cli.main([role, "--config", str(path), "--random-prompts", "1"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1
-        assert "writer.num_threads: expected an integer >= 1, got 0" in err
+        assert "writer.num_threads: expected an integer in [1, 1024], got 0" in err
     path = write(tmp_path, cli_config(tmp_path))
     assert cli.main(["decode", "--config", str(path), "--tp-rank", "5", "--prompt", "x"]) == 2
     assert "parallel.tp_rank (from the command line)" in capsys.readouterr().err

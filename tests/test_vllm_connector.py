@@ -557,7 +557,7 @@ def test_extra_config_errors_name_the_key():
         parse_settings({"store_url": "memory://", "save_timeout": -1})
     with pytest.raises(ConfigError, match="kv_connector_extra_config.kv_layout"):
         parse_settings({"store_url": "memory://", "kv_layout": "paged"})
-    with pytest.raises(ConfigError, match=r"extra_config\.num_threads: expected an integer >= 1, got true"):
+    with pytest.raises(ConfigError, match=r"extra_config\.num_threads: expected an integer in \[1, 1024\], got true"):
         parse_settings({"store_url": "memory://", "num_threads": True})
     with pytest.raises(ConfigError, match=r"kv_connector_extra_config\.tp_rank: expected an integer in \[0, 2\)"):
         parse_settings({"store_url": "memory://", "tp_rank": 2, "tp_size": 2})

@@ -191,12 +191,28 @@ def test_a_store_failure_surfaces_as_write_error_and_publishes_nothing(model, ma
     assert writer.stats()["cycles"] == 2
 
 
+@pytest.mark.parametrize(
+    "not_a_writer",
+    [
+        pytest.param(lambda: "memory://", id="a-str"),
+        pytest.param(lambda: kvdump.MemoryStore(capacity_bytes=1 << 20), id="a-store"),
+        pytest.param(lambda: None, id="none"),
+    ],
+)
+def test_wrap_model_refuses_a_non_writer_at_wrap_time(model, not_a_writer) -> None:  # type: ignore[no-untyped-def]
+    prefill = model.prefill
+    with pytest.raises(kvdump.KvdumpTypeError, match="^writer must be a kvdump.AsyncWriter"):
+        kvdump.wrap_model(model, not_a_writer(), method="prefill")
+    assert model.prefill == prefill  # left unwrapped
+
+
 def test_wrap_model_twice_is_refused(model, make_writer) -> None:
     writer = make_writer()
     kvdump.wrap_model(model, writer, method="prefill")
-    with pytest.raises(ValueError, match="already wrapped"):
+    # A KvdumpValueError is still a ValueError, for callers that caught that.
+    with pytest.raises(kvdump.KvdumpValueError, match="already wrapped"):
         kvdump.wrap_model(model, writer, method="prefill")
-    with pytest.raises(ValueError, match="already wrapped"):
+    with pytest.raises(kvdump.KvdumpValueError, match="already wrapped"):
         kvdump.wrap_model(model, make_writer(), method="prefill")
     # Wrapping did not nest: one call is one cycle.
     prompts = make_prompts(model.config.vocab_size, [5], seed=5)

@@ -3,27 +3,39 @@ name the argument; shared by the write and the load entry points."""
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from kvdump import _arguments
-from kvdump.errors import KvdumpTypeError
+from kvdump.errors import KvdumpTypeError, KvdumpValueError
 
 IntsLike = torch.Tensor | Sequence[int]
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def as_int64(values: IntsLike, what: str) -> torch.Tensor:
     """Block ids or hashes as the 1-D int64 CPU tensor the ops take (tensors pass through)."""
     if isinstance(values, torch.Tensor):
         return values
+    kind = "hash" if "hash" in what else "id"
     try:
-        # operator.index: a float (or a str) is refused, not truncated to a block id.
-        return torch.tensor([operator.index(v) for v in values], dtype=torch.int64)
-    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        if isinstance(values, (str, bytes)):
+            raise TypeError(f"got {type(values).__name__} {values!r}")
+        items = list(values)
+    except TypeError as exc:
         raise KvdumpTypeError(f"{what} must be a tensor or a sequence of ints: {exc}") from None
+    checked: list[int] = []
+    for i, v in enumerate(items):
+        # A bool is no block's id or hash (as a bool tensor is refused), and a float is refused, not
+        # truncated to one.
+        value = _arguments.integer(f"{what}[{i}]", v)
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise KvdumpValueError(f"{what}[{i}] = {value} does not fit a signed 64-bit {kind}")
+        checked.append(value)
+    return torch.tensor(checked, dtype=torch.int64)
 
 
 def layer_index(layer: Any) -> int:

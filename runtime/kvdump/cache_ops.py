@@ -25,10 +25,14 @@ def _write_declined(
     *,
     v_cache: object = None,
     request: object = "",
+    **unexpected: object,
 ) -> None:
     """``write_cache_store`` for what its C++ entry declines: check the arguments one by one
     (naming the bad one), convert what needs it (block ids as a list), and call the registered op,
     which goes through the dispatcher (tensor subclasses, dispatch modes)."""
+    if unexpected:
+        name = next(iter(unexpected))
+        raise KvdumpTypeError(f"write_cache_store() got an unexpected keyword argument {name!r}")
     if not isinstance(writer, AsyncWriter):
         raise KvdumpTypeError(f"writer must be a kvdump.AsyncWriter, got {type(writer).__name__} {writer!r}") from None
     checked = layer_op_arguments(layer, kv_cache, v_cache, block_ids, block_hashes)
@@ -39,6 +43,9 @@ def _write_declined(
 # layer: it queues plain arguments, raises its errors as error_for_code makes them (from the Status,
 # as the bindings do), and hands anything else to _write_declined.
 _C.install_write_fallbacks(_write_declined, error_for_code)
+# Python words a call's own mistakes (a positional argument missing or too many) with the function's
+# qualified name: the caller called write_cache_store, not this module's internals.
+_write_declined.__qualname__ = "write_cache_store"
 write_cache_store = _C.write_cache_store
 
 

@@ -18,17 +18,18 @@ dtype = "float32"           # "float32" | "bfloat16" | "float16"
 [store]                     # required
 url = "file:///srv/kv"      # required: anything kvdump.open_store takes; the PD roles refuse a
                             # store whose data dies with the process (memory://)
-options = { fsync = true }  # optional: merged into the URL's query string
+options = { fsync = true }  # optional: merged into the URL's query string; an option the store
+                            # refuses is reported as store.options.<name>
 
 [writer]                    # optional; AsyncWriter (and KVLoader) settings
-num_threads = 2             # omitted: the library default
-queue_capacity = 1024
+num_threads = 2             # 1..1024; omitted: the library default
+queue_capacity = 1024       # 1..2**32
 submit_timeout = 30.0       # seconds a submit may block on a full queue
-staging_bytes = "256MiB"    # an integer or a size string ("1GiB", "64MB", "512KiB", ...)
+staging_bytes = "256MiB"    # an integer or a size string ("1GiB", "64MB", "512KiB", ...), < 2**63
 staging_timeout = 30.0      # seconds a task may wait for staging memory
 
 [cache]
-block_size = 16             # tokens per KV block
+block_size = 16             # tokens per KV block, 1..2**20
 
 [parallel]
 tp_rank = 0                 # the key space this worker writes and reads (tp<rank>of<size>)
@@ -132,6 +133,16 @@ def _key_space_checks(field: str) -> AfterValidator:
 
 AtLeastZero = integer(0)
 AtLeastOne = integer(1)
+# The writer's own bounds (AsyncWriter refuses more), stated here so that a config over them is
+# refused naming its key and file rather than failing later inside the writer.
+ThreadCount = integer(1, 1024)
+QueueCapacity = integer(1, 2**32)
+MAX_STAGING_BYTES = 2**63 - 1
+# Tokens per block. The record header could count up to 2**32 - 1, but already at 2**20 one block of
+# one layer of a mid-sized model (K and V of 8 heads of 128 dims in bfloat16) is 4 GiB, a single
+# store value: a larger size is a typo, refused before a role allocates a cache for it.
+MAX_BLOCK_SIZE = 2**20
+BlockSize = integer(1, MAX_BLOCK_SIZE)
 TpRank = integer(0)  # its bound is tp_size: checked with it, by tp_rank_below_tp_size
 TpSize = Annotated[StrictInt, _key_space_checks("tp_size"), Expected(f"an integer in [1, {MAX_TP_SIZE}]")]
 Preset = one_of(*PRESETS)
@@ -151,8 +162,8 @@ def _byte_count(count_or_size: int | str) -> int:
 ByteCount = Annotated[
     StrictInt | Annotated[StrictStr, Field(pattern=r"^\s*\d+\s*[A-Za-z]*\s*$")],
     AfterValidator(_byte_count),
-    Field(ge=1),
-    Expected("a byte count >= 1 (an integer or a string such as '256MiB')"),
+    Field(ge=1, le=MAX_STAGING_BYTES),
+    Expected(f"a byte count >= 1 and <= {MAX_STAGING_BYTES} (an integer or a string such as '256MiB')"),
 ]
 
 # The namespace is the first segment of every store key: KeySpace states what it may hold.
@@ -246,8 +257,8 @@ class WriterConfig(ConfigSection):
     named as its keyword arguments."""
 
     # The library's defaults, read from the one struct that defines them.
-    num_threads: AtLeastOne | None = _WRITER_DEFAULTS.num_threads
-    queue_capacity: AtLeastOne = _WRITER_DEFAULTS.queue_capacity
+    num_threads: ThreadCount | None = _WRITER_DEFAULTS.num_threads
+    queue_capacity: QueueCapacity = _WRITER_DEFAULTS.queue_capacity
     submit_timeout: Seconds = _WRITER_DEFAULTS.submit_timeout
     staging_bytes: ByteCount = _WRITER_DEFAULTS.staging_bytes
     staging_timeout: Seconds = _WRITER_DEFAULTS.staging_timeout
@@ -256,7 +267,7 @@ class WriterConfig(ConfigSection):
 class CacheConfig(ConfigSection):
     """``[cache]``: the paged KV cache layout both roles use."""
 
-    block_size: AtLeastOne = 16
+    block_size: BlockSize = 16
 
 
 class ParallelConfig(ConfigSection):

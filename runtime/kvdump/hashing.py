@@ -17,6 +17,9 @@ from collections.abc import Sequence
 
 import torch
 
+from kvdump import _arguments
+from kvdump.errors import KvdumpTypeError, KvdumpValueError
+
 _PERSON = b"kvdump.block.v1"  # domain separation: these digests mean nothing outside this scheme
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
@@ -34,17 +37,25 @@ def model_salt(
 
     The salt is not the key space's namespace: that one is the key prefix that separates
     deployments (:class:`kvdump.KeySpace`); the salt separates models within one."""
-    dtype = str(kv_dtype).removeprefix("torch.") if isinstance(kv_dtype, torch.dtype) else kv_dtype
-    parts = [model, dtype, adapter or "", cache_salt or ""]
+    _arguments.text("model", model)
+    if isinstance(kv_dtype, torch.dtype):
+        dtype = str(kv_dtype).removeprefix("torch.")
+    else:
+        dtype = _arguments.text("kv_dtype", kv_dtype)
+    adapter = "" if adapter is None else _arguments.text("adapter", adapter)
+    cache_salt = "" if cache_salt is None else _arguments.text("cache_salt", cache_salt)
+    parts = [model, dtype, adapter, cache_salt]
     return "|".join(f"{len(part)}:{part}" for part in parts)
 
 
 def _salt_of(salt: str, namespace: str | None, caller: str) -> str:
-    """``salt``, or the deprecated ``namespace=`` spelling of it."""
+    """``salt``, or the deprecated ``namespace=`` spelling of it, checked as text."""
+    _arguments.text("salt", salt)
     if namespace is None:
         return salt
+    _arguments.text("namespace", namespace)
     if salt:
-        raise TypeError(f"{caller}: give salt, not both salt and namespace")
+        raise KvdumpTypeError(f"{caller}: give salt, not both salt and namespace")
     warnings.warn(
         f"{caller}(namespace=) is deprecated: the chain's salt is salt= (see kvdump.hashing.model_salt); "
         "the key namespace is kvdump.KeySpace's",
@@ -65,8 +76,10 @@ def block_hash(
     the deprecated name of ``salt``.
     """
     salt = _salt_of(salt, namespace, "block_hash")
-    if parent is not None and not _INT64_MIN <= parent <= _INT64_MAX:
-        raise ValueError(f"parent hash {parent} does not fit in int64")
+    if parent is not None:
+        parent = _arguments.integer("parent", parent)
+        if not _INT64_MIN <= parent <= _INT64_MAX:
+            raise KvdumpValueError(f"parent hash {parent} does not fit a signed 64-bit hash")
     digest = hashlib.blake2b(digest_size=8, person=_PERSON)
     name = salt.encode("utf-8")
     # Length prefixes keep the encoding unambiguous, so distinct inputs never hash the same bytes.
@@ -77,7 +90,7 @@ def block_hash(
     try:
         digest.update(struct.pack(f"<{len(tokens)}q", *tokens))
     except struct.error as error:
-        raise ValueError(f"token ids must be int64 integers: {error}") from error
+        raise KvdumpValueError(f"token ids must be int64 integers: {error}") from error
     return int.from_bytes(digest.digest(), "little", signed=True)
 
 
@@ -97,8 +110,7 @@ def block_hashes(
     the deprecated name of ``salt``.
     """
     salt = _salt_of(salt, namespace, "block_hashes")
-    if block_size <= 0:
-        raise ValueError(f"block_size must be > 0, got {block_size}")
+    block_size = _arguments.integer("block_size", block_size, minimum=1)
     hashes: list[int] = []
     for start in range(0, len(token_ids), block_size):
         parent = block_hash(token_ids[start : start + block_size], parent, salt)
@@ -110,7 +122,8 @@ def full_block_hashes(token_ids: Sequence[int], block_size: int, salt: str = "")
     """The chained hashes of the full blocks of ``token_ids`` only: what the PD roles and the demo
     store and look up. A partial last block's hash covers fewer tokens, so it could never match the
     same prefix extended by a later request."""
-    full = len(token_ids) // block_size if block_size > 0 else 0  # block_hashes refuses the size
+    block_size = _arguments.integer("block_size", block_size, minimum=1)
+    full = len(token_ids) // block_size
     return block_hashes(token_ids[: full * block_size], block_size, salt)
 
 
@@ -123,13 +136,13 @@ def flatten_blocks(
     prefix hashes the same, so its content is the same) is listed once, from the first prompt that
     holds it: a write takes each block once."""
     if len(chains) != len(block_tables):
-        raise ValueError(f"{len(chains)} hash chains but {len(block_tables)} block tables")
+        raise KvdumpValueError(f"{len(chains)} hash chains but {len(block_tables)} block tables")
     ids: list[int] = []
     hashes: list[int] = []
     seen: set[int] = set()
     for chain, table in zip(chains, block_tables):
         if len(table) < len(chain):
-            raise ValueError(f"a block table of {len(table)} ids cannot hold {len(chain)} blocks")
+            raise KvdumpValueError(f"a block table of {len(table)} ids cannot hold {len(chain)} blocks")
         for block_id, block_hash in zip(table, chain):
             if block_hash in seen:
                 continue

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from kvdump import _arguments
+from kvdump.errors import KvdumpTypeError, KvdumpValueError
 from kvdump.save_policy import run_in_cycle, save_error_policy
 from kvdump.writer import AsyncWriter
 
@@ -38,11 +39,15 @@ def wrap_model(
 
     The per-layer ``write_cache_store`` calls are made by the model itself (e.g. a layer hook).
     Wrapping twice is refused. Returns the same model object."""
+    # Checked now: a wrong writer would otherwise surface only at the first forward, as an
+    # AttributeError from deep inside the cycle.
+    if not isinstance(writer, AsyncWriter):
+        raise KvdumpTypeError(f"writer must be a kvdump.AsyncWriter, got {type(writer).__name__} {writer!r}")
     deadline_s = _arguments.seconds("timeout", timeout, optional=True)
     policy = save_error_policy(on_save_error)
     original: Callable[..., Any] = getattr(model, method)
     if getattr(original, "__kvdump_writer__", None) is not None:
-        raise ValueError(f"{type(model).__name__}.{method} is already wrapped by kvdump")
+        raise KvdumpValueError(f"{type(model).__name__}.{method} is already wrapped by kvdump")
 
     @functools.wraps(original)
     def wrapped(*args: Any, **kwargs: Any) -> Any:

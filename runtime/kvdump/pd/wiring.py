@@ -3,6 +3,7 @@ the process), the model, the writer and the loader."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,13 +44,29 @@ def require_shared_store(config: PDConfig, role: str) -> None:
     )
 
 
+def _refused_key(config: PDConfig, refusal: str) -> str:
+    """The dotted key a store's refusal of ``store.resolved_url`` is about: ``store.options.<name>``
+    when the refusal names an option that ``store.options`` set, else ``store.url``. Stores name the
+    option they refuse (:func:`kvdump.open_store`); an option of the table replaced any same-named
+    parameter of the URL, so the table's value is the one refused."""
+    # A refusal may quote the whole URL, whose query holds every option's name.
+    words = refusal.replace(config.store.resolved_url, "")
+    named: list[tuple[int, str]] = []
+    for name in config.store.options:
+        found = re.search(rf"(?<!\w){re.escape(name)}(?!\w)", words)
+        if found:
+            named.append((found.start(), name))
+    return f"store.options.{min(named)[1]}" if named else "store.url"
+
+
 def open_store(config: PDConfig) -> Any:
     """Open ``store.url`` (with ``store.options``). A URL :func:`kvdump.open_store` refuses (unknown
-    scheme, bad option) raises :class:`ConfigError` naming ``store.url``."""
+    scheme, bad option) raises :class:`ConfigError` naming ``store.url``, or ``store.options.<name>``
+    for a bad option of that table."""
     try:
         return open_store_url(config.store.resolved_url)
     except (KvdumpValueError, UnsupportedError) as error:
-        raise ConfigError(config.path, "store.url", str(error)) from error
+        raise ConfigError(config.path, _refused_key(config, str(error)), str(error)) from error
 
 
 def writer_kwargs(config: PDConfig) -> dict[str, Any]:

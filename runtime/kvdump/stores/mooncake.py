@@ -302,9 +302,24 @@ _OPTIONS = {
 }
 
 
+def _master_address(url: str) -> str:
+    """The master's ``host:port`` in ``url``, checked here because Mooncake's client does not refuse
+    a malformed address: it retries it for about 90 s and then reports a failed setup."""
+    parsed = urlparse(url)
+    if not parsed.netloc or not parsed.hostname:
+        raise KvdumpValueError(f"Mooncake store URL must be mooncake://master-host:port?..., got {url!r}")
+    # An IPv6 host is bracketed and holds colons of its own; a port follows the last bracket.
+    after_host = parsed.netloc.rpartition("]")[2]
+    if ":" in after_host:
+        port = after_host.rpartition(":")[2]
+        if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            raise KvdumpValueError(
+                f"Mooncake store URL {url!r}: the master port must be an integer in [1, 65535], got {port!r}"
+            )
+    return parsed.netloc
+
+
 def open_mooncake(url: str) -> _C.CacheStore:
     """``mooncake://master-host:port?metadata_server=...&protocol=tcp&...``: a ``MooncakeStore``."""
-    parsed = urlparse(url)
-    if not parsed.netloc:
-        raise KvdumpValueError(f"Mooncake store URL must be mooncake://master-host:port?..., got {url!r}")
-    return MooncakeStore(parsed.netloc, **url_options(parsed.query, _OPTIONS))  # type: ignore[arg-type]
+    master = _master_address(url)
+    return MooncakeStore(master, **url_options(urlparse(url).query, _OPTIONS))  # type: ignore[arg-type]
