@@ -189,6 +189,53 @@ def test_report_returns_the_output_when_the_barrier_times_out(make_writer, caplo
     assert kvdump.lookup(store, [5]) == 0
 
 
+@pytest.mark.parametrize("policy", ["report", "raise"])
+def test_a_full_queue_fails_the_request_under_report_and_raises_under_raise(
+    make_writer, caplog: pytest.LogCaptureFixture, policy: str
+) -> None:
+    store = StallingStore()  # puts block until released
+    writer = make_writer(store, num_threads=1, queue_capacity=1, submit_timeout=0.05)
+    make_writer.events.append(store.release)
+    kv = torch.randn(2, 1, BLOCK, 1, 8)
+
+    class Model:
+        def forward(self) -> str:
+            write_cache_store(writer, 0, kv, [0], [5], request="r")
+            assert store.entered.wait(LIMIT)  # layer 0 holds the only worker
+            write_cache_store(writer, 1, kv, [0], [5], request="r")  # fills the queue
+            try:
+                # The queue stays full past submit_timeout: under "report" these fail request r
+                # and return, the second without waiting; under "raise" the first raises.
+                write_cache_store(writer, 2, kv, [0], [5], request="r")
+                write_cache_store(writer, 3, kv, [0], [5], request="r")
+            finally:
+                store.release.set()
+            return "output"
+
+    model = kvdump.wrap_model(Model(), writer, timeout=LIMIT, on_save_error=policy)
+    if policy == "raise":
+        with pytest.raises(kvdump.WriteTimeout, match="queue full"):
+            model.forward()
+        assert writer.state == "idle"
+        return
+    assert model.forward() == "output"
+    assert writer.state == "idle"
+    stats = writer.stats()
+    assert (stats["submitted"], stats["completed"], stats["failed"]) == (4, 2, 2)
+    assert (stats["save_failures_reported"], stats["requests_failed_reported"]) == (1, 1)
+    (record,) = kvdump_records(caplog)
+    assert record.kvdump_failed_requests == ("r",)  # type: ignore[attr-defined]
+    assert record.kvdump_code is StatusCode.TIMEOUT  # type: ignore[attr-defined]
+    assert "write layer 2 of request r" in record.getMessage()
+    assert kvdump.lookup(store, [5]) == 0  # a request missing layers is never committed
+    # The next forward opens a fresh cycle, which waits for queue space again.
+    store.stalling = False
+    with writer.cycle(timeout=LIMIT):
+        for layer in range(4):
+            write_cache_store(writer, layer, kv, [0], [5], request="r")
+    assert kvdump.lookup(store, [5]) == 1
+
+
 def test_a_misused_writer_is_not_reported_as_a_save_failure(make_writer, caplog: pytest.LogCaptureFixture) -> None:
     writer = make_writer()
 

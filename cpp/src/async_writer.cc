@@ -98,6 +98,8 @@ struct AsyncWriter::Core : std::enable_shared_from_this<AsyncWriter::Core> {
   bool polling = false;            // one idle worker looks at the queue every idle_poll
 
   CycleReport cycle;
+  CycleOptions cycle_options;
+  bool cycle_queue_stalled = false;  // a full-queue submit of this cycle recorded its task as failed
 
   uint64_t total_submitted = 0;
   uint64_t total_completed = 0;
@@ -343,7 +345,7 @@ void AsyncWriter::close(std::optional<std::chrono::nanoseconds> timeout) {
 
 size_t AsyncWriter::numThreads() const { return core_->target_threads; }
 
-Status AsyncWriter::init() {
+Status AsyncWriter::init(CycleOptions options) {
   CycleReport previous;  // destroyed after the lock is released, like every status with a payload
   std::lock_guard<std::mutex> lock(core_->mu);
   Core& c = *core_;
@@ -353,6 +355,8 @@ Status AsyncWriter::init() {
                              "); call waitAllDone() or abort() first");
   }
   previous = std::exchange(c.cycle, CycleReport{});
+  c.cycle_options = options;
+  c.cycle_queue_stalled = false;
   c.finisher_started = false;
   c.state = WriterState::kAccepting;
   c.last_cycle_aborted = false;
@@ -380,7 +384,9 @@ Status AsyncWriter::submit(Task task, TaskLabel label, std::optional<std::chrono
     return Status::Lifecycle(std::string("submit() while the cycle is ") + writerStateName(c.state));
   }
   if (c.queue.size() >= c.options.queue_capacity) {
-    const auto wait_for = timeout.value_or(c.options.submit_timeout);
+    const bool record = c.cycle_options.full_queue_fails_request;
+    const auto wait_for = record && c.cycle_queue_stalled ? std::chrono::nanoseconds(0)
+                                                          : timeout.value_or(c.options.submit_timeout);
     const bool got_space = c.space_cv.wait_for(lock, wait_for, [&] {
       return c.queue.size() < c.options.queue_capacity || c.state != WriterState::kAccepting;
     });
@@ -389,9 +395,22 @@ Status AsyncWriter::submit(Task task, TaskLabel label, std::optional<std::chrono
       return Status::Lifecycle("the cycle was closed or aborted while submit() waited for queue space");
     }
     if (!got_space) {
-      ++c.total_rejected;
-      return Status::Timeout("queue full (" + std::to_string(c.options.queue_capacity) +
-                             " tasks) for the whole submit deadline; task '" + label.text() + "' was not queued");
+      Status full = Status::Timeout("queue full (" + std::to_string(c.options.queue_capacity) +
+                                    " tasks) for the whole submit deadline; task '" + label.text() +
+                                    "' was not queued");
+      if (!record) {
+        ++c.total_rejected;
+        return full;
+      }
+      // The store is stalled: waiting again for each of the cycle's tasks would hold the caller
+      // that long per task, for the same outcome.
+      c.cycle_queue_stalled = true;
+      ++c.total_submitted;
+      ++c.cycle.submitted;
+      Status unkept = c.recordOutcomeLocked(label, std::move(full), false);
+      lock.unlock();
+      task = nullptr;  // what it captured is the caller's, released outside the lock
+      return Status::Ok();
     }
   }
   c.queue.push_back(Core::QueuedTask{std::move(task), std::move(label), Clock::now()});

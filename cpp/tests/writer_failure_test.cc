@@ -85,5 +85,47 @@ TEST(WriterFailure, FirstFailureIsTheEarliestRecorded) {
   EXPECT_EQ(report.failed, 4u);
 }
 
+
+TEST(WriterFailure, AFullQueueFailsItsTaskRequestWhenTheCycleSaysSo) {
+  WriterOptions options{1, 1};
+  options.submit_timeout = std::chrono::milliseconds(10);
+  AsyncWriter w(options);
+  ASSERT_TRUE(w.init(CycleOptions{true}).ok());
+  testing::Gate gate;
+  testing::Latch started(1);
+  std::atomic<int> ran{0};
+  ASSERT_TRUE(w.submit([&] { started.countDown(); gate.wait(); return Status::Ok(); }, {"", 0, "r0"}).ok());
+  ASSERT_TRUE(started.waitFor(std::chrono::seconds(30)));
+  ASSERT_TRUE(w.submit([&] { ++ran; return Status::Ok(); }, {"", 1, "r1"}).ok());  // fills the queue
+  // The only worker is held: these never find room. Each is recorded, not raised or queued.
+  EXPECT_TRUE(w.submit([&] { ++ran; return Status::Ok(); }, {"", 2, "a"}).ok());
+  EXPECT_TRUE(w.submit([&] { ++ran; return Status::Ok(); }, {"", 3, "b"}).ok());
+  gate.open();
+  CycleReport report;
+  Status s = w.waitAllDone(std::nullopt, &report);
+  EXPECT_EQ(s.code(), StatusCode::kTimeout) << s.toString();
+  EXPECT_NE(s.message().find("queue full"), std::string::npos) << s.message();
+  EXPECT_EQ(ran.load(), 1);
+  EXPECT_EQ(report.submitted, 4u);
+  EXPECT_EQ(report.completed, 2u);
+  EXPECT_EQ(report.failed, 2u);
+  EXPECT_EQ(report.failed_requests, (std::set<std::string>{"a", "b"}));
+  ASSERT_TRUE(report.first_failure);
+  EXPECT_EQ(report.first_failure->label.layer, 2);
+  EXPECT_EQ(w.stats().rejected, 0u);
+
+  // The option is the cycle's: the next one, opened without it, returns TIMEOUT to the submitter.
+  ASSERT_TRUE(w.init().ok());
+  testing::Gate second;
+  testing::Latch started_again(1);
+  ASSERT_TRUE(w.submit([&] { started_again.countDown(); second.wait(); return Status::Ok(); }, {"", 0, "r"}).ok());
+  ASSERT_TRUE(started_again.waitFor(std::chrono::seconds(30)));
+  ASSERT_TRUE(w.submit([] { return Status::Ok(); }, {"", 1, "r"}).ok());
+  EXPECT_EQ(w.submit([] { return Status::Ok(); }, {"", 2, "r"}).code(), StatusCode::kTimeout);
+  second.open();
+  EXPECT_TRUE(w.waitAllDone().ok());
+}
+
 }  // namespace
+
 }  // namespace kvdump

@@ -58,7 +58,7 @@ class ContextOwner {
   }
 
   /// Opens a cycle (a writer's) or a session (a loader's).
-  void open() { check(ctx()->pool().init()); }
+  void open(CycleOptions options = {}) { check(ctx()->pool().init(options)); }
 
   /// Closes the cycle: waits for every task, up to `timeout` seconds; raises the first failure.
   pybind11::dict barrier(std::optional<double> timeout) {

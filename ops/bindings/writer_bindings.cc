@@ -71,7 +71,12 @@ void bindWriter(py::module_& m) {
   c.def(py::init<std::shared_ptr<CacheStore>, const EngineOptions&, const KeySpace&,
                  LayerPair>(),
         py::arg("store").none(false), py::arg("options"), py::arg("key_space"), py::arg("layers"))
-      .def("init", &PyWriter::open)
+      .def(
+          "init",
+          [](PyWriter& writer, bool full_queue_fails_request) {
+            writer.open(CycleOptions{full_queue_fails_request});
+          },
+          py::arg("full_queue_fails_request") = false)
       .def("submit", &PyWriter::submit, py::arg("fn"), py::arg("label"), py::arg("layer"), py::arg("request"),
            py::arg("timeout"))
       .def("wait_all_done", &PyWriter::barrier, py::arg("timeout"))

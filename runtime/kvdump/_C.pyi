@@ -172,7 +172,7 @@ class Writer:
         self, store: CacheStore, options: WriterOptions, key_space: KeySpace, layers: tuple[int, int] | None
     ) -> None:
         """``layers=None`` means every layer written in a cycle, from 0."""
-    def init(self) -> None: ...
+    def init(self, full_queue_fails_request: bool = False) -> None: ...
     def submit(
         self,
         fn: Callable[[], object],

@@ -12,6 +12,10 @@ forward's output instead: a failed save never loses the forward. The failure is 
 - logged once per cycle on the ``"kvdump"`` logger, naming the failed requests, the status code and
   the key.
 
+Under ``"report"`` a write that finds the queue full for its whole ``submit_timeout`` (a stalled
+store) fails its request instead of raising inside the forward (``init(full_queue="fail_request")``),
+and the writes after it in the same forward fail theirs at once.
+
 The choice covers only errors of the save. An exception of the forward itself always propagates
 (after the cycle is aborted), and so does a :class:`kvdump.LifecycleError` from the barrier: that one
 means the writer was misused or closed under the forward, which no caller should learn from a log.
@@ -60,7 +64,9 @@ def run_in_cycle(
     policy = save_error_policy(on_save_error)
     returned = False
     try:
-        with writer.cycle(timeout):
+        # Under "report" a stalled store fails the requests whose writes found the queue full
+        # instead of raising inside the forward, which would lose its output.
+        with writer.cycle(timeout, full_queue="fail_request" if policy == "report" else "raise"):
             result = forward()
             returned = True
     except KvdumpError as error:

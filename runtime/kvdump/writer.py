@@ -16,6 +16,8 @@ from kvdump.errors import KvdumpTypeError, WriteTimeout
 from kvdump.key_space import InKeySpace, KeySpace, resolve_key_space
 from kvdump.writer_options import EngineSettings, writer_options
 
+FULL_QUEUE_POLICIES = ("raise", "fail_request")
+
 
 class CycleReport(NamedTuple):
     """What a successful ``wait_all_done`` observed for the cycle it closed."""
@@ -126,9 +128,17 @@ class AsyncWriter(InKeySpace):
         (for calling the ops directly, e.g. from a compiled graph)."""
         return self._torch
 
-    def init(self) -> None:
-        """Open a cycle (idle -> accepting). :class:`LifecycleError` if one is open."""
-        self._impl.init()
+    def init(self, *, full_queue: str = "raise") -> None:
+        """Open a cycle (idle -> accepting). :class:`LifecycleError` if one is open.
+
+        ``full_queue`` says what a write or submit does when the queue stays full for its whole
+        ``submit_timeout`` (the store is stalled): ``"raise"`` a :class:`WriteTimeout`, or
+        ``"fail_request"``: record the task as failed, so that the barrier reports it (naming its
+        layer and request) and its request is not committed, and return; later full-queue submits of
+        the cycle then fail the same way at once, without waiting. ``wrap_model(...,
+        on_save_error="report")`` opens its cycles with ``"fail_request"``."""
+        policy = _arguments.choice("full_queue", full_queue, FULL_QUEUE_POLICIES)
+        self._impl.init(policy == "fail_request")
 
     def submit(
         self,
@@ -174,13 +184,13 @@ class AsyncWriter(InKeySpace):
         return self._impl.cancel_request(_arguments.text("request", request))
 
     @contextlib.contextmanager
-    def cycle(self, timeout: float | None = None) -> Iterator[AsyncWriter]:
-        """``init()``; on leaving, ``wait_all_done(timeout)``. If the body raises, or the barrier
-        times out, ``abort()`` and re-raise, so the writer is idle and reusable either way. The
-        barrier and the abort share ``timeout``: leaving takes at most ``timeout`` seconds (plus
-        the end of a gather in progress), whatever the store does."""
+    def cycle(self, timeout: float | None = None, *, full_queue: str = "raise") -> Iterator[AsyncWriter]:
+        """``init(full_queue=full_queue)``; on leaving, ``wait_all_done(timeout)``. If the body
+        raises, or the barrier times out, ``abort()`` and re-raise, so the writer is idle and
+        reusable either way. The barrier and the abort share ``timeout``: leaving takes at most
+        ``timeout`` seconds (plus the end of a gather in progress), whatever the store does."""
         deadline_s = _arguments.seconds("timeout", timeout, optional=True)
-        self.init()
+        self.init(full_queue=full_queue)
         try:
             yield self
         except BaseException:

@@ -47,6 +47,16 @@ struct CycleReport {
   bool empty_request_failed = false;         // a task labelled with no request failed
 };
 
+/// How one cycle treats what its submitters cannot control; a plain value.
+struct CycleOptions {
+  /// A submit whose queue stays full for its whole deadline records its task as failed (naming its
+  /// layer and request, reported by the barrier, the request withheld from commit) and returns OK
+  /// instead of TIMEOUT; once that happened, later full-queue submits of the cycle record at once.
+  /// For callers that must not lose their own work to a stalled store (a forward whose output is
+  /// returned whatever its save did).
+  bool full_queue_fails_request = false;
+};
+
 /// Cumulative counters since construction; a plain value snapshot.
 struct WriterStats {
   uint64_t submitted = 0;
@@ -124,11 +134,12 @@ class AsyncWriter {
   AsyncWriter& operator=(const AsyncWriter&) = delete;
 
   /// Opens a cycle: IDLE -> ACCEPTING. LIFECYCLE if a cycle is already open.
-  Status init();
+  Status init(CycleOptions options = {});
 
   /// Queues a task. Blocks while the queue is full, up to `timeout` (default: options'
-  /// submit_timeout), then returns TIMEOUT. LIFECYCLE unless ACCEPTING. Never drops silently: a
-  /// task is either queued (and later run or reported cancelled) or the call returns an error.
+  /// submit_timeout), then returns TIMEOUT (or records the task as failed, see CycleOptions).
+  /// LIFECYCLE unless ACCEPTING. Never drops silently: a task is either queued (and later run or
+  /// reported cancelled), recorded as failed, or the call returns an error.
   Status submit(ControlledTask task, TaskLabel label,
                 std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
   /// As above, for a task that touches no caller memory (it may still be abandoned while it runs).
