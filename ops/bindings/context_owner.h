@@ -58,7 +58,9 @@ class ContextOwner {
   }
 
   /// Opens a cycle (a writer's) or a session (a loader's).
-  void open(CycleOptions options = {}) { check(ctx()->pool().init(options)); }
+  void open() { openWith({}); }
+  /// Opens a cycle with `options`.
+  void openWith(CycleOptions options) { check(ctx()->pool().init(options)); }
 
   /// Closes the cycle: waits for every task, up to `timeout` seconds; raises the first failure.
   pybind11::dict barrier(std::optional<double> timeout) {

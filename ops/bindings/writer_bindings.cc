@@ -74,7 +74,7 @@ void bindWriter(py::module_& m) {
       .def(
           "init",
           [](PyWriter& writer, bool full_queue_fails_request) {
-            writer.open(CycleOptions{full_queue_fails_request});
+            writer.openWith(CycleOptions{full_queue_fails_request});
           },
           py::arg("full_queue_fails_request") = false)
       .def("submit", &PyWriter::submit, py::arg("fn"), py::arg("label"), py::arg("layer"), py::arg("request"),
