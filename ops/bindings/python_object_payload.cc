@@ -1,5 +1,7 @@
 #include "python_object_payload.h"
 
+#include "python_exit_guard.h"
+
 namespace py = pybind11;
 
 namespace kvdump::python {
@@ -14,12 +16,13 @@ struct TaggedObject {
 };
 
 void dropWithGil(py::object* obj) {
-  if (!Py_IsInitialized() || _Py_IsFinalizing()) {
+  PythonCall call;
+  if (!call) {
     obj->release();  // the interpreter is going away; touching the refcount now could crash
-  } else {
-    py::gil_scoped_acquire gil;
-    *obj = py::object();
+    return;
   }
+  py::gil_scoped_acquire gil;
+  *obj = py::object();
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "python_exception_status.h"
+#include "python_exit_guard.h"
 #include "status_to_python.h"
 
 namespace py = pybind11;
@@ -246,6 +247,11 @@ void wrapCheckedMethods(py::handle cls) {
   }
 }
 
+// What a store call returns when the interpreter is exiting and Python may no longer be entered.
+Status interpreterExiting(std::string_view key = {}) {
+  return Status::Cancelled("not called: the Python interpreter is exiting").withKey(std::string(key));
+}
+
 }  // namespace
 
 py::function PythonStoreTrampoline::override(const char* method) const {
@@ -280,12 +286,16 @@ Status PythonStoreTrampoline::putLocked(std::string_view key, ByteView value) {
 
 Status PythonStoreTrampoline::put(std::string_view key, ByteView value) {
   if (key.empty()) return emptyKey();
+  PythonCall call;
+  if (!call) return interpreterExiting(key);
   py::gil_scoped_acquire gil;
   return putLocked(key, value);
 }
 
 Result<std::vector<uint8_t>> PythonStoreTrampoline::get(std::string_view key) {
   if (key.empty()) return emptyKey();
+  PythonCall call;
+  if (!call) return interpreterExiting(key);
   py::gil_scoped_acquire gil;
   py::function fn = override("get");
   if (!fn) return Status::Unsupported("Python store '" + name() + "' does not implement get()");
@@ -310,12 +320,16 @@ Result<bool> PythonStoreTrampoline::existsLocked(std::string_view key) {
 
 Result<bool> PythonStoreTrampoline::exists(std::string_view key) {
   if (key.empty()) return emptyKey();
+  PythonCall call;
+  if (!call) return interpreterExiting(key);
   py::gil_scoped_acquire gil;
   return existsLocked(key);
 }
 
 Status PythonStoreTrampoline::remove(std::string_view key) {
   if (key.empty()) return emptyKey();
+  PythonCall call;
+  if (!call) return interpreterExiting(key);
   py::gil_scoped_acquire gil;
   py::function fn = override("remove");
   if (!fn) return Status::Unsupported("Python store '" + name() + "' does not implement remove()");
@@ -363,6 +377,8 @@ Result<size_t> PythonStoreTrampoline::getIntoLocked(std::string_view key, Mutabl
 
 Result<size_t> PythonStoreTrampoline::getInto(std::string_view key, MutableByteView dst) {
   if (key.empty()) return emptyKey();
+  PythonCall call;
+  if (!call) return interpreterExiting(key);
   py::gil_scoped_acquire gil;
   return getIntoLocked(key, dst);
 }
@@ -373,6 +389,8 @@ std::vector<Status> PythonStoreTrampoline::batchPut(const std::vector<std::strin
     return std::vector<Status>(keys.size(), Status::InvalidArgument("batchPut: keys and values differ in length"));
   }
   std::vector<Status> out(keys.size());
+  PythonCall call;
+  if (!call) return std::vector<Status>(keys.size(), interpreterExiting());
   py::gil_scoped_acquire gil;  // once for the whole batch
   py::function fn = override("batch_put");
   if (!fn) {
@@ -402,6 +420,8 @@ std::vector<Result<size_t>> PythonStoreTrampoline::batchGetInto(const std::vecto
                                        Status::InvalidArgument("batchGetInto: keys and buffers differ in length"));
   }
   std::vector<Result<size_t>> out(keys.size(), Status::Internal("unset"));
+  PythonCall call;
+  if (!call) return std::vector<Result<size_t>>(keys.size(), interpreterExiting());
   py::gil_scoped_acquire gil;
   py::function fn = override("batch_get_into");
   if (!fn) {
@@ -429,6 +449,8 @@ std::vector<Result<size_t>> PythonStoreTrampoline::batchGetInto(const std::vecto
 
 std::vector<Result<bool>> PythonStoreTrampoline::batchExists(const std::vector<std::string>& keys) {
   std::vector<Result<bool>> out(keys.size(), Status::Internal("unset"));
+  PythonCall call;
+  if (!call) return std::vector<Result<bool>>(keys.size(), interpreterExiting());
   py::gil_scoped_acquire gil;
   py::function fn = override("batch_exists");
   if (!fn) {
@@ -451,6 +473,8 @@ std::vector<Result<bool>> PythonStoreTrampoline::batchExists(const std::vector<s
 }
 
 Status PythonStoreTrampoline::registerBuffer(uint8_t* data, size_t size) {
+  PythonCall call;
+  if (!call) return interpreterExiting();
   py::gil_scoped_acquire gil;
   py::function fn = override("register_buffer");
   if (!fn) return Status::Ok();
@@ -463,6 +487,8 @@ Status PythonStoreTrampoline::registerBuffer(uint8_t* data, size_t size) {
 }
 
 Status PythonStoreTrampoline::unregisterBuffer(uint8_t* data) {
+  PythonCall call;
+  if (!call) return Status::Ok();
   py::gil_scoped_acquire gil;
   py::function fn = override("unregister_buffer");
   if (!fn) return Status::Ok();
@@ -475,6 +501,8 @@ Status PythonStoreTrampoline::unregisterBuffer(uint8_t* data) {
 }
 
 void PythonStoreTrampoline::discard(const std::vector<std::string>& keys) {
+  PythonCall call;
+  if (!call) return;
   py::gil_scoped_acquire gil;
   py::function fn = override("discard");
   if (!fn) return;

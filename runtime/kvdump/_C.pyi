@@ -126,6 +126,10 @@ def direct_tensor_layout_checked() -> bool:
 def direct_writer_handle(ticket: int) -> object:
     """The capsule through which write_cache_store reaches the writer offered under ticket."""
 
+def refuse_python_calls_at_exit(timeout: float) -> int:
+    """From now on kvdump's threads make no call into Python; waits up to timeout seconds for those
+    inside to leave, and returns how many are still inside."""
+
 def buffer_address(buffer: Buffer) -> int:
     """The address of a buffer's first byte, valid only while the buffer is."""
 

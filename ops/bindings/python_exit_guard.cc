@@ -1,0 +1,54 @@
+#include "python_exit_guard.h"
+
+#include <Python.h>
+
+#include <condition_variable>
+#include <mutex>
+
+namespace kvdump::python {
+namespace {
+
+struct Calls {
+  std::mutex mu;
+  std::condition_variable left;
+  size_t inside = 0;
+  bool refused = false;
+};
+
+// Leaked: threads of abandoned calls may still ask after static destructors ran.
+Calls& calls() {
+  static Calls* c = new Calls();
+  return *c;
+}
+
+}  // namespace
+
+PythonCall::PythonCall() {
+  Calls& c = calls();
+  std::lock_guard<std::mutex> lock(c.mu);
+  entered_ = !c.refused && Py_IsInitialized() && !_Py_IsFinalizing();
+  if (entered_) ++c.inside;
+}
+
+PythonCall::~PythonCall() {
+  if (!entered_) return;
+  Calls& c = calls();
+  std::lock_guard<std::mutex> lock(c.mu);
+  if (--c.inside == 0) c.left.notify_all();
+}
+
+size_t refusePythonCallsAndWait(std::chrono::duration<double> timeout) {
+  Calls& c = calls();
+  PyThreadState* saved = PyEval_SaveThread();  // the calls inside need the GIL to come back out
+  size_t inside;
+  {
+    std::unique_lock<std::mutex> lock(c.mu);
+    c.refused = true;
+    c.left.wait_for(lock, timeout, [&] { return c.inside == 0; });
+    inside = c.inside;
+  }
+  PyEval_RestoreThread(saved);
+  return inside;
+}
+
+}  // namespace kvdump::python
