@@ -1,6 +1,7 @@
 #include "kvdump/async_writer.h"
 
 #include <cxxabi.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <condition_variable>
@@ -77,6 +78,7 @@ struct AsyncWriter::Core : std::enable_shared_from_this<AsyncWriter::Core> {
   explicit Core(WriterOptions o) : options(std::move(o)) {}
 
   const WriterOptions options;
+  const pid_t owner_pid = getpid();  // the process whose threads serve this pool
   size_t target_threads = 0;
   size_t max_abandoned_threads = 0;
 
@@ -311,9 +313,27 @@ AsyncWriter::AsyncWriter(WriterOptions options) {
   // Threads start with the first cycle: a writer used only for synchronous work never starts any.
 }
 
-AsyncWriter::~AsyncWriter() { close(); }
+AsyncWriter::~AsyncWriter() {
+  if (forkedAway()) {
+    // Destroying the copied locks and condition variables could wait for threads of the parent.
+    new std::shared_ptr<Core>(std::move(core_));  // NOLINT: left to the process's end on purpose
+    return;
+  }
+  close();
+}
+
+bool AsyncWriter::forkedAway() const { return getpid() != core_->owner_pid; }
+
+namespace {
+Status forkedAwayStatus(const char* call) {
+  return Status::Lifecycle(std::string(call) +
+                           " in a process forked from the one that made this writer: its threads do not exist "
+                           "here; make a new writer in this process");
+}
+}  // namespace
 
 void AsyncWriter::close(std::optional<std::chrono::nanoseconds> timeout) {
+  if (forkedAway()) return;
   AbortReport report;
   bool had_work = false;
   {
@@ -346,6 +366,7 @@ void AsyncWriter::close(std::optional<std::chrono::nanoseconds> timeout) {
 size_t AsyncWriter::numThreads() const { return core_->target_threads; }
 
 Status AsyncWriter::init(CycleOptions options) {
+  if (forkedAway()) return forkedAwayStatus("init()");
   CycleReport previous;  // destroyed after the lock is released, like every status with a payload
   std::lock_guard<std::mutex> lock(core_->mu);
   Core& c = *core_;
@@ -432,6 +453,7 @@ Status AsyncWriter::submit(Task task, TaskLabel label, std::optional<std::chrono
 Status AsyncWriter::waitAllDone(std::optional<std::chrono::nanoseconds> timeout, CycleReport* report) {
   Core& c = *core_;
   if (tls_current_core == &c) return Status::Lifecycle("waitAllDone() called from one of the writer's own tasks");
+  if (forkedAway()) return forkedAwayStatus("waitAllDone()");
   const auto start = Clock::now();
   const auto deadline = timeout ? deadlineAfter(*timeout) : Clock::time_point::max();
   std::unique_lock<std::mutex> lock(c.mu);
@@ -505,6 +527,7 @@ Status AsyncWriter::waitAllDone(std::optional<std::chrono::nanoseconds> timeout,
 Status AsyncWriter::abort(AbortReport* report, std::optional<std::chrono::nanoseconds> timeout) {
   Core& c = *core_;
   if (tls_current_core == &c) return Status::Lifecycle("abort() called from one of the writer's own tasks");
+  if (forkedAway()) return forkedAwayStatus("abort()");
   const auto grace = timeout.value_or(std::chrono::duration_cast<std::chrono::nanoseconds>(c.options.abort_timeout));
   if (grace.count() < 0) return Status::InvalidArgument("abort() timeout must not be negative");
   const auto deadline = deadlineAfter(grace);

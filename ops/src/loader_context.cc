@@ -15,6 +15,11 @@ Result<std::shared_ptr<LoaderContext>> LoaderContext::create(std::shared_ptr<Cac
 }
 
 LoaderContext::~LoaderContext() {
+  if (engine_ && engine_->pool().forkedAway()) {
+    // A forked child's copy: its board and store may hold locks of the parent's threads.
+    (void)engine_.release();  // NOLINT: left to the process's end on purpose
+    return;
+  }
   engine_.reset();  // aborts within abort_timeout; a load left in an abandoned call keeps the target alive
   if (board_) board_->close("the loader was closed");
 }
@@ -42,6 +47,7 @@ Status LoaderContext::abort(AbortReport* report, std::optional<std::chrono::nano
 }
 
 void LoaderContext::shutdown(std::optional<std::chrono::nanoseconds> timeout) {
+  if (engine_->pool().forkedAway()) return;
   engine_->pool().close(timeout);
   board_->close("the loader was closed");
 }

@@ -97,6 +97,11 @@ Result<std::shared_ptr<WriterContext>> WriterContext::create(std::shared_ptr<Cac
 
 WriterContext::~WriterContext() {
   if (!engine_) return;
+  if (engine_->pool().forkedAway()) {
+    // A forked child's copy: the store and ledger may hold locks of the parent's threads.
+    (void)engine_.release();  // NOLINT: left to the process's end on purpose
+    return;
+  }
   engine_.reset();  // aborts within abort_timeout; tasks left in abandoned calls keep the target alive
   discardStored(*target_, target_->ledger.drain());  // an open cycle's blocks will never be committed
 }
@@ -112,6 +117,7 @@ Status WriterContext::abort(AbortReport* report, std::optional<std::chrono::nano
 }
 
 void WriterContext::shutdown(std::optional<std::chrono::nanoseconds> timeout) {
+  if (engine_->pool().forkedAway()) return;
   engine_->pool().close(timeout);
   discardStored(*target_, target_->ledger.drain());
 }

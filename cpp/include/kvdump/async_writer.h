@@ -163,6 +163,11 @@ class AsyncWriter {
   /// of init() return LIFECYCLE. Idempotent; the destructor calls it.
   void close(std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
 
+  /// True in a process forked from the one that made this writer. Its threads do not exist there,
+  /// and its locks may have been copied held: init, waitAllDone and abort return LIFECYCLE, close
+  /// does nothing, and the destructor leaves the pool's state alone.
+  bool forkedAway() const;
+
   /// Cancels queued tasks whose label.request equals `request` and marks the request cancelled for
   /// the open cycle (a running task of it finishes, but its request is reported cancelled); returns
   /// how many queued tasks were cancelled.
