@@ -450,7 +450,8 @@ Status AsyncWriter::submit(Task task, TaskLabel label, std::optional<std::chrono
   return Status::Ok();
 }
 
-Status AsyncWriter::waitAllDone(std::optional<std::chrono::nanoseconds> timeout, CycleReport* report) {
+Status AsyncWriter::waitAllDone(std::optional<std::chrono::nanoseconds> timeout, CycleReport* report,
+                                const std::function<bool()>& interrupted) {
   Core& c = *core_;
   if (tls_current_core == &c) return Status::Lifecycle("waitAllDone() called from one of the writer's own tasks");
   if (forkedAway()) return forkedAwayStatus("waitAllDone()");
@@ -472,8 +473,22 @@ Status AsyncWriter::waitAllDone(std::optional<std::chrono::nanoseconds> timeout,
   c.space_cv.notify_all();
   auto drained = [&] { return c.generation != generation || (c.state == WriterState::kDraining && c.drainedLocked()); };
   for (;;) {
-    const bool done = deadline == Clock::time_point::max() ? (c.idle_cv.wait(lock, drained), true)
-                                                          : c.idle_cv.wait_until(lock, deadline, drained);
+    bool done;
+    bool stopped = false;
+    if (interrupted) {
+      const auto slice_end = std::min(deadline, Clock::now() + std::chrono::milliseconds(100));
+      done = c.idle_cv.wait_until(lock, slice_end, drained);
+      if (!done && slice_end < deadline) {
+        lock.unlock();  // the check may take the GIL, which a thread waiting for this lock may hold
+        stopped = interrupted();
+        lock.lock();
+        done = drained();
+        if (!done && !stopped) continue;
+      }
+    } else {
+      done = deadline == Clock::time_point::max() ? (c.idle_cv.wait(lock, drained), true)
+                                                  : c.idle_cv.wait_until(lock, deadline, drained);
+    }
     if (c.generation != generation) {  // abort() cleared barrier_waiting when it ended the cycle
       c.barrier_wait.record(nanosSince(start));
       return Status::Cancelled("the cycle was aborted while waitAllDone() waited");
@@ -482,6 +497,9 @@ Status AsyncWriter::waitAllDone(std::optional<std::chrono::nanoseconds> timeout,
       c.barrier_waiting = false;
       if (!c.finisher_started) c.state = WriterState::kAccepting;
       c.barrier_wait.record(nanosSince(start));
+      if (stopped) {
+        return Status::Cancelled("waitAllDone() was interrupted; the cycle stays open: wait again or abort()");
+      }
       Status status = c.timeoutStatusLocked();
       return Status(StatusCode::kTimeout, "waitAllDone() " + status.message() +
                                               "; the cycle stays open: wait again or abort()")

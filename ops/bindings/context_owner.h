@@ -13,6 +13,7 @@
 #include <string>
 #include <utility>
 
+#include "interruptible_wait.h"
 #include "arguments.h"
 #include "engine_reports.h"
 #include "kvdump_ops/ticket_offers.h"
@@ -28,6 +29,7 @@ void checkWithoutGil(Call&& call) {
     pybind11::gil_scoped_release release;
     status = call();
   }
+  if (PyErr_Occurred()) throw pybind11::error_already_set();  // a signal handler raised meanwhile
   check(status);
 }
 
@@ -70,8 +72,9 @@ class ContextOwner {
     Status status;
     {
       pybind11::gil_scoped_release release;
-      status = context->pool().waitAllDone(deadline, &report);
+      status = context->pool().waitAllDone(deadline, &report, pythonSignalRaised);
     }
+    if (PyErr_Occurred()) throw pybind11::error_already_set();  // Ctrl-C: the cycle stays open
     return barrierOutcome(status, report);
   }
 

@@ -2,11 +2,13 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <chrono>
 #include <optional>
 
 #include "arguments.h"
 #include "context_owner.h"
 #include "engine_reports.h"
+#include "interruptible_wait.h"
 #include "kvdump_ops/loader_context.h"
 #include "status_to_python.h"
 
@@ -32,7 +34,9 @@ class PyLoader : public ContextOwner<LoaderContext> {
   void waitLayer(int64_t layer, std::optional<double> timeout) {
     auto deadline = secondsArgument(timeout, "timeout");
     std::shared_ptr<CompletionBoard> board = ctx()->board();
-    checkWithoutGil([&] { return board->wait(layer, deadline); });
+    checkWithoutGil([&] {
+      return waitInterruptibly(deadline, [&](std::chrono::nanoseconds slice) { return board->wait(layer, slice); });
+    });
   }
 };
 

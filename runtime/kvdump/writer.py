@@ -12,7 +12,7 @@ import torch
 
 from kvdump import _C, _arguments
 from kvdump.closed_at_exit import close_at_exit
-from kvdump.errors import KvdumpTypeError, WriteTimeout
+from kvdump.errors import KvdumpError, KvdumpTypeError, WriteTimeout
 from kvdump.key_space import InKeySpace, KeySpace, resolve_key_space
 from kvdump.writer_options import EngineSettings, writer_options
 
@@ -199,9 +199,13 @@ class AsyncWriter(InKeySpace):
         start = time.monotonic()
         try:
             self.wait_all_done(deadline_s)
-        except WriteTimeout:
-            remaining = None if deadline_s is None else max(0.0, deadline_s - (time.monotonic() - start))
-            self.abort(remaining)
+        except KvdumpError as error:
+            if isinstance(error, WriteTimeout):
+                self.abort(None if deadline_s is None else max(0.0, deadline_s - (time.monotonic() - start)))
+            raise
+        except BaseException:
+            # Interrupted (Ctrl-C) while waiting: the cycle is still open, and nobody will wait again.
+            self.abort(None if deadline_s is None else max(0.0, deadline_s - (time.monotonic() - start)))
             raise
 
     def stats(self) -> dict[str, Any]:

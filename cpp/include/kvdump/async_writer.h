@@ -150,9 +150,11 @@ class AsyncWriter {
   /// task, the failure count and the failed requests). With a deadline that passes, returns TIMEOUT
   /// naming the oldest running task and what it is doing; the cycle stays open (wait again or
   /// abort), and accepts tasks again unless the finisher already started. CANCELLED if another
-  /// thread aborted the cycle meanwhile; LIFECYCLE if another thread is already waiting.
+  /// thread aborted the cycle meanwhile; LIFECYCLE if another thread is already waiting. With
+  /// `interrupted`, calls it (without the writer's lock) about every 100 ms of waiting; once it
+  /// returns true the wait ends as a timeout would, but with CANCELLED saying it was interrupted.
   Status waitAllDone(std::optional<std::chrono::nanoseconds> timeout = std::nullopt,
-                     CycleReport* report = nullptr);
+                     CycleReport* report = nullptr, const std::function<bool()>& interrupted = {});
 
   /// Cancels queued tasks, lets running ones finish until `timeout` (default: abort_timeout), then
   /// abandons the rest; returns to IDLE. A no-op (empty report) when IDLE with nothing pending.
