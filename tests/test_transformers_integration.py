@@ -20,7 +20,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralFo
 import kvdump
 from kvdump.hashing import block_hashes
 from kvdump.integrations.transformers import KvdumpCache, load_into_cache, model_salt_of, prefill_to_store
-from kvdump.testing import FailingStore, block_keys
+from kvdump.testing import FailingStore, StallingStore, block_keys, no_key
 
 BLOCK_SIZE = 8
 NUM_LAYERS = 3
@@ -225,6 +225,29 @@ def test_a_corrupt_block_fails_the_load_naming_its_key_and_the_session_is_aborte
         assert caught.value.key == key
         assert loader.state == "idle"  # the failed session was aborted, not left open
     finally:
+        loader.close()
+
+
+def test_a_load_from_a_stalled_store_keeps_one_deadline_for_its_waits_and_its_abort(
+    store: kvdump.MemoryStore, writer: kvdump.AsyncWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = make_model()
+    ids = prompt(PROMPT_WITH_TAIL)
+    prefill_to_store(model, ids, writer, BLOCK_SIZE)
+    # Block reads stall; the commit records that lookup reads do not.
+    stalled = StallingStore(store, holds_put=no_key, holds_get=lambda key: "/L" in key, limit=30, fails_at_limit=False)
+    loader = kvdump.KVLoader(stalled, num_threads=1)
+    aborts: list[float | None] = []
+    abort = kvdump.KVLoader.abort
+    monkeypatch.setattr(kvdump.KVLoader, "abort", lambda self, timeout=None: aborts.append(timeout) or abort(self, 0))
+    try:
+        with pytest.raises(kvdump.WriteTimeout):
+            load_into_cache(twin(model), ids, loader, BLOCK_SIZE, timeout=0.2)
+        assert stalled.held == 1  # returned while the read was still inside the store
+        # The abort gets what is left of the call's deadline, not the loader's own abort_timeout.
+        assert len(aborts) == 1 and aborts[0] is not None and 0 <= aborts[0] <= 0.2
+    finally:
+        stalled.release.set()
         loader.close()
 
 

@@ -19,6 +19,7 @@ never does.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -319,6 +320,12 @@ def _load_blocks(
     keys, values = per_layer_states(), per_layer_states()
     block_ids = torch.arange(num_blocks, dtype=torch.int64)
     hashes_t = torch.tensor(hashes, dtype=torch.int64)
+    # One deadline for the whole load, its waits and its abort alike.
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def remaining() -> float | None:
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
     loader.start()
     try:
         for layer in range(num_layers):
@@ -332,9 +339,9 @@ def _load_blocks(
         # Waiting layer by layer raises the first failing layer's own typed error (KeyNotFoundError,
         # ChecksumError, ...) rather than the session's summary.
         for layer in range(num_layers):
-            loader.wait_layer(layer, timeout)
-        loader.finish(timeout)
+            loader.wait_layer(layer, remaining())
+        loader.finish(remaining())
     except BaseException:
-        loader.abort()
+        loader.abort(remaining())
         raise
     return keys, values
