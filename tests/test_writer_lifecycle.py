@@ -190,12 +190,21 @@ def test_wait_and_abort_from_inside_a_task_are_refused(make_writer) -> None:
         except kvdump.LifecycleError as e:
             caught.append(e)
 
+    def calls_close() -> None:
+        try:
+            w.close()
+        except kvdump.LifecycleError as e:
+            caught.append(e)
+
     w.init()
     w.submit(calls_wait, label="wait-inside")
     w.submit(calls_abort, label="abort-inside")
+    w.submit(calls_close, label="close-inside")
     report = w.wait_all_done(timeout=LIMIT)
-    assert report.completed == 2
-    assert len(caught) == 2 and all(isinstance(e, kvdump.LifecycleError) for e in caught)
+    assert report.completed == 3
+    assert len(caught) == 3 and all(isinstance(e, kvdump.LifecycleError) for e in caught)
+    assert "own tasks" in str(caught[2])
+    assert not w.closed
     run_one_cycle(w)
 
 
@@ -380,6 +389,25 @@ def test_abort_while_another_thread_waits_raises_aborted_error(make_writer) -> N
     assert rec.ran == []
     assert w.state == "idle"
     run_one_cycle(w)
+
+
+def test_close_while_another_thread_waits_raises_lifecycle_error(make_writer) -> None:
+    w = make_writer(num_threads=1)
+    gate = hold_a_worker(w)
+
+    def closer() -> None:
+        assert wait_until(lambda: w.state == "draining")
+        w.close(0)
+        gate.release.set()
+
+    t = threading.Thread(target=closer)
+    t.start()
+    with pytest.raises(kvdump.LifecycleError, match="closed while"):
+        w.wait_all_done(timeout=LIMIT)
+    t.join(LIMIT)
+    assert w.closed
+    with pytest.raises(kvdump.LifecycleError):
+        w.init()
 
 
 def test_abort_wakes_a_submit_blocked_on_a_full_queue(make_writer) -> None:

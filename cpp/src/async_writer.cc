@@ -91,6 +91,7 @@ struct AsyncWriter::Core : std::enable_shared_from_this<AsyncWriter::Core> {
   WriterState state = WriterState::kIdle;
   bool last_cycle_aborted = false;
   bool shutting_down = false;
+  bool closing = false;            // close() began: waiters it ends learn the writer was closed
   bool barrier_waiting = false;    // a thread is inside waitAllDone
   bool finisher_started = false;   // the cycle's last task was queued; the cycle takes no more tasks
   uint64_t generation = 0;         // bumps whenever a cycle ends, so a waiter can tell it was aborted
@@ -324,6 +325,8 @@ AsyncWriter::~AsyncWriter() {
 
 bool AsyncWriter::forkedAway() const { return getpid() != core_->owner_pid; }
 
+bool AsyncWriter::calledFromOwnTask() const { return tls_current_core == core_.get(); }
+
 namespace {
 Status forkedAwayStatus(const char* call) {
   return Status::Lifecycle(std::string(call) +
@@ -339,6 +342,7 @@ void AsyncWriter::close(std::optional<std::chrono::nanoseconds> timeout) {
   {
     std::lock_guard<std::mutex> lock(core_->mu);
     if (core_->shutting_down) return;
+    core_->closing = true;
     had_work = core_->state != WriterState::kIdle || !core_->drainedLocked();
   }
   if (had_work) abort(&report, timeout);
@@ -491,6 +495,7 @@ Status AsyncWriter::waitAllDone(std::optional<std::chrono::nanoseconds> timeout,
     }
     if (c.generation != generation) {  // abort() cleared barrier_waiting when it ended the cycle
       c.barrier_wait.record(nanosSince(start));
+      if (c.closing) return Status::Lifecycle("the writer was closed while waitAllDone() waited");
       return Status::Cancelled("the cycle was aborted while waitAllDone() waited");
     }
     if (!done) {

@@ -100,6 +100,12 @@ class ContextOwner {
     std::shared_ptr<Context> ctx;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      if (ctx_ && ctx_->pool().calledFromOwnTask()) {
+        // Closing waits for the pool's threads, this one among them; and a barrier waiting
+        // meanwhile would wait for a commit no thread is left to run.
+        throwStatus(Status::Lifecycle("close() called from one of the " + what_ +
+                                      "'s own tasks or store calls: close it from another thread"));
+      }
       ctx.swap(ctx_);
     }
     if (!ctx) return;

@@ -170,6 +170,9 @@ class AsyncWriter {
   /// does nothing, and the destructor leaves the pool's state alone.
   bool forkedAway() const;
 
+  /// True on one of this writer's threads while it runs a task (and any store call it makes).
+  bool calledFromOwnTask() const;
+
   /// Cancels queued tasks whose label.request equals `request` and marks the request cancelled for
   /// the open cycle (a running task of it finishes, but its request is reported cancelled); returns
   /// how many queued tasks were cancelled.
