@@ -161,6 +161,17 @@ def test_keys_with_slashes_and_dots_are_opaque(store_factory, kind: str, prefix:
     assert not C.exists(store, f"{prefix}model.v1/tp0-of-2")
 
 
+def test_keys_naming_directories_on_a_filesystem_are_ordinary_keys(store_factory, kind: str, prefix: str) -> None:
+    store = store_factory(kind)
+    keys = [f"{prefix}{name}" for name in (".", "..", "...", "./x", "../x")]
+    for i, key in enumerate(keys):
+        C.put(store, key, bytes([i]) * 4)
+    for i, key in enumerate(keys):
+        assert C.get(store, key) == bytes([i]) * 4, key
+        assert C.exists(store, key), key
+    assert not C.exists(store, f"{prefix}x")
+
+
 def test_empty_key_is_invalid(store_factory, kind: str) -> None:
     store = store_factory(kind)
     with pytest.raises(kvdump.KvdumpValueError, match="empty key"):

@@ -99,3 +99,18 @@ def test_delayed_store_refuses_delays_that_are_not_finite_seconds(delay: float) 
         kvdump.DelayedStore(kvdump.MemoryStore(1 << 20), put_delay=delay)
     with pytest.raises(kvdump.KvdumpValueError, match="get_delay must be a finite number of seconds"):
         kvdump.DelayedStore(kvdump.MemoryStore(1 << 20), get_delay=delay)
+
+
+def test_a_file_store_root_may_be_a_path_and_bad_arguments_are_named(tmp_path) -> None:
+    store = kvdump.FileStore(tmp_path / "root")  # an os.PathLike, as open() takes
+    assert store.root == str(tmp_path / "root")
+    for kwargs, error, named in [
+        ({"root": None}, kvdump.KvdumpTypeError, "root"),
+        ({"root": str(tmp_path).encode()}, kvdump.KvdumpTypeError, "root"),
+        ({"root": str(tmp_path / "a\x00b")}, kvdump.KvdumpValueError, "root must not contain a NUL"),
+        ({"root": str(tmp_path), "fsync": "no"}, kvdump.KvdumpTypeError, "fsync"),
+        ({"root": str(tmp_path), "fsync": 1}, kvdump.KvdumpTypeError, "fsync"),
+    ]:
+        with pytest.raises(error, match=named):
+            kvdump.FileStore(**kwargs)
+    assert not (tmp_path / "a").exists()  # nothing made for a refused root

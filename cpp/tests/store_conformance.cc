@@ -171,6 +171,17 @@ TEST_P(StoreConformance, KeysWithSlashesAndDotsAreOpaque) {
   EXPECT_FALSE(store_->exists("model.v1/tp0-of-2").value());
 }
 
+TEST_P(StoreConformance, KeysNamingDirectoriesOnAFilesystemAreOrdinaryKeys) {
+  for (const std::string key : {".", "..", "...", "./x", "../x"}) {
+    auto v = pattern(8, static_cast<uint8_t>(key.size()));
+    ASSERT_TRUE(store_->put(key, view(v)).ok()) << key;
+    EXPECT_EQ(store_->get(key).value(), v) << key;
+    EXPECT_TRUE(store_->exists(key).value()) << key;
+  }
+  for (const std::string key : {".", "..", "...", "./x", "../x"}) EXPECT_TRUE(store_->remove(key).ok()) << key;
+  EXPECT_FALSE(store_->exists(".").value());
+}
+
 TEST_P(StoreConformance, EmptyKeyIsInvalid) {
   auto v = pattern(4, 0);
   EXPECT_EQ(store_->put("", view(v)).code(), StatusCode::kInvalidArgument);

@@ -60,4 +60,24 @@ std::string textArgument(py::handle value, const char* what) {
   return std::string(utf8, static_cast<size_t>(size));
 }
 
+std::string pathArgument(py::handle value, const char* what) {
+  PyObject* path = PyOS_FSPath(value.ptr());  // a str, bytes, or os.PathLike's own
+  if (path == nullptr) {
+    PyErr_Clear();
+    throwTypeError(std::string(what) + " must be a str or an os.PathLike, got " + describe(value));
+  }
+  py::object owned = py::reinterpret_steal<py::object>(path);
+  if (!PyUnicode_Check(path)) throwTypeError(std::string(what) + " must name a path as str, got " + describe(value));
+  std::string text = textArgument(owned, what);
+  if (text.find('\0') != std::string::npos) {
+    throwStatus(Status::InvalidArgument(std::string(what) + " must not contain a NUL character"));
+  }
+  return text;
+}
+
+bool flagArgument(py::handle value, const char* what) {
+  if (!PyBool_Check(value.ptr())) throwTypeError(std::string(what) + " must be True or False, got " + describe(value));
+  return value.ptr() == Py_True;
+}
+
 }  // namespace kvdump::python

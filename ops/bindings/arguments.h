@@ -24,4 +24,10 @@ int64_t integerArgument(pybind11::handle value, const char* what, int64_t minimu
 /// `value` as a str that UTF-8 can carry. Needs the GIL.
 std::string textArgument(pybind11::handle value, const char* what);
 
+/// `value` (a str or an os.PathLike naming a str path) as a path without NUL characters. Needs the GIL.
+std::string pathArgument(pybind11::handle value, const char* what);
+
+/// `value` as a bool (True or False, not a number or a str). Needs the GIL.
+bool flagArgument(pybind11::handle value, const char* what);
+
 }  // namespace kvdump::python

@@ -4,13 +4,13 @@
 
 #include <chrono>
 
+#include "arguments.h"
 #include "kvdump/cache_store.h"
 #include "kvdump/stores/delayed_store.h"
 #include "kvdump/stores/file_store.h"
 #include "kvdump/stores/memory_store.h"
 #include "kvdump_ops/host_allocator.h"
 #include "python_store.h"
-#include "arguments.h"
 #include "status_to_python.h"
 
 namespace py = pybind11;
@@ -235,8 +235,8 @@ void bindStores(py::module_& m) {
       m, "FileStore",
       "One file per key under root (local or shared filesystem). Writes go to a temporary file and are "
       "renamed into place, so readers in any process never see a partial value.")
-      .def(py::init([](const std::string& root, bool fsync) {
-             auto store = FileStore::open(root, FileStoreOptions{fsync});
+      .def(py::init([](py::handle root, py::handle fsync) {
+             auto store = FileStore::open(pathArgument(root, "root"), FileStoreOptions{flagArgument(fsync, "fsync")});
              check(store.status());
              return store.value();
            }),

@@ -4,6 +4,7 @@ Errors cross the boundary as the classes of kvdump.errors: every call below may 
 kvdump.KvdumpValueError for a bad argument and kvdump.LifecycleError on a closed writer or loader.
 """
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -154,7 +155,7 @@ class FileStore(CacheStore):
     """One file per key under root (local or shared filesystem). Writes go to a temporary file and
     are renamed into place, so readers in any process never see a partial value."""
 
-    def __init__(self, root: str, fsync: bool = False) -> None: ...
+    def __init__(self, root: str | os.PathLike[str], fsync: bool = False) -> None: ...
     @property
     def root(self) -> str: ...
     def remove_orphan_temporaries(self) -> int:

@@ -32,8 +32,10 @@ std::string escapeKey(std::string_view key) {
   static const char* hex = "0123456789ABCDEF";
   std::string out;
   out.reserve(key.size() + 8);
+  // "." and ".." name directories, not files: their dots are escaped.
+  const bool dots_only = key == "." || key == "..";
   for (unsigned char c : key) {
-    if (std::isalnum(c) || c == '.' || c == '_' || c == '-') {
+    if (std::isalnum(c) || (c == '.' && !dots_only) || c == '_' || c == '-') {
       out.push_back(static_cast<char>(c));
     } else {
       out.push_back('%');
@@ -335,6 +337,9 @@ Result<size_t> FileStore::removeOrphanTemporaries() {
 
 Result<std::shared_ptr<FileStore>> FileStore::open(const std::string& root, FileStoreOptions options) {
   if (root.empty()) return Status::InvalidArgument("FileStore root must not be empty");
+  if (root.find('\0') != std::string::npos) {
+    return Status::InvalidArgument("FileStore root must not contain a NUL character");
+  }
   std::string clean = root;
   while (clean.size() > 1 && clean.back() == '/') clean.pop_back();
   Status made = makeDirs(clean);
