@@ -114,3 +114,22 @@ def test_a_file_store_root_may_be_a_path_and_bad_arguments_are_named(tmp_path) -
         with pytest.raises(error, match=named):
             kvdump.FileStore(**kwargs)
     assert not (tmp_path / "a").exists()  # nothing made for a refused root
+
+
+@pytest.mark.parametrize(
+    ("make", "named"),
+    [
+        pytest.param(lambda: kvdump.MemoryStore(capacity_bytes=1e6), "capacity_bytes", id="capacity-float"),
+        pytest.param(lambda: kvdump.MemoryStore(capacity_bytes=True), "capacity_bytes", id="capacity-bool"),
+        pytest.param(lambda: kvdump.MemoryStore(1 << 20, eviction=None), "eviction", id="eviction-none"),
+        pytest.param(lambda: kvdump.MemoryStore(1 << 20, high_watermark="0.9"), "high_watermark", id="watermark-str"),
+        pytest.param(lambda: kvdump.MemoryStore(1 << 20, pin_memory=True), "pin_memory", id="pin-memory-bool"),
+        pytest.param(lambda: kvdump.DelayedStore("x"), "inner", id="delayed-inner-str"),
+        pytest.param(
+            lambda: kvdump.DelayedStore(kvdump.MemoryStore(1 << 20), put_delay="1"), "put_delay", id="delay-str"
+        ),
+    ],
+)
+def test_native_store_arguments_of_the_wrong_type_are_named(make, named: str) -> None:
+    with pytest.raises(kvdump.KvdumpTypeError, match=named):
+        make()

@@ -75,6 +75,13 @@ std::string pathArgument(py::handle value, const char* what) {
   return text;
 }
 
+double numberArgument(py::handle value, const char* what) {
+  if (PyBool_Check(value.ptr()) || !(PyLong_Check(value.ptr()) || PyFloat_Check(value.ptr()))) {
+    throwTypeError(std::string(what) + " must be a number, got " + describe(value));
+  }
+  return value.cast<double>();
+}
+
 bool flagArgument(py::handle value, const char* what) {
   if (!PyBool_Check(value.ptr())) throwTypeError(std::string(what) + " must be True or False, got " + describe(value));
   return value.ptr() == Py_True;

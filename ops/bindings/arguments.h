@@ -27,6 +27,9 @@ std::string textArgument(pybind11::handle value, const char* what);
 /// `value` (a str or an os.PathLike naming a str path) as a path without NUL characters. Needs the GIL.
 std::string pathArgument(pybind11::handle value, const char* what);
 
+/// `value` as a double (an int or a float, not a bool); its range is the caller's to check. Needs the GIL.
+double numberArgument(pybind11::handle value, const char* what);
+
 /// `value` as a bool (True or False, not a number or a str). Needs the GIL.
 bool flagArgument(pybind11::handle value, const char* what);
 

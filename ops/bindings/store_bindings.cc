@@ -18,21 +18,6 @@ namespace py = pybind11;
 namespace kvdump::python {
 namespace {
 
-// An integer argument in [minimum, maximum]; anything else is INVALID_ARGUMENT naming `what`.
-size_t sizeArgument(const py::object& value, const char* what, size_t minimum, size_t maximum) {
-  if (PyBool_Check(value.ptr()) || !PyLong_Check(value.ptr())) {
-    throwStatus(Status::InvalidArgument(std::string(what) + " must be an integer, got " +
-                                        std::string(py::str(py::type::handle_of(value).attr("__name__")))));
-  }
-  int overflow = 0;
-  const long long v = PyLong_AsLongLongAndOverflow(value.ptr(), &overflow);
-  if (overflow != 0 || v < static_cast<long long>(minimum) || static_cast<unsigned long long>(v) > maximum) {
-    throwStatus(Status::InvalidArgument(std::string(what) + " must be in [" + std::to_string(minimum) + ", " +
-                                        std::to_string(maximum) + "], got " + std::string(py::str(value))));
-  }
-  return static_cast<size_t>(v);
-}
-
 void put(CacheStore& store, const std::string& key, const py::buffer& data) {
   py::buffer_info info = data.request();
   if (!PyBuffer_IsContiguous(info.view(), 'C')) {
@@ -177,11 +162,13 @@ void bindStores(py::module_& m) {
       "down to low_watermark * capacity; eviction='refuse' keeps every committed block and fails the put with "
       "StoreFullError. Either way, blocks of failed or aborted cycles are reclaimed first, and a block under "
       "a read or in a cycle not yet committed is never evicted.")
-      .def(py::init([](const py::object& capacity_bytes, const std::string& eviction, double high_watermark,
-                       double low_watermark, const py::object& slab_bytes, const std::string& pin_memory) {
+      .def(py::init([](py::handle capacity_bytes, py::handle eviction_policy, py::handle high_watermark,
+                       py::handle low_watermark, py::handle slab_bytes, py::handle pin_memory_arg) {
              // Taken as Python objects so a bad value is a typed error naming it, not an overload list.
              MemoryStoreOptions o;
-             o.capacity_bytes = sizeArgument(capacity_bytes, "capacity_bytes", 0, std::size_t{1} << 62);
+             o.capacity_bytes = static_cast<size_t>(integerArgument(capacity_bytes, "capacity_bytes", 0, int64_t{1} << 62));
+             const std::string eviction = textArgument(eviction_policy, "eviction");
+             const std::string pin_memory = textArgument(pin_memory_arg, "pin_memory");
              if (eviction == "evict") {
                o.eviction = EvictionPolicy::kEvict;
              } else if (eviction == "refuse") {
@@ -189,9 +176,9 @@ void bindStores(py::module_& m) {
              } else {
                throwStatus(Status::InvalidArgument("eviction must be 'evict' or 'refuse', got '" + eviction + "'"));
              }
-             o.high_watermark = high_watermark;
-             o.low_watermark = low_watermark;
-             o.slab_bytes = sizeArgument(slab_bytes, "slab_bytes", 0, std::size_t{1} << 30);
+             o.high_watermark = numberArgument(high_watermark, "high_watermark");
+             o.low_watermark = numberArgument(low_watermark, "low_watermark");
+             o.slab_bytes = static_cast<size_t>(integerArgument(slab_bytes, "slab_bytes", 0, int64_t{1} << 30));
              if (pin_memory != "auto" && pin_memory != "no") {
                Result<HostAllocator> pinned = hostAllocatorFor(pin_memory, "pin_memory");
                check(pinned.status());
@@ -260,10 +247,14 @@ void bindStores(py::module_& m) {
       "Wraps a native store and sleeps put_delay seconds per put call (one per batch, after the bytes are "
       "handed over, as a network store waits for its acknowledgment) and get_delay per get call (before "
       "the copy): a stand-in for a remote store's round trip in benchmarks and tests.")
-      .def(py::init([](std::shared_ptr<CacheStore> inner, double put_delay, double get_delay) {
-             if (!inner) throwStatus(Status::InvalidArgument("inner store must not be None"));
-             return std::make_shared<DelayedStore>(std::move(inner), *secondsArgument(put_delay, "put_delay"),
-                                                   *secondsArgument(get_delay, "get_delay"));
+      .def(py::init([](py::handle inner, py::handle put_delay, py::handle get_delay) {
+             if (!py::isinstance<CacheStore>(inner)) {
+               throwTypeError("inner must be a kvdump store, got " +
+                              std::string(py::str(py::type::handle_of(inner).attr("__name__"))));
+             }
+             return std::make_shared<DelayedStore>(inner.cast<std::shared_ptr<CacheStore>>(),
+                                                   durationArgument(put_delay, "put_delay"),
+                                                   durationArgument(get_delay, "get_delay"));
            }),
            py::arg("inner"), py::arg("put_delay") = 0.0, py::arg("get_delay") = 0.0);
 
