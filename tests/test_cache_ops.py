@@ -459,6 +459,15 @@ def test_write_with_no_blocks_outside_a_cycle_raises_lifecycle_error(make_writer
         kvdump.write_cache_store(writer, 0, _kv(), [], [])
 
 
+def test_a_uint64_block_id_out_of_range_is_named_with_its_own_value(make_writer) -> None:
+    writer = make_writer()
+    writer.init()
+    ids = torch.tensor([2**63 + 1, 1], dtype=torch.uint64)
+    with pytest.raises(kvdump.KvdumpValueError, match=r"block_ids\[0\] = 9223372036854775809 is out of range"):
+        kvdump.write_cache_store(writer, 0, _kv(), ids, [5, 6])
+    writer.abort()
+
+
 def test_bad_load_raises_value_error(make_writer) -> None:
     writer = make_writer()
     write_layer(writer, 0, _kv(), [0], [1])
@@ -508,9 +517,9 @@ def test_async_loader_gives_the_same_bytes(make_writer, make_loader) -> None:
 
 def test_wait_layer_on_a_layer_never_started(make_loader) -> None:
     loader = make_loader(kvdump.MemoryStore(capacity_bytes=1 << 20))
-    with pytest.raises(kvdump.KeyNotFoundError) as info:
+    # No session open and nothing loaded: a lifecycle mistake, as finish() without start() is.
+    with pytest.raises(kvdump.LifecycleError, match="start"):
         loader.wait_layer(0, timeout=LIMIT)
-    assert info.value.code is StatusCode.NOT_FOUND
     loader.start()
     with pytest.raises(kvdump.KeyNotFoundError) as info:
         loader.wait_layer(3, timeout=LIMIT)

@@ -34,8 +34,15 @@ class PyLoader : public ContextOwner<LoaderContext> {
   void waitLayer(int64_t layer, std::optional<double> timeout) {
     auto deadline = secondsArgument(timeout, "timeout");
     std::shared_ptr<CompletionBoard> board = ctx()->board();
+    std::shared_ptr<LoaderContext> context = ctx();
     checkWithoutGil([&] {
-      return waitInterruptibly(deadline, [&](std::chrono::nanoseconds slice) { return board->wait(layer, slice); });
+      Status waited =
+          waitInterruptibly(deadline, [&](std::chrono::nanoseconds slice) { return board->wait(layer, slice); });
+      if (waited.code() == StatusCode::kNotFound && context->pool().state() == WriterState::kIdle) {
+        return Status::Lifecycle("wait_layer() with no loading session open and nothing loaded for layer " +
+                                 std::to_string(layer) + ": call start() and load_async() first");
+      }
+      return waited;
     });
   }
 };

@@ -213,6 +213,17 @@ BlockHeader LayerKv::headerFor(uint32_t layer, uint64_t hash, const KeySpace& sp
   // int64 and contiguous, as the hashing helpers make them, is read in place; anything else converts.
   // Bound by reference, not copied: this runs without the GIL, and copying a tensor Python holds
   // takes the GIL (twice: to count the new reference, and to drop it).
+  if (ids.scalar_type() == at::kUInt64) {
+    // Checked before the conversion to int64, which would wrap a large one into a negative id.
+    const at::Tensor flat = ids.contiguous();
+    const uint64_t* raw = static_cast<const uint64_t*>(flat.data_ptr());
+    for (int64_t i = 0; i < flat.numel(); ++i) {
+      if (raw[i] >= static_cast<uint64_t>(num_blocks)) {
+        return Status::InvalidArgument("block_ids[" + std::to_string(i) + "] = " + std::to_string(raw[i]) +
+                                       " is out of range for a cache of " + std::to_string(num_blocks) + " blocks");
+      }
+    }
+  }
   const bool direct = ids.scalar_type() == at::kLong && ids.is_contiguous();
   at::Tensor converted;
   const at::Tensor& as_long = direct ? ids : (converted = ids.to(at::kLong).contiguous());
