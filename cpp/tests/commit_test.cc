@@ -97,11 +97,21 @@ TEST(CommitRecord, OlderFormatIsUnsupportedNotCorrupt) {
 
 class LookupTest : public ::testing::Test {
  protected:
+  // Stores layers `layers` of block `hash`: a MemoryStore publishes no record over layers it lacks.
+  void holdLayers(const KeySpace& keys, uint64_t hash, LayerRange layers) {
+    const uint8_t value[8] = {};
+    for (uint32_t l = layers.begin; l < layers.end; ++l) {
+      ASSERT_TRUE(store->put(blockKey(keys, hash, l), {value, sizeof value}).ok());
+    }
+  }
+
   std::shared_ptr<MemoryStore> store = std::make_shared<MemoryStore>(size_t{1} << 20);
   KeySpace space{"model-a", 0, 1};
 };
 
 TEST_F(LookupTest, CountsThePublishedPrefixInOneBatchedRead) {
+  holdLayers(space, 1, {0, 4});
+  holdLayers(space, 2, {0, 4});
   ASSERT_TRUE(publishCommits(*store, space, {1, 2}, {0, 4}).ok());
   EXPECT_EQ(lookupCommitted(*store, space, {1, 2, 3}, {0, 4}).value(), 2u);
   EXPECT_EQ(lookupCommitted(*store, space, {1, 2}, {0, 8}).value(), 0u);  // fewer layers than needed
@@ -110,6 +120,8 @@ TEST_F(LookupTest, CountsThePublishedPrefixInOneBatchedRead) {
 }
 
 TEST_F(LookupTest, AStageIsCoveredByItsOwnRecordOrAWholeModelOne) {
+  holdLayers(space, 1, {16, 32});
+  holdLayers(space, 2, {0, 32});
   ASSERT_TRUE(publishCommits(*store, space, {1}, {16, 32}).ok());
   ASSERT_TRUE(publishCommits(*store, space, {2}, {0, 32}).ok());
   EXPECT_EQ(lookupCommitted(*store, space, {1, 2}, {16, 32}).value(), 2u);
@@ -118,6 +130,8 @@ TEST_F(LookupTest, AStageIsCoveredByItsOwnRecordOrAWholeModelOne) {
 
 TEST_F(LookupTest, ARecordFromAnotherKeySpaceIsAnErrorNamingItsKey) {
   KeySpace other{"model-b", 0, 1};
+  holdLayers(other, 1, {0, 4});
+  holdLayers(space, 1, {0, 4});
   ASSERT_TRUE(publishCommits(*store, other, {1}, {0, 4}).ok());
   auto value = store->get(commitKey(other, 1));
   ASSERT_TRUE(value.ok());
@@ -128,6 +142,7 @@ TEST_F(LookupTest, ARecordFromAnotherKeySpaceIsAnErrorNamingItsKey) {
 }
 
 TEST_F(LookupTest, AForgedOrMisplacedRecordIsAnErrorNamingItsKey) {
+  holdLayers(space, 1, {0, 5});
   uint8_t bytes[CommitRecord::kBytes];
   encodeCommitRecord(CommitRecord{{0, 5}, keySpaceFingerprint(space), 1}, bytes);
   bytes[12] = 6;  // claims one more layer without fixing the checksum
