@@ -459,6 +459,19 @@ def test_write_with_no_blocks_outside_a_cycle_raises_lifecycle_error(make_writer
         kvdump.write_cache_store(writer, 0, _kv(), [], [])
 
 
+def test_wait_layer_after_finish_reports_a_load_that_missed_as_not_found(make_loader) -> None:
+    loader = make_loader(kvdump.MemoryStore(capacity_bytes=1 << 20))
+    loader.start()
+    loader.load_async(0, _kv(), [0], [12345])  # nothing stored under this hash
+    with pytest.raises(kvdump.WriteError) as failed:
+        loader.finish(timeout=LIMIT)
+    assert failed.value.code is StatusCode.NOT_FOUND
+    # The session is over, but layer 0 did load, and missed: not a lifecycle mistake.
+    with pytest.raises(kvdump.KeyNotFoundError) as info:
+        loader.wait_layer(0, timeout=LIMIT)
+    assert info.value.key.endswith("/L0")
+
+
 def test_a_uint64_block_id_out_of_range_is_named_with_its_own_value(make_writer) -> None:
     writer = make_writer()
     writer.init()

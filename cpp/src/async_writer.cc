@@ -484,10 +484,14 @@ Status AsyncWriter::waitAllDone(std::optional<std::chrono::nanoseconds> timeout,
       done = c.idle_cv.wait_until(lock, slice_end, drained);
       if (!done && slice_end < deadline) {
         lock.unlock();  // the check may take the GIL, which a thread waiting for this lock may hold
-        stopped = interrupted();
+        try {
+          stopped = interrupted();
+        } catch (...) {
+          stopped = true;  // a check that cannot run ends the wait rather than wedging the barrier
+        }
         lock.lock();
-        done = drained();
-        if (!done && !stopped) continue;
+        if (!stopped) continue;
+        done = false;  // the interruption ends the wait as a deadline would, drained or not
       }
     } else {
       done = deadline == Clock::time_point::max() ? (c.idle_cv.wait(lock, drained), true)

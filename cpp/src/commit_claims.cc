@@ -2,10 +2,11 @@
 
 namespace kvdump {
 
-void CommitClaims::claim(uint64_t cycle, const std::vector<std::string>& keys) {
+bool CommitClaims::claim(uint64_t cycle, const std::vector<std::string>& keys, const TaskControl& control) {
   std::lock_guard<std::mutex> lock(mu_);
-  ++open_;
+  if (control.abandoned()) return false;
   for (const std::string& key : keys) owner_[key] = cycle;
+  return true;
 }
 
 Status CommitClaims::retract(CacheStore& store, uint64_t cycle, const std::vector<std::string>& keys) {
@@ -27,9 +28,12 @@ Status CommitClaims::retract(CacheStore& store, uint64_t cycle, const std::vecto
   return first;
 }
 
-void CommitClaims::release() {
+void CommitClaims::release(uint64_t cycle, const std::vector<std::string>& keys) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (open_ > 0 && --open_ == 0) owner_.clear();
+  for (const std::string& key : keys) {
+    auto owned = owner_.find(key);
+    if (owned != owner_.end() && owned->second == cycle) owner_.erase(owned);
+  }
 }
 
 size_t CommitClaims::size() const {

@@ -43,6 +43,11 @@ Status CompletionBoard::wait(int64_t id, std::optional<std::chrono::nanoseconds>
   return it->second.status;
 }
 
+bool CompletionBoard::expected(int64_t id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return entries_.find(id) != entries_.end();
+}
+
 void CompletionBoard::close(const std::string& why) {
   {
     std::lock_guard<std::mutex> lock(mu_);

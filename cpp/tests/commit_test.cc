@@ -165,31 +165,49 @@ std::shared_ptr<MemoryStore> smallStore() {
 TEST(CommitClaims, AnAbandonedCommitTakesBackWhatItStillOwns) {
   auto store = smallStore();
   CommitClaims claims;
+  TaskControl control;
   const std::vector<std::string> keys = {"a/commit", "b/commit"};
   const uint8_t value[1] = {1};
-  claims.claim(kCycle, keys);
+  ASSERT_TRUE(claims.claim(kCycle, keys, control));
   for (const auto& k : keys) ASSERT_TRUE(store->put(k, {value, 1}).ok());
   ASSERT_TRUE(claims.retract(*store, kCycle, {"a/commit", "b/commit", "never/put"}).ok());
   EXPECT_FALSE(store->exists("a/commit").value());
   EXPECT_FALSE(store->exists("b/commit").value());
-  claims.release();
+  claims.release(kCycle, keys);
   EXPECT_EQ(claims.size(), 0u);
 }
 
 TEST(CommitClaims, ALaterCyclesRecordUnderTheSameKeyIsKept) {
   auto store = smallStore();
   CommitClaims claims;
+  TaskControl stalled, retry;
   const uint8_t value[1] = {1};
-  claims.claim(kCycle, {"a/commit", "b/commit"});  // its put stalls; abort() abandons it
-  claims.claim(kCycle + 1, {"b/commit"});           // the retry publishes b's record, and ends
+  ASSERT_TRUE(claims.claim(kCycle, {"a/commit", "b/commit"}, stalled));  // its put stalls; abort() gives it up
+  ASSERT_TRUE(claims.claim(kCycle + 1, {"b/commit"}, retry));             // the retry publishes b's record
   ASSERT_TRUE(store->put("b/commit", {value, 1}).ok());
-  claims.release();
-  EXPECT_EQ(claims.size(), 2u);  // remembered while the abandoned commit is open
+  claims.release(kCycle + 1, {"b/commit"});
+  EXPECT_EQ(claims.size(), 1u);  // a/commit, still the abandoned commit's
   ASSERT_TRUE(store->put("a/commit", {value, 1}).ok());  // the stalled put lands after all
   ASSERT_TRUE(claims.retract(*store, kCycle, {"a/commit", "b/commit"}).ok());
   EXPECT_FALSE(store->exists("a/commit").value());
   EXPECT_TRUE(store->exists("b/commit").value());
-  claims.release();
+  claims.release(kCycle, {"a/commit", "b/commit"});
+  EXPECT_EQ(claims.size(), 0u);
+}
+
+TEST(CommitClaims, AnAbandonedFinisherClaimsNothing) {
+  auto store = smallStore();
+  CommitClaims claims;
+  TaskControl late, retry;
+  const uint8_t value[1] = {1};
+  ASSERT_TRUE(claims.claim(kCycle + 1, {"b/commit"}, retry));
+  ASSERT_TRUE(store->put("b/commit", {value, 1}).ok());
+  // The earlier cycle's finisher, given up by abort() before it claimed, comes back.
+  late.abandon();
+  EXPECT_FALSE(claims.claim(kCycle, {"b/commit"}, late));
+  ASSERT_TRUE(claims.retract(*store, kCycle, {"b/commit"}).ok());
+  EXPECT_TRUE(store->exists("b/commit").value());
+  claims.release(kCycle + 1, {"b/commit"});
   EXPECT_EQ(claims.size(), 0u);
 }
 

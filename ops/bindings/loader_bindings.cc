@@ -10,6 +10,7 @@
 #include "engine_reports.h"
 #include "interruptible_wait.h"
 #include "kvdump_ops/loader_context.h"
+#include "python_exit_guard.h"
 #include "status_to_python.h"
 
 namespace py = pybind11;
@@ -20,7 +21,7 @@ namespace {
 std::shared_ptr<LoaderContext> makeLoader(std::shared_ptr<CacheStore> store, EngineOptions options,
                                           const KeySpace& keys) {
   options.keys = keys;
-  Result<std::shared_ptr<LoaderContext>> made = LoaderContext::create(std::move(store), options);
+  Result<std::shared_ptr<LoaderContext>> made = LoaderContext::create(releasedOnlyWhilePythonRuns(std::move(store)), options);
   check(made.status());
   return std::move(made).value();
 }
@@ -38,7 +39,8 @@ class PyLoader : public ContextOwner<LoaderContext> {
     checkWithoutGil([&] {
       Status waited =
           waitInterruptibly(deadline, [&](std::chrono::nanoseconds slice) { return board->wait(layer, slice); });
-      if (waited.code() == StatusCode::kNotFound && context->pool().state() == WriterState::kIdle) {
+      if (waited.code() == StatusCode::kNotFound && !board->expected(layer) &&
+          context->pool().state() == WriterState::kIdle) {
         return Status::Lifecycle("wait_layer() with no loading session open and nothing loaded for layer " +
                                  std::to_string(layer) + ": call start() and load_async() first");
       }

@@ -37,6 +37,19 @@ PythonCall::~PythonCall() {
   if (--c.inside == 0) c.left.notify_all();
 }
 
+std::shared_ptr<CacheStore> releasedOnlyWhilePythonRuns(std::shared_ptr<CacheStore> store) {
+  if (!store) return store;
+  CacheStore* raw = store.get();
+  return std::shared_ptr<CacheStore>(raw, [held = std::move(store)](CacheStore*) mutable {
+    PythonCall call;
+    if (!call) {
+      new std::shared_ptr<CacheStore>(std::move(held));  // NOLINT: left to the process's end on purpose
+      return;
+    }
+    held.reset();  // a Python store's holder takes the GIL itself, inside this call
+  });
+}
+
 size_t refusePythonCallsAndWait(std::chrono::duration<double> timeout) {
   Calls& c = calls();
   PyThreadState* saved = PyEval_SaveThread();  // the calls inside need the GIL to come back out

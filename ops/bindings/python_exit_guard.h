@@ -5,6 +5,9 @@
 
 #include <chrono>
 #include <cstddef>
+#include <memory>
+
+#include "kvdump/cache_store.h"
 
 namespace kvdump::python {
 
@@ -22,6 +25,10 @@ class PythonCall {
  private:
   bool entered_;
 };
+
+/// `store` as held by kvdump's threads: the last of them to let it go after exit began leaves it
+/// alone instead of releasing it, since releasing a Python store takes the GIL. Thread-safe.
+std::shared_ptr<CacheStore> releasedOnlyWhilePythonRuns(std::shared_ptr<CacheStore> store);
 
 /// Refuses every later PythonCall, then waits up to `timeout` for the calls still inside Python to
 /// leave, with the GIL released. For the interpreter's exit, after the writers were closed and

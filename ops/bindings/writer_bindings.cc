@@ -12,6 +12,7 @@
 #include "engine_reports.h"
 #include "kvdump_ops/writer_context.h"
 #include "python_task.h"
+#include "python_exit_guard.h"
 #include "status_to_python.h"
 
 namespace py = pybind11;
@@ -35,7 +36,8 @@ LayerRange layerRange(const LayerPair& layers) {
 std::shared_ptr<WriterContext> makeWriter(std::shared_ptr<CacheStore> store, EngineOptions options,
                                           const KeySpace& keys, const LayerPair& layers) {
   options.keys = keys;
-  Result<std::shared_ptr<WriterContext>> made = WriterContext::create(std::move(store), options, layerRange(layers));
+  Result<std::shared_ptr<WriterContext>> made = WriterContext::create(releasedOnlyWhilePythonRuns(std::move(store)), options,
+                                                                   layerRange(layers));
   check(made.status());
   return std::move(made).value();
 }

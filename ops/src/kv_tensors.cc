@@ -215,9 +215,9 @@ BlockHeader LayerKv::headerFor(uint32_t layer, uint64_t hash, const KeySpace& sp
   // takes the GIL (twice: to count the new reference, and to drop it).
   if (ids.scalar_type() == at::kUInt64) {
     // Checked before the conversion to int64, which would wrap a large one into a negative id.
-    const at::Tensor flat = ids.contiguous();
-    const uint64_t* raw = static_cast<const uint64_t*>(flat.data_ptr());
-    for (int64_t i = 0; i < flat.numel(); ++i) {
+    const c10::MaybeOwned<at::Tensor> flat = ids.expect_contiguous();  // no new reference when it is
+    const uint64_t* raw = static_cast<const uint64_t*>(flat->data_ptr());
+    for (int64_t i = 0; i < flat->numel(); ++i) {
       if (raw[i] >= static_cast<uint64_t>(num_blocks)) {
         return Status::InvalidArgument("block_ids[" + std::to_string(i) + "] = " + std::to_string(raw[i]) +
                                        " is out of range for a cache of " + std::to_string(num_blocks) + " blocks");

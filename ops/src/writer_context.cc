@@ -51,11 +51,17 @@ ControlledTask commitFinisher(const std::shared_ptr<WriteTarget>& target, const 
     std::vector<std::string> record_keys;
     record_keys.reserve(hashes.size());
     for (uint64_t h : hashes) record_keys.push_back(commitKey(target->keys, h, expected));
-    target->claims.claim(outcome.cycle, record_keys);
+    if (!target->claims.claim(outcome.cycle, record_keys, control)) {
+      // Given up by abort() while it discarded: a later cycle may already publish these keys.
+      discardStored(*target, snapshot);
+      return Status::Cancelled("the cycle was aborted before its commit");
+    }
     struct Released {
       CommitClaims& claims;
-      ~Released() { claims.release(); }
-    } released{target->claims};
+      uint64_t cycle;
+      const std::vector<std::string>& keys;
+      ~Released() { claims.release(cycle, keys); }
+    } released{target->claims, outcome.cycle, record_keys};
     Status published = publishCommits(*target->store, target->keys, hashes, expected);
     if (control.seal()) {
       // After a failed publish some records may be missing: discard everything, and let the store

@@ -24,6 +24,8 @@ class CompletionBoard {
   /// Waits for `id`'s outcome and returns it. NOT_FOUND if `id` was never expected; TIMEOUT when the
   /// deadline passes first.
   Status wait(int64_t id, std::optional<std::chrono::nanoseconds> timeout);
+  /// Whether `id` was ever expected (and not forgotten since).
+  bool expected(int64_t id) const;
   /// Marks every pending id CANCELLED (used when the work behind them is aborted).
   void cancelPending(const std::string& why);
   /// Ends the board: every waiter, present and future, gets LIFECYCLE with `why`; later
@@ -35,7 +37,7 @@ class CompletionBoard {
     bool done = false;
     Status status;
   };
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   std::unordered_map<int64_t, Entry> entries_;
   std::optional<std::string> closed_;

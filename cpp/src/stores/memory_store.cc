@@ -354,8 +354,7 @@ struct MemoryStore::Impl {
     Result<CommitRecord> record = decodeCommitRecord(bytesOf(e), e.size);
     if (!record.ok()) return Status::Ok();
     const LayerRange layers = record.value().layers;
-    // The group's layers in the range, sorted: the first gap is the first layer missing. A put
-    // replaces a key, so each layer appears at most once.
+    // The group's layers in the range, sorted: the first gap is the first layer missing.
     std::vector<uint32_t> held;
     auto found = block_groups.find(kind.block);
     if (found != block_groups.end()) {
@@ -367,6 +366,7 @@ struct MemoryStore::Impl {
     std::sort(held.begin(), held.end());
     uint32_t missing = layers.begin;
     for (uint32_t layer : held) {
+      if (layer < missing) continue;  // one layer under two spellings ("L1", "L01")
       if (layer != missing) break;
       ++missing;
     }
