@@ -74,6 +74,26 @@ def test_k_and_v_interleaved_per_block_are_separate_memory_and_load(store) -> No
     assert torch.equal(combined[:, IDS], expected[:, IDS])
 
 
+def test_k_and_v_in_two_layouts_of_one_buffer_load(store) -> None:
+    buffer = torch.zeros(2 * NB * BS * H * D)
+    half = NB * BS * H * D
+    k = buffer[:half].view(NB, BS, H, D)  # token-major
+    v = buffer[half:].view(NB, H, BS, D).transpose(1, 2)  # head-major, its own half
+    kvdump.load_cache_store(store, 0, k, IDS, HASHES, v_cache=v)
+    expected = torch.arange(2 * NB * BS * H * D, dtype=torch.float32).reshape(2, NB, BS, H, D)
+    assert torch.equal(k[IDS], expected[0, IDS]) and torch.equal(v[IDS], expected[1, IDS])
+
+
+def test_k_and_v_over_the_same_memory_from_two_storages_are_refused(store) -> None:
+    shared = torch.zeros(2 * NB * BS * H * D).numpy()
+    k = torch.from_numpy(shared[: NB * BS * H * D]).view(NB, BS, H, D)
+    v = torch.from_numpy(shared[D : D + NB * BS * H * D]).view(NB, BS, H, D)  # overlaps K, another storage
+    assert not k.is_set_to(v)
+    with pytest.raises(kvdump.KvdumpValueError, match="share memory"):
+        kvdump.load_cache_store(store, 0, k, IDS, HASHES, v_cache=v)
+    assert not k.any() and not v.any()
+
+
 def test_a_cache_that_requires_grad_is_refused_under_grad_mode(store) -> None:
     leaf = torch.zeros(2, NB, BS, H, D, requires_grad=True)
     with pytest.raises(kvdump.KvdumpValueError, match="kv_cache requires grad"):

@@ -4,7 +4,9 @@
 #include <ATen/core/grad_mode.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
+#include <utility>
 #include <vector>
 
 namespace kvdump {
@@ -36,11 +38,24 @@ bool disjoint(const at::Tensor& t) {
   return overlap == at::MemOverlap::No || (overlap == at::MemOverlap::TooHard && provablyDisjoint(dimsOf(t)));
 }
 
-// K and V as one tensor with a leading dimension of 2 stepping from one to the other: exact for K
-// and V taken from one [2, ...] or [..., 2, ...] cache, and disjoint storages never meet.
+// The bytes [first, last] a tensor's elements span.
+std::pair<uintptr_t, uintptr_t> byteSpan(const at::Tensor& t) {
+  int64_t reach = 0;
+  for (int64_t d = 0; d < t.dim(); ++d) reach += (t.size(d) - 1) * std::llabs(t.stride(d));
+  const auto first = reinterpret_cast<uintptr_t>(t.data_ptr());
+  return {first, first + static_cast<uintptr_t>((reach + 1) * t.element_size()) - 1};
+}
+
+// Byte spans that do not meet are disjoint, whatever storages they belong to (memory shared through
+// from_blob or DLPack is not one storage). Spans that meet are disjoint only as K and V of one
+// storage with equal strides, seen as one tensor with a leading dimension of 2 stepping from one to
+// the other: exact for K and V taken from one [2, ...] or [..., 2, ...] cache.
 bool disjointFromEachOther(const at::Tensor& k, const at::Tensor& v) {
-  if (!k.is_alias_of(v)) return true;
-  if (k.strides() != v.strides()) return false;
+  if (k.numel() == 0 || v.numel() == 0) return true;
+  const auto [k_first, k_last] = byteSpan(k);
+  const auto [v_first, v_last] = byteSpan(v);
+  if (k_last < v_first || v_last < k_first) return true;
+  if (!k.is_alias_of(v) || k.strides() != v.strides()) return false;
   std::vector<std::pair<int64_t, int64_t>> dims = dimsOf(k);
   dims.emplace_back(2, v.storage_offset() - k.storage_offset());
   return v.storage_offset() != k.storage_offset() && provablyDisjoint(dims);
