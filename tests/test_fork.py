@@ -14,8 +14,16 @@ writer = kvdump.AsyncWriter(store, num_threads=2)
 with writer.cycle(timeout=30):
     kvdump.write_cache_store(writer, 0, kv, [0, 1], [100, 101])
 loader = kvdump.KVLoader(store, num_threads=1)
+open_cycle = kvdump.AsyncWriter(store, num_threads=1)
+open_cycle.init()  # a cycle open in the parent at the fork
 pid = os.fork()
 if pid == 0:
+    try:
+        kvdump.write_cache_store(open_cycle, 0, kv, [0, 1], [300, 301])
+        print("child: a write was queued for threads that do not exist")
+        os._exit(3)
+    except kvdump.LifecycleError as error:
+        assert "forked" in str(error), error
     for call in (writer.init, lambda: writer.wait_all_done(timeout=1), lambda: writer.abort(1), loader.start):
         try:
             call()
@@ -31,6 +39,7 @@ if pid == 0:
     sys.exit(0)  # runs the exit handlers, which close every writer and loader
 _, status = os.waitpid(pid, 0)
 assert os.waitstatus_to_exitcode(status) == 0, status
+open_cycle.abort(0)
 with writer.cycle(timeout=30):
     kvdump.write_cache_store(writer, 0, kv, [0, 1], [200, 201])
 assert kvdump.lookup(store, [200, 201]) == 2

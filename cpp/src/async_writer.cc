@@ -1,9 +1,10 @@
 #include "kvdump/async_writer.h"
 
 #include <cxxabi.h>
-#include <unistd.h>
+#include <pthread.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -67,6 +68,21 @@ struct TaskRun {
   bool finisher = false;  // the cycle's last task: its failure counts, its success is not a user task's
 };
 
+namespace {
+// Counts the forks of this process as seen in the child: a pool made before a fork reads a larger
+// count in the child. One atomic load, so the calling thread's submit can afford it.
+std::atomic<uint64_t> g_forks{0};
+
+uint64_t forksSoFar() {
+  static const bool registered = [] {
+    pthread_atfork(nullptr, nullptr, [] { g_forks.fetch_add(1, std::memory_order_relaxed); });
+    return true;
+  }();
+  (void)registered;
+  return g_forks.load(std::memory_order_relaxed);
+}
+}  // namespace
+
 struct AsyncWriter::Core : std::enable_shared_from_this<AsyncWriter::Core> {
   struct QueuedTask {
     ControlledTask fn;
@@ -78,7 +94,7 @@ struct AsyncWriter::Core : std::enable_shared_from_this<AsyncWriter::Core> {
   explicit Core(WriterOptions o) : options(std::move(o)) {}
 
   const WriterOptions options;
-  const pid_t owner_pid = getpid();  // the process whose threads serve this pool
+  const uint64_t forks_at_creation = forksSoFar();  // a child's count differs: the pool is its parent's
   size_t target_threads = 0;
   size_t max_abandoned_threads = 0;
 
@@ -323,7 +339,7 @@ AsyncWriter::~AsyncWriter() {
   close();
 }
 
-bool AsyncWriter::forkedAway() const { return getpid() != core_->owner_pid; }
+bool AsyncWriter::forkedAway() const { return g_forks.load(std::memory_order_relaxed) != core_->forks_at_creation; }
 
 bool AsyncWriter::calledFromOwnTask() const { return tls_current_core == core_.get(); }
 
@@ -398,6 +414,7 @@ Status AsyncWriter::submit(Task task, TaskLabel label, std::optional<std::chrono
                                         std::optional<std::chrono::nanoseconds> timeout) {
   const auto start = Clock::now();
   if (!task) return Status::InvalidArgument("submit() of an empty task");
+  if (forkedAway()) return forkedAwayStatus("submit()");  // before a lock the fork may have copied held
   Core& c = *core_;
   std::unique_lock<std::mutex> lock(c.mu);
   if (c.state != WriterState::kAccepting) {

@@ -166,8 +166,8 @@ class AsyncWriter {
   void close(std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
 
   /// True in a process forked from the one that made this writer. Its threads do not exist there,
-  /// and its locks may have been copied held: init, waitAllDone and abort return LIFECYCLE, close
-  /// does nothing, and the destructor leaves the pool's state alone.
+  /// and its locks may have been copied held: init, submit, waitAllDone and abort return LIFECYCLE,
+  /// close does nothing, and the destructor leaves the pool's state alone.
   bool forkedAway() const;
 
   /// True on one of this writer's threads while it runs a task (and any store call it makes).
