@@ -16,8 +16,16 @@ with writer.cycle(timeout=30):
 loader = kvdump.KVLoader(store, num_threads=1)
 open_cycle = kvdump.AsyncWriter(store, num_threads=1)
 open_cycle.init()  # a cycle open in the parent at the fork
+from kvdump.testing import StallingStore
+stalled = StallingStore(store, limit=60, fails_at_limit=False)
+inside = kvdump.AsyncWriter(stalled, num_threads=1)
+inside.init()
+kvdump.write_cache_store(inside, 0, kv, [0, 1], [400, 401])
+assert stalled.entered.wait(60)  # a parent thread is inside a Python store call at the fork
 pid = os.fork()
 if pid == 0:
+    # That call is the parent's: the child's exit has none of its own to wait for.
+    assert kvdump._C.refuse_python_calls_at_exit(0) == 0
     try:
         kvdump.write_cache_store(open_cycle, 0, kv, [0, 1], [300, 301])
         print("child: a write was queued for threads that do not exist")
@@ -40,6 +48,8 @@ if pid == 0:
 _, status = os.waitpid(pid, 0)
 assert os.waitstatus_to_exitcode(status) == 0, status
 open_cycle.abort(0)
+stalled.release.set()
+inside.wait_all_done(timeout=60)
 with writer.cycle(timeout=30):
     kvdump.write_cache_store(writer, 0, kv, [0, 1], [200, 201])
 assert kvdump.lookup(store, [200, 201]) == 2

@@ -2,6 +2,8 @@
 
 #include <Python.h>
 
+#include <pthread.h>
+
 #include <condition_variable>
 #include <mutex>
 
@@ -16,9 +18,20 @@ struct Calls {
 };
 
 // Leaked: threads of abandoned calls may still ask after static destructors ran.
-Calls& calls() {
+Calls*& callsPointer() {
   static Calls* c = new Calls();
-  return *c;
+  return c;
+}
+
+Calls& calls() {
+  static const bool registered = [] {
+    // A forked child has none of its parent's threads: it starts with no call inside, and with a
+    // lock no parent thread can be holding.
+    pthread_atfork(nullptr, nullptr, [] { callsPointer() = new Calls(); });
+    return true;
+  }();
+  (void)registered;
+  return *callsPointer();
 }
 
 }  // namespace
