@@ -43,6 +43,26 @@ with writer.cycle(timeout=60):
     kvdump.write_cache_store(writer, 0, kv, [0, 1], [15, 16], request="r")
 assert kvdump.lookup(store, [15, 16]) == 2
 
+# A write, and a submit, blocked on a full queue behind the stalled put.
+stalls = StallingStore(store, holds_put=every_key, limit=60, fails_at_limit=False)
+full = kvdump.AsyncWriter(stalls, num_threads=1, queue_capacity=1, submit_timeout=60)
+full.init()
+kvdump.write_cache_store(full, 0, kv, [0, 1], [21, 22], request="a")
+assert stalls.entered.wait(60)
+kvdump.write_cache_store(full, 1, kv, [0, 1], [21, 22], request="a")  # fills the queue
+for blocked in (
+    lambda: kvdump.write_cache_store(full, 2, kv, torch.tensor([0, 1]), torch.tensor([21, 22]), request="a"),
+    lambda: full.submit(lambda: None, label="blocked"),
+):
+    interrupt_soon()
+    try:
+        blocked()
+        raise SystemExit("a call on a full queue returned")
+    except KeyboardInterrupt:
+        assert stalls.held == 1
+full.abort(0)
+stalls.release.set()
+
 reads = StallingStore(store, holds_put=no_key, holds_get=every_key, limit=60, fails_at_limit=False)
 loader = kvdump.KVLoader(reads, num_threads=1)
 loader.start()

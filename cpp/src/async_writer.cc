@@ -405,13 +405,15 @@ Status AsyncWriter::init(CycleOptions options) {
   return Status::Ok();
 }
 
-Status AsyncWriter::submit(Task task, TaskLabel label, std::optional<std::chrono::nanoseconds> timeout) {
-  return submit(controlled(std::move(task)), std::move(label), timeout);
+Status AsyncWriter::submit(Task task, TaskLabel label, std::optional<std::chrono::nanoseconds> timeout,
+                           const std::function<bool()>& interrupted) {
+  return submit(controlled(std::move(task)), std::move(label), timeout, interrupted);
 }
 
 // [[gnu::hot]]: on the calling thread's path of a layer write (see layer_write_call.cc).
 [[gnu::hot]] Status AsyncWriter::submit(ControlledTask task, TaskLabel label,
-                                        std::optional<std::chrono::nanoseconds> timeout) {
+                                        std::optional<std::chrono::nanoseconds> timeout,
+                                        const std::function<bool()>& interrupted) {
   const auto start = Clock::now();
   if (!task) return Status::InvalidArgument("submit() of an empty task");
   if (forkedAway()) return forkedAwayStatus("submit()");  // before a lock the fork may have copied held
@@ -429,9 +431,31 @@ Status AsyncWriter::submit(Task task, TaskLabel label, std::optional<std::chrono
     const bool record = c.cycle_options.full_queue_fails_request;
     const auto wait_for = record && c.cycle_queue_stalled ? std::chrono::nanoseconds(0)
                                                           : timeout.value_or(c.options.submit_timeout);
-    const bool got_space = c.space_cv.wait_for(lock, wait_for, [&] {
-      return c.queue.size() < c.options.queue_capacity || c.state != WriterState::kAccepting;
-    });
+    auto room = [&] { return c.queue.size() < c.options.queue_capacity || c.state != WriterState::kAccepting; };
+    bool got_space;
+    if (!interrupted) {
+      got_space = c.space_cv.wait_for(lock, wait_for, room);
+    } else {
+      const auto deadline = deadlineAfter(wait_for);
+      for (;;) {
+        const auto slice_end = std::min(deadline, Clock::now() + std::chrono::milliseconds(100));
+        got_space = c.space_cv.wait_until(lock, slice_end, room);
+        if (got_space || slice_end >= deadline) break;
+        lock.unlock();  // the check may take the GIL, which a thread waiting for this lock may hold
+        bool stop;
+        try {
+          stop = interrupted();
+        } catch (...) {
+          stop = true;
+        }
+        lock.lock();
+        if (stop) {
+          ++c.total_rejected;
+          return Status::Cancelled("submit() was interrupted while it waited for queue space; task '" +
+                                   label.text() + "' was not queued");
+        }
+      }
+    }
     if (c.state != WriterState::kAccepting) {
       ++c.total_rejected;
       return Status::Lifecycle("the cycle was closed or aborted while submit() waited for queue space");

@@ -10,9 +10,10 @@
 #include "arguments.h"
 #include "context_owner.h"
 #include "engine_reports.h"
+#include "interruptible_wait.h"
 #include "kvdump_ops/writer_context.h"
-#include "python_task.h"
 #include "python_exit_guard.h"
+#include "python_task.h"
 #include "status_to_python.h"
 
 namespace py = pybind11;
@@ -55,7 +56,8 @@ class PyWriter : public ContextOwner<WriterContext> {
     auto context = ctx();  // resolved with the GIL held: a closed writer raises here
     // A full queue blocks here, without the GIL.
     checkWithoutGil([&] {
-      return context->pool().submit(std::move(task), TaskLabel{std::move(label), layer, std::move(request)}, deadline);
+      return context->pool().submit(std::move(task), TaskLabel{std::move(label), layer, std::move(request)}, deadline,
+                                    pythonSignalRaised);
     });
   }
 

@@ -170,6 +170,15 @@ class GilReleased {
   PyThreadState* state_;
 };
 
+// Runs the pending Python signal handlers, taking the GIL; true when one raised (its exception is
+// then set for this thread). For a write waiting on a full queue without the GIL.
+bool pythonSignalRaised() {
+  const PyGILState_STATE gil = PyGILState_Ensure();
+  const bool raised = PyErr_CheckSignals() != 0;
+  PyGILState_Release(gil);
+  return raised;
+}
+
 // What the fast path did with a call.
 enum class Outcome { kQueued, kDeclined, kFailed };
 
@@ -225,14 +234,17 @@ Fallbacks fallbacks;
       // own arguments, and none of it is Python's.
       GilReleased released;
       queueLayerWrite(*holdContext(*handle), layer_index, kv_cache.get(), v_cache, block_ids.get(),
-                      block_hashes.get(), request_text);
+                      block_hashes.get(), request_text, pythonSignalRaised);
     } catch (const StatusCarrier& e) {
       *failure = e.status();
       return nullptr;  // no Python error set: the caller raises the Status
     }
     Py_RETURN_NONE;
   });
-  if (done == nullptr) return Outcome::kFailed;
+  if (done == nullptr) {
+    if (PyErr_Occurred()) *failure = Status();  // a signal handler raised (Ctrl-C): that exception stands
+    return Outcome::kFailed;
+  }
   Py_DECREF(done);
   return Outcome::kQueued;
 }

@@ -21,7 +21,8 @@ uint32_t requireLayer(int64_t layer) {
 // few pages it runs from after a layer's matmuls evicted them are fetched together.
 [[gnu::hot]] void queueLayerWrite(WriterContext& ctx, int64_t layer, const at::Tensor& kv_cache,
                                   const std::optional<at::Tensor>& v_cache, const at::Tensor& block_ids,
-                                  const at::Tensor& block_hashes, std::string_view request) {
+                                  const at::Tensor& block_hashes, std::string_view request,
+                                  const std::function<bool()>& interrupted) {
   LayerWrite write;
   write.layer = requireLayer(layer);
   const LayerRange& stage = ctx.layers();
@@ -51,7 +52,7 @@ uint32_t requireLayer(int64_t layer) {
   TaskLabel label{std::string(), static_cast<int64_t>(write.layer), std::string(request), "write"};
   Status submitted = ctx.pool().submit(
       [w = std::move(write)](TaskControl& control) mutable { return runLayerWrite(*w.target, w, control); },
-      std::move(label));
+      std::move(label), std::nullopt, interrupted);
   throwIfError(submitted);
 }
 

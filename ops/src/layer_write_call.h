@@ -9,6 +9,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string_view>
 
@@ -21,9 +22,11 @@ uint32_t requireLayer(int64_t layer);
 
 /// Queues the write of blocks `block_ids` of `kv_cache` (K and V, K with `v_cache`, or a 3-D latent
 /// cache) under keys made from `block_hashes`, or raises a c10 error carrying the Status (nothing
-/// queued). Call on the thread that produced the tensors; thread-safe as the writer is.
+/// queued). Call on the thread that produced the tensors; thread-safe as the writer is. A wait for
+/// queue space ends when `interrupted` (if any) returns true, as AsyncWriter::submit says.
 void queueLayerWrite(WriterContext& ctx, int64_t layer, const at::Tensor& kv_cache,
                      const std::optional<at::Tensor>& v_cache, const at::Tensor& block_ids,
-                     const at::Tensor& block_hashes, std::string_view request);
+                     const at::Tensor& block_hashes, std::string_view request,
+                     const std::function<bool()>& interrupted = {});
 
 }  // namespace kvdump

@@ -139,11 +139,14 @@ class AsyncWriter {
   /// Queues a task. Blocks while the queue is full, up to `timeout` (default: options'
   /// submit_timeout), then returns TIMEOUT (or records the task as failed, see CycleOptions).
   /// LIFECYCLE unless ACCEPTING. Never drops silently: a task is either queued (and later run or
-  /// reported cancelled), recorded as failed, or the call returns an error.
-  Status submit(ControlledTask task, TaskLabel label,
-                std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
+  /// reported cancelled), recorded as failed, or the call returns an error. With `interrupted`, a
+  /// wait for queue space calls it (without the writer's lock) about every 100 ms, and ends with
+  /// CANCELLED, the task not queued, once it returns true.
+  Status submit(ControlledTask task, TaskLabel label, std::optional<std::chrono::nanoseconds> timeout = std::nullopt,
+                const std::function<bool()>& interrupted = {});
   /// As above, for a task that touches no caller memory (it may still be abandoned while it runs).
-  Status submit(Task task, TaskLabel label, std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
+  Status submit(Task task, TaskLabel label, std::optional<std::chrono::nanoseconds> timeout = std::nullopt,
+                const std::function<bool()>& interrupted = {});
 
   /// Closes the cycle and waits for every queued and running task, then for the cycle finisher. On
   /// success the writer is IDLE and the result is OK or the first failure (with `report` naming its
