@@ -53,6 +53,33 @@ Clock::time_point deadlineAfter(std::chrono::nanoseconds timeout) {
   return now + std::chrono::duration_cast<Clock::duration>(timeout);
 }
 
+// Waits on `cv` until `ready` holds (true) or `deadline` passes (false). With `interrupted`, calls it
+// about every 100 ms of waiting, without the lock (it may take the GIL, which a thread waiting for
+// this lock may hold); once it returns true, or throws, the wait ends unready with `*stopped` set.
+template <typename Ready>
+bool waitReady(std::condition_variable& cv, std::unique_lock<std::mutex>& lock, Clock::time_point deadline,
+               Ready ready, const std::function<bool()>& interrupted, bool* stopped) {
+  *stopped = false;
+  if (!interrupted) {
+    if (deadline != Clock::time_point::max()) return cv.wait_until(lock, deadline, ready);
+    cv.wait(lock, ready);
+    return true;
+  }
+  for (;;) {
+    const auto slice_end = std::min(deadline, Clock::now() + std::chrono::milliseconds(100));
+    if (cv.wait_until(lock, slice_end, ready)) return true;
+    if (slice_end >= deadline) return false;
+    lock.unlock();
+    try {
+      *stopped = interrupted();
+    } catch (...) {
+      *stopped = true;  // a check that cannot run ends the wait rather than wedging it
+    }
+    lock.lock();
+    if (*stopped) return false;
+  }
+}
+
 ControlledTask controlled(Task task) {
   if (!task) return nullptr;
   return [task = std::move(task)](TaskControl&) { return task(); };
@@ -432,29 +459,12 @@ Status AsyncWriter::submit(Task task, TaskLabel label, std::optional<std::chrono
     const auto wait_for = record && c.cycle_queue_stalled ? std::chrono::nanoseconds(0)
                                                           : timeout.value_or(c.options.submit_timeout);
     auto room = [&] { return c.queue.size() < c.options.queue_capacity || c.state != WriterState::kAccepting; };
-    bool got_space;
-    if (!interrupted) {
-      got_space = c.space_cv.wait_for(lock, wait_for, room);
-    } else {
-      const auto deadline = deadlineAfter(wait_for);
-      for (;;) {
-        const auto slice_end = std::min(deadline, Clock::now() + std::chrono::milliseconds(100));
-        got_space = c.space_cv.wait_until(lock, slice_end, room);
-        if (got_space || slice_end >= deadline) break;
-        lock.unlock();  // the check may take the GIL, which a thread waiting for this lock may hold
-        bool stop;
-        try {
-          stop = interrupted();
-        } catch (...) {
-          stop = true;
-        }
-        lock.lock();
-        if (stop) {
-          ++c.total_rejected;
-          return Status::Cancelled("submit() was interrupted while it waited for queue space; task '" +
-                                   label.text() + "' was not queued");
-        }
-      }
+    bool interrupted_wait;
+    const bool got_space = waitReady(c.space_cv, lock, deadlineAfter(wait_for), room, interrupted, &interrupted_wait);
+    if (interrupted_wait) {
+      ++c.total_rejected;
+      return Status::Cancelled("submit() was interrupted while it waited for queue space; task '" + label.text() +
+                               "' was not queued");
     }
     if (c.state != WriterState::kAccepting) {
       ++c.total_rejected;
@@ -518,26 +528,8 @@ Status AsyncWriter::waitAllDone(std::optional<std::chrono::nanoseconds> timeout,
   c.space_cv.notify_all();
   auto drained = [&] { return c.generation != generation || (c.state == WriterState::kDraining && c.drainedLocked()); };
   for (;;) {
-    bool done;
-    bool stopped = false;
-    if (interrupted) {
-      const auto slice_end = std::min(deadline, Clock::now() + std::chrono::milliseconds(100));
-      done = c.idle_cv.wait_until(lock, slice_end, drained);
-      if (!done && slice_end < deadline) {
-        lock.unlock();  // the check may take the GIL, which a thread waiting for this lock may hold
-        try {
-          stopped = interrupted();
-        } catch (...) {
-          stopped = true;  // a check that cannot run ends the wait rather than wedging the barrier
-        }
-        lock.lock();
-        if (!stopped) continue;
-        done = false;  // the interruption ends the wait as a deadline would, drained or not
-      }
-    } else {
-      done = deadline == Clock::time_point::max() ? (c.idle_cv.wait(lock, drained), true)
-                                                  : c.idle_cv.wait_until(lock, deadline, drained);
-    }
+    bool stopped;
+    const bool done = waitReady(c.idle_cv, lock, deadline, drained, interrupted, &stopped);
     if (c.generation != generation) {  // abort() cleared barrier_waiting when it ended the cycle
       c.barrier_wait.record(nanosSince(start));
       if (c.closing) return Status::Lifecycle("the writer was closed while waitAllDone() waited");
