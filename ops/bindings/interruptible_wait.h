@@ -2,25 +2,17 @@
 // signal handlers, so it is cut into slices with a look at pending signals between them.
 #pragma once
 
-#include <pybind11/pybind11.h>
-
 #include <algorithm>
 #include <chrono>
 #include <optional>
 
 #include "kvdump/status.h"
+#include "kvdump_ops/python_signals.h"
 
 namespace kvdump::python {
 
 /// How long a wait goes without looking at pending signals.
 inline constexpr std::chrono::milliseconds kSignalCheckInterval{100};
-
-/// Runs the pending Python signal handlers, taking the GIL; true when one raised (the exception is
-/// then set for this thread). Call without the GIL.
-inline bool pythonSignalRaised() {
-  pybind11::gil_scoped_acquire gil;
-  return PyErr_CheckSignals() != 0;
-}
 
 /// Calls `wait(slice)` until it returns anything but TIMEOUT or `timeout` (none: no deadline) has
 /// passed, looking at pending signals between slices. Call without the GIL. A handler that raised

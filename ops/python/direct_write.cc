@@ -12,6 +12,7 @@
 #include "../src/held_context.h"
 #include "../src/layer_write_call.h"
 #include "../src/torch_status.h"
+#include "kvdump_ops/python_signals.h"
 
 namespace kvdump {
 namespace {
@@ -169,15 +170,6 @@ class GilReleased {
  private:
   PyThreadState* state_;
 };
-
-// Runs the pending Python signal handlers, taking the GIL; true when one raised (its exception is
-// then set for this thread). For a write waiting on a full queue without the GIL.
-bool pythonSignalRaised() {
-  const PyGILState_STATE gil = PyGILState_Ensure();
-  const bool raised = PyErr_CheckSignals() != 0;
-  PyGILState_Release(gil);
-  return raised;
-}
 
 // What the fast path did with a call.
 enum class Outcome { kQueued, kDeclined, kFailed };
