@@ -156,57 +156,55 @@ TEST_F(LookupTest, AForgedOrMisplacedRecordIsAnErrorNamingItsKey) {
   EXPECT_EQ(found.status().key(), commitKey(space, 1));
 }
 
-std::shared_ptr<MemoryStore> smallStore() {
-  MemoryStoreOptions o;
-  o.capacity_bytes = 1 << 16;
-  return MemoryStore::create(o).value();
-}
+class CommitClaimsTest : public ::testing::Test {
+ protected:
+  // Puts a (content-free) record under `key`, as a finisher's publish would.
+  void publish(const std::string& key) {
+    const uint8_t value[1] = {1};
+    ASSERT_TRUE(store->put(key, {value, sizeof value}).ok()) << key;
+  }
+  bool present(const std::string& key) { return store->exists(key).value(); }
 
-TEST(CommitClaims, AnAbandonedCommitTakesBackWhatItStillOwns) {
-  auto store = smallStore();
+  std::shared_ptr<MemoryStore> store = std::make_shared<MemoryStore>(size_t{1} << 16);
   CommitClaims claims;
+};
+
+TEST_F(CommitClaimsTest, AnAbandonedCommitTakesBackWhatItStillOwns) {
   TaskControl control;
   const std::vector<std::string> keys = {"a/commit", "b/commit"};
-  const uint8_t value[1] = {1};
   ASSERT_TRUE(claims.claim(kCycle, keys, control));
-  for (const auto& k : keys) ASSERT_TRUE(store->put(k, {value, 1}).ok());
+  for (const auto& k : keys) publish(k);
   ASSERT_TRUE(claims.retract(*store, kCycle, {"a/commit", "b/commit", "never/put"}).ok());
-  EXPECT_FALSE(store->exists("a/commit").value());
-  EXPECT_FALSE(store->exists("b/commit").value());
+  EXPECT_FALSE(present("a/commit"));
+  EXPECT_FALSE(present("b/commit"));
   claims.release(kCycle, keys);
   EXPECT_EQ(claims.size(), 0u);
 }
 
-TEST(CommitClaims, ALaterCyclesRecordUnderTheSameKeyIsKept) {
-  auto store = smallStore();
-  CommitClaims claims;
+TEST_F(CommitClaimsTest, ALaterCyclesRecordUnderTheSameKeyIsKept) {
   TaskControl stalled, retry;
-  const uint8_t value[1] = {1};
   ASSERT_TRUE(claims.claim(kCycle, {"a/commit", "b/commit"}, stalled));  // its put stalls; abort() gives it up
   ASSERT_TRUE(claims.claim(kCycle + 1, {"b/commit"}, retry));             // the retry publishes b's record
-  ASSERT_TRUE(store->put("b/commit", {value, 1}).ok());
+  publish("b/commit");
   claims.release(kCycle + 1, {"b/commit"});
   EXPECT_EQ(claims.size(), 1u);  // a/commit, still the abandoned commit's
-  ASSERT_TRUE(store->put("a/commit", {value, 1}).ok());  // the stalled put lands after all
+  publish("a/commit");           // the stalled put lands after all
   ASSERT_TRUE(claims.retract(*store, kCycle, {"a/commit", "b/commit"}).ok());
-  EXPECT_FALSE(store->exists("a/commit").value());
-  EXPECT_TRUE(store->exists("b/commit").value());
+  EXPECT_FALSE(present("a/commit"));
+  EXPECT_TRUE(present("b/commit"));
   claims.release(kCycle, {"a/commit", "b/commit"});
   EXPECT_EQ(claims.size(), 0u);
 }
 
-TEST(CommitClaims, AnAbandonedFinisherClaimsNothing) {
-  auto store = smallStore();
-  CommitClaims claims;
+TEST_F(CommitClaimsTest, AnAbandonedFinisherClaimsNothing) {
   TaskControl late, retry;
-  const uint8_t value[1] = {1};
   ASSERT_TRUE(claims.claim(kCycle + 1, {"b/commit"}, retry));
-  ASSERT_TRUE(store->put("b/commit", {value, 1}).ok());
+  publish("b/commit");
   // The earlier cycle's finisher, given up by abort() before it claimed, comes back.
   late.abandon();
   EXPECT_FALSE(claims.claim(kCycle, {"b/commit"}, late));
   ASSERT_TRUE(claims.retract(*store, kCycle, {"b/commit"}).ok());
-  EXPECT_TRUE(store->exists("b/commit").value());
+  EXPECT_TRUE(present("b/commit"));
   claims.release(kCycle + 1, {"b/commit"});
   EXPECT_EQ(claims.size(), 0u);
 }
