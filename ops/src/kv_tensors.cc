@@ -30,6 +30,11 @@ Result<BlockDtype> blockDtypeOf(at::ScalarType t) {
   }
 }
 
+Status blockIdOutOfRange(size_t i, const std::string& value, int64_t num_blocks) {
+  return Status::InvalidArgument("block_ids[" + std::to_string(i) + "] = " + value + " is out of range for a cache of " +
+                                 std::to_string(num_blocks) + " blocks");
+}
+
 std::string shapeOf(const at::Tensor& t) {
   std::ostringstream s;
   s << t.sizes();
@@ -219,8 +224,7 @@ BlockHeader LayerKv::headerFor(uint32_t layer, uint64_t hash, const KeySpace& sp
     const uint64_t* raw = static_cast<const uint64_t*>(flat->data_ptr());
     for (int64_t i = 0; i < flat->numel(); ++i) {
       if (raw[i] >= static_cast<uint64_t>(num_blocks)) {
-        return Status::InvalidArgument("block_ids[" + std::to_string(i) + "] = " + std::to_string(raw[i]) +
-                                       " is out of range for a cache of " + std::to_string(num_blocks) + " blocks");
+        return blockIdOutOfRange(static_cast<size_t>(i), std::to_string(raw[i]), num_blocks);
       }
     }
   }
@@ -230,10 +234,7 @@ BlockHeader LayerKv::headerFor(uint32_t layer, uint64_t hash, const KeySpace& sp
   const int64_t* p = as_long.data_ptr<int64_t>();
   out.assign(p, p + as_long.numel());
   for (size_t i = 0; i < out.size(); ++i) {
-    if (out[i] < 0 || out[i] >= num_blocks) {
-      return Status::InvalidArgument("block_ids[" + std::to_string(i) + "] = " + std::to_string(out[i]) +
-                                     " is out of range for a cache of " + std::to_string(num_blocks) + " blocks");
-    }
+    if (out[i] < 0 || out[i] >= num_blocks) return blockIdOutOfRange(i, std::to_string(out[i]), num_blocks);
   }
   return Status::Ok();
 }
