@@ -75,13 +75,23 @@ def block_hash(
     salt (:func:`model_salt`) keeps different models' KV apart in a shared store. ``namespace=`` is
     the deprecated name of ``salt``.
     """
-    salt = _salt_of(salt, namespace, "block_hash")
-    if parent is not None:
-        parent = _arguments.integer("parent", parent)
-        if not _INT64_MIN <= parent <= _INT64_MAX:
-            raise KvdumpValueError(f"parent hash {parent} does not fit a signed 64-bit hash")
+    return _chained_hash(tokens, _parent_hash(parent), _salt_of(salt, namespace, "block_hash").encode("utf-8"))
+
+
+def _parent_hash(parent: int | None) -> int | None:
+    """``parent`` checked as a chain's previous hash: None, or an int that fits int64."""
+    if parent is None:
+        return None
+    parent = _arguments.integer("parent", parent)
+    if not _INT64_MIN <= parent <= _INT64_MAX:
+        raise KvdumpValueError(f"parent hash {parent} does not fit a signed 64-bit hash")
+    return parent
+
+
+def _chained_hash(tokens: Sequence[int], parent: int | None, name: bytes) -> int:
+    """:func:`block_hash` of arguments already checked, with the salt already encoded: a chain checks
+    its salt and its first parent once, not once per block."""
     digest = hashlib.blake2b(digest_size=8, person=_PERSON)
-    name = salt.encode("utf-8")
     # Length prefixes keep the encoding unambiguous, so distinct inputs never hash the same bytes.
     digest.update(struct.pack("<Q", len(name)))
     digest.update(name)
@@ -109,11 +119,12 @@ def block_hashes(
     equals what hashing the whole sequence at once would give for those blocks. ``namespace=`` is
     the deprecated name of ``salt``.
     """
-    salt = _salt_of(salt, namespace, "block_hashes")
+    name = _salt_of(salt, namespace, "block_hashes").encode("utf-8")
     block_size = _arguments.integer("block_size", block_size, minimum=1)
+    parent = _parent_hash(parent)
     hashes: list[int] = []
     for start in range(0, len(token_ids), block_size):
-        parent = block_hash(token_ids[start : start + block_size], parent, salt)
+        parent = _chained_hash(token_ids[start : start + block_size], parent, name)
         hashes.append(parent)
     return hashes
 
