@@ -199,13 +199,11 @@ class AsyncWriter(InKeySpace):
         start = time.monotonic()
         try:
             self.wait_all_done(deadline_s)
-        except KvdumpError as error:
-            if isinstance(error, WriteTimeout):
+        except BaseException as error:
+            # A barrier that timed out, or was interrupted (Ctrl-C), leaves the cycle open, and nobody
+            # will wait again; any other kvdump error already left the writer idle.
+            if isinstance(error, WriteTimeout) or not isinstance(error, KvdumpError):
                 self.abort(None if deadline_s is None else max(0.0, deadline_s - (time.monotonic() - start)))
-            raise
-        except BaseException:
-            # Interrupted (Ctrl-C) while waiting: the cycle is still open, and nobody will wait again.
-            self.abort(None if deadline_s is None else max(0.0, deadline_s - (time.monotonic() - start)))
             raise
 
     def stats(self) -> dict[str, Any]:
